@@ -1,0 +1,62 @@
+"""The ``bsi-d2`` command line: one entry, one module per sub-command.
+
+Each module in ``bsi_d2.commands`` exposes ``HELP``, ``add_arguments(parser)`` and
+``main(args) -> int``; the logic itself lives in the package, behind a typed function.
+Modules are imported only when their command runs, so ``bsi-d2 --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# sub-command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("bsi_d2.commands.demo", "synthetic scans -> COCO -> training -> inference -> report"),
+    "phantom": ("bsi_d2.commands.phantom", "make synthetic whole-body bone scans with ground truth"),
+    "preprocess": ("bsi_d2.commands.preprocess", "DICOM/images -> merged 950 x 512 scans"),
+    "convert": ("bsi_d2.commands.convert", "Labelme JSON folder -> COCO instances per split"),
+    "train": ("bsi_d2.commands.train", "train Mask R-CNN (detectron2 or torchvision engine)"),
+    "kfold": ("bsi_d2.commands.kfold", "run every fold of a k-fold split and summarise"),
+    "evaluate": ("bsi_d2.commands.evaluate", "score predictions against COCO ground truth"),
+    "predict": ("bsi_d2.commands.predict", "batch inference, BSI per scan and reports"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bsi-d2",
+        description="Bone-scan instance segmentation and Bone Scan Index. "
+        "An aid for physicians, not a diagnosis.",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    known, rest = parser.parse_known_args(argv)
+    if known.command is None:
+        parser.print_help()
+        return 2
+    module_name, help_text = COMMANDS[known.command]
+    module = importlib.import_module(module_name)
+    sub = argparse.ArgumentParser(prog=f"bsi-d2 {known.command}", description=help_text)
+    module.add_arguments(sub)
+    args = sub.parse_args(rest)
+    logging.basicConfig(
+        level=logging.DEBUG if known.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    return int(module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

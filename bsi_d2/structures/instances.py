@@ -1,0 +1,89 @@
+"""Framework-neutral predicted or ground-truth instances of one image.
+
+Both model engines return this, and post-processing, evaluation and reports read it, so nothing
+downstream of the engine knows whether detectron2 or torchvision produced it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bsi_d2.structures.masks import mask_to_bbox, mask_to_rle, segmentation_to_mask
+
+
+@dataclass
+class Instances:
+    """N instances on an (height, width) image; category ids are the taxonomy's ids."""
+
+    height: int
+    width: int
+    boxes: np.ndarray  # (N, 4) float32, XYXY absolute pixels
+    scores: np.ndarray  # (N,) float32; 1.0 for ground truth
+    category_ids: np.ndarray  # (N,) int64
+    masks: np.ndarray  # (N, H, W) bool
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        if not (len(self.boxes) == len(self.category_ids) == len(self.masks) == n):
+            raise ValueError("boxes, scores, category_ids and masks must have the same length")
+        if n and self.masks.shape[1:] != (self.height, self.width):
+            raise ValueError(f"masks {self.masks.shape[1:]} != image ({self.height}, {self.width})")
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> Instances:
+        return cls(
+            height,
+            width,
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0,), np.int64),
+            np.zeros((0, height, width), bool),
+        )
+
+    def select(self, keep: np.ndarray) -> Instances:
+        return Instances(
+            self.height, self.width, self.boxes[keep], self.scores[keep],
+            self.category_ids[keep], self.masks[keep],
+        )
+
+    def to_coco(self, image_id: int | str) -> list[dict[str, Any]]:
+        """COCO result records (``segmentation`` as compressed RLE, ``bbox`` XYWH)."""
+        records = []
+        for i in range(len(self)):
+            records.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(self.category_ids[i]),
+                    "score": float(self.scores[i]),
+                    "bbox": mask_to_bbox(self.masks[i]),
+                    "segmentation": mask_to_rle(self.masks[i]),
+                }
+            )
+        return records
+
+    @classmethod
+    def from_coco(cls, records: list[dict[str, Any]], height: int, width: int) -> Instances:
+        """From COCO annotations or results (``score`` defaults to 1.0, ground truth)."""
+        if not records:
+            return cls.empty(height, width)
+        masks = np.stack([segmentation_to_mask(r["segmentation"], height, width) for r in records])
+        boxes = np.array([_xyxy(mask_to_bbox(m)) for m in masks], dtype=np.float32)
+        return cls(
+            height,
+            width,
+            boxes,
+            np.array([float(r.get("score", 1.0)) for r in records], dtype=np.float32),
+            np.array([int(r["category_id"]) for r in records], dtype=np.int64),
+            masks,
+        )
+
+
+def _xyxy(xywh: list[float]) -> list[float]:
+    x, y, w, h = xywh
+    return [x, y, x + w, y + h]
