@@ -82,45 +82,60 @@ def compute_bsi(
     region_map = np.asarray(region_map)
     lesion_mask = np.asarray(lesion_mask, dtype=bool)
     if region_map.shape != lesion_mask.shape:
-        raise ValueError(f"region map {region_map.shape} and lesion mask {lesion_mask.shape} differ")
+        raise ValueError(
+            f"region map {region_map.shape} and lesion mask {lesion_mask.shape} differ"
+        )
+    if region_map.size and region_map.min() < 0:
+        raise ValueError("region map holds negative class ids")
     bone_of_class = {c.id: c.bone for c in taxonomy.region_classes if c.bone}
     columns = view_columns(region_map.shape[1])
+    size = max([int(region_map.max(initial=0)), *taxonomy.ids]) + 1
+    # One histogram over codes (region id, lesion?, view) gives every pixel count needed.
+    code = region_map.astype(np.int64 if size > 2**14 else np.uint16)
+    code[lesion_mask] += size
+    code[:, columns[VIEW_ORDER[1]]] += 2 * size
+    hist = np.bincount(code.ravel(), minlength=4 * size).reshape(2, 2, size)  # view, lesion, id
+    region_hist = {v: hist[k].sum(axis=0) for k, v in enumerate(VIEW_ORDER)}
+    lesion_hist = {v: hist[k, 1] for k, v in enumerate(VIEW_ORDER)}
     bones: dict[str, BoneInvolvement] = {}
     for bone, weight in taxonomy.weights.items():
         ids = [cid for cid, b in bone_of_class.items() if b == bone]
         region_px: dict[str, int] = {}
         lesion_px: dict[str, int] = {}
         per_view: dict[str, float | None] = {}
-        for view, cols in columns.items():
-            in_region = np.isin(region_map[:, cols], ids)
-            area = int(np.count_nonzero(in_region))
-            hit = int(np.count_nonzero(in_region & lesion_mask[:, cols]))
+        for view in columns:
+            area = int(region_hist[view][ids].sum())
+            hit = int(lesion_hist[view][ids].sum())
             region_px[view], lesion_px[view] = area, hit
             per_view[view] = hit / area if area else None
         involvement = combine_views(per_view, combine)
         bones[bone] = BoneInvolvement(
             bone, float(weight), region_px, lesion_px, per_view, involvement, involvement * weight
         )
-    in_regions = np.isin(region_map, list(bone_of_class)) & lesion_mask
-    in_decoys = np.isin(region_map, taxonomy.decoy_ids) & lesion_mask
+    lesion_by_id = sum(lesion_hist.values())
     total = int(np.count_nonzero(lesion_mask))
+    in_regions = int(lesion_by_id[list(bone_of_class)].sum())
+    in_decoys = int(lesion_by_id[taxonomy.decoy_ids].sum())
     result = BSIResult(
         bsi=float(sum(b.bsi for b in bones.values())),
         bones=bones,
         lesion_pixels_total=total,
-        lesion_pixels_in_regions=int(np.count_nonzero(in_regions)),
-        lesion_pixels_in_decoys=int(np.count_nonzero(in_decoys)),
-        lesion_pixels_outside=total - int(np.count_nonzero(in_regions | in_decoys)),
+        lesion_pixels_in_regions=in_regions,
+        lesion_pixels_in_decoys=in_decoys,
+        lesion_pixels_outside=total - in_regions - in_decoys,
         combine=combine,
     )
     if counts is not None:
-        excluded = np.isin(region_map, taxonomy.burden_exclude_ids)
+        exclude_ids = taxonomy.burden_exclude_ids
+        excluded = np.isin(region_map, exclude_ids) if exclude_ids else None
         result.bstbi = compute_bstbi(counts, lesion_mask, excluded, k)
     return result
 
 
 def compute_bstbi(
-    counts: np.ndarray, lesion_mask: np.ndarray, bladder_mask: np.ndarray | None = None,
+    counts: np.ndarray,
+    lesion_mask: np.ndarray,
+    bladder_mask: np.ndarray | None = None,
     k: float = BSTBI_K,
 ) -> float:
     """Seed 002's bone scan tumour burden index on raw counts, in [0, 1]:

@@ -3,6 +3,25 @@
 Raw counts stay untouched (no scaling, no clipping); brightness normalisation produces a separate
 8-bit display image. Every view keeps a :class:`ViewPlacement`, the exact translation from the
 original view's pixels to the merged image's, so results can be drawn back on the original scan.
+
+Steps (DOMAIN.md section 2):
+
+1. Body extent by projection profiles: the row profile of both views together (so the halves stay
+   aligned row for row), then the column profile of each view within those rows. A profile is
+   smoothed (9-sample box) and the extent is where it exceeds its minimum plus 5 % of its range.
+   Counts are clipped at their 99th percentile first, so a hot bladder or injection site cannot
+   dominate the profile.
+2. Cut and centre each view on a 950 x 256 canvas without scaling: an extent that fits is centred;
+   a taller one keeps the head (rows past 950 below it are dropped), a wider one (arms out on a
+   512-wide matrix) keeps the centre. Nothing that fits is cropped, the extent only sets the offset.
+3. Brightness rule: ``display = clip(rint(counts * gain), 0, 255)`` as uint8, one linear gain for
+   the whole merged image, chosen by bisection so that the mean of the *clipped* 8-bit values over
+   the views present is 10.5 (to rounding), the middle of seed 001's (7, 14) window. A single-view
+   scan's empty half is left out of that mean. Where even full saturation of every non-zero pixel
+   cannot reach the target (an almost empty image) the largest gain is used and the mean stays
+   below 7.
+4. Optionally (``cut_below_knee``) rows from 640 on are set to zero in counts and display.
+5. Anterior on the left (columns 0-255), posterior on the right (256-511).
 """
 
 from __future__ import annotations
@@ -15,6 +34,7 @@ MERGED_HEIGHT = 950
 VIEW_WIDTH = 256
 KNEE_ROW = 640
 TARGET_MEAN = 10.5  # middle of seed 001's (7, 14) window on the 8-bit scale
+HOT_PERCENTILE = 99.0  # counts above it do not weigh more in the body-extent profiles
 VIEW_ORDER = ("anterior", "posterior")  # left, right in the merged image
 
 
@@ -45,20 +65,25 @@ class ViewPlacement:
 class MergedScan:
     counts: np.ndarray  # (950, 512) raw counts, float32, zero outside the views
     display: np.ndarray  # (950, 512) uint8, brightness-normalised
-    placements: tuple[ViewPlacement, ViewPlacement]
-    gain: float  # display = clip(counts * gain, 0, 255)
+    placements: tuple[ViewPlacement, ...]  # one per view present, anterior first
+    gain: float  # display = clip(rint(counts * gain), 0, 255)
 
 
 def _smooth(profile: np.ndarray, window: int = 9) -> np.ndarray:
+    # np.convolve(mode="same") returns the longer of its inputs: never let the kernel be longer
+    window = max(1, min(window, len(profile)))
     kernel = np.ones(window) / window
     return np.convolve(profile, kernel, mode="same")
 
 
 def profile_extent(profile: np.ndarray, fraction: float = 0.05) -> tuple[int, int]:
     """First and last index (inclusive) where a smoothed projection profile rises above
-    ``fraction`` of its range over the background (the profile's 5th percentile)."""
+    ``fraction`` of its range over the background (the profile's minimum: a body that fills
+    nearly every row leaves too few background rows for a percentile)."""
+    if len(profile) == 0:
+        raise ValueError("empty projection profile")
     smoothed = _smooth(np.asarray(profile, dtype=np.float64))
-    background = np.percentile(smoothed, 5)
+    background = smoothed.min()
     peak = smoothed.max()
     if peak <= background:
         return 0, len(profile) - 1
@@ -66,9 +91,17 @@ def profile_extent(profile: np.ndarray, fraction: float = 0.05) -> tuple[int, in
     return int(above[0]), int(above[-1])
 
 
+def clip_hot(counts: np.ndarray, percentile: float = HOT_PERCENTILE) -> np.ndarray:
+    """Counts clipped at their ``percentile``: a hot bladder or injection site would otherwise
+    dominate the projection profiles and shrink the extent to itself."""
+    counts = np.asarray(counts, dtype=np.float64)
+    ceiling = float(np.percentile(counts, percentile)) if counts.size else 0.0
+    return np.minimum(counts, ceiling) if ceiling > 0 else counts
+
+
 def body_extent(counts: np.ndarray, fraction: float = 0.05) -> tuple[int, int, int, int]:
     """(top, bottom, left, right), inclusive, of the body in one view by projection profiles."""
-    counts = np.asarray(counts, dtype=np.float64)
+    counts = clip_hot(counts)
     top, bottom = profile_extent(counts.sum(axis=1), fraction)
     left, right = profile_extent(counts[top : bottom + 1].sum(axis=0), fraction)
     return top, bottom, left, right
@@ -105,19 +138,25 @@ def place_view(
     return canvas, ViewPlacement(view, (h, w), dr, dc + slot)
 
 
-def normalize_brightness(counts: np.ndarray, target_mean: float = TARGET_MEAN) -> tuple[np.ndarray, float]:
-    """8-bit display image ``clip(counts * gain, 0, 255)`` whose mean is ``target_mean``.
+def normalize_brightness(
+    counts: np.ndarray, target_mean: float = TARGET_MEAN, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """8-bit display image ``clip(rint(counts * gain), 0, 255)`` whose mean is ``target_mean``.
 
-    The gain is found by bisection (the clipped mean grows monotonically with it), so the mean
-    lands in seed 001's (7, 14) window whatever the count level. Returns (image, gain).
+    The mean is taken over ``mask`` (default: every pixel). The gain is found by bisection (the
+    clipped mean grows monotonically with it), so the mean lands in seed 001's (7, 14) window
+    whatever the count level. Returns (image, gain).
     """
     counts = np.asarray(counts, dtype=np.float32)
-    if counts.mean() <= 0:
+    region = counts if mask is None else counts[np.asarray(mask, dtype=bool)]
+    positive = region[region > 0]
+    if positive.size == 0:
         return np.zeros(counts.shape, dtype=np.uint8), 0.0
-    lo, hi = 0.0, 255.0 / max(float(counts[counts > 0].min()), 1e-6)
-    for _ in range(40):
+    # at this gain every non-zero pixel saturates: the largest mean any gain can give
+    lo, hi = 0.0, 255.0 / max(float(positive.min()), 1e-6)
+    for _ in range(50):
         gain = 0.5 * (lo + hi)
-        if np.clip(counts * gain, 0, 255).mean() < target_mean:
+        if np.clip(np.rint(region * gain), 0, 255).mean() < target_mean:
             lo = gain
         else:
             hi = gain
@@ -126,31 +165,45 @@ def normalize_brightness(counts: np.ndarray, target_mean: float = TARGET_MEAN) -
 
 
 def merge_views(
-    anterior: np.ndarray,
-    posterior: np.ndarray,
+    anterior: np.ndarray | None,
+    posterior: np.ndarray | None,
     cut_below_knee: bool = False,
     target_mean: float = TARGET_MEAN,
 ) -> MergedScan:
     """Anterior and posterior count images (any size) -> the 950 x 512 merged scan.
 
     The vertical extent is found on both views together so the two halves stay aligned row
-    for row; the horizontal extent per view.
+    for row; the horizontal extent per view. One view may be ``None`` (a single-view study): its
+    half stays zero, it has no placement, and the brightness gain is set on the present half only.
     """
-    anterior = np.asarray(anterior, dtype=np.float32)
-    posterior = np.asarray(posterior, dtype=np.float32)
-    if anterior.ndim != 2 or posterior.ndim != 2:
-        raise ValueError(f"views must be 2-D, got {anterior.shape} and {posterior.shape}")
-    if anterior.shape[0] != posterior.shape[0]:
-        raise ValueError(f"views differ in height: {anterior.shape} vs {posterior.shape}")
-    rows = profile_extent(anterior.sum(axis=1) + posterior.sum(axis=1))
+    given = {
+        view: None if counts is None else np.asarray(counts, dtype=np.float32)
+        for view, counts in zip(VIEW_ORDER, (anterior, posterior), strict=True)
+    }
+    present = {view: counts for view, counts in given.items() if counts is not None}
+    if not present:
+        raise ValueError("merge_views needs at least one view")
+    shapes = {view: counts.shape for view, counts in present.items()}
+    if any(len(shape) != 2 or 0 in shape for shape in shapes.values()):
+        raise ValueError(f"views must be non-empty 2-D arrays, got {shapes}")
+    if len({shape[0] for shape in shapes.values()}) > 1:
+        raise ValueError(f"views differ in height: {shapes}")
+    clipped = {view: clip_hot(counts) for view, counts in present.items()}
+    rows = profile_extent(sum(counts.sum(axis=1) for counts in clipped.values()))
     halves, placements = [], []
-    for view, counts in zip(VIEW_ORDER, (anterior, posterior), strict=True):
-        cols = profile_extent(counts[rows[0] : rows[1] + 1].sum(axis=0))
+    mask = np.zeros((MERGED_HEIGHT, VIEW_WIDTH * len(VIEW_ORDER)), dtype=bool)
+    for slot, view in enumerate(VIEW_ORDER):
+        counts = given[view]
+        if counts is None:
+            halves.append(np.zeros((MERGED_HEIGHT, VIEW_WIDTH), dtype=np.float32))
+            continue
+        cols = profile_extent(clipped[view][rows[0] : rows[1] + 1].sum(axis=0))
         canvas, placement = place_view(counts, view, rows, cols)
         halves.append(canvas)
         placements.append(placement)
+        mask[:, slot * VIEW_WIDTH : (slot + 1) * VIEW_WIDTH] = True
     merged = np.concatenate(halves, axis=1)
     if cut_below_knee:
         merged[KNEE_ROW:] = 0
-    display, gain = normalize_brightness(merged, target_mean)
-    return MergedScan(merged, display, (placements[0], placements[1]), gain)
+    display, gain = normalize_brightness(merged, target_mean, mask=mask)
+    return MergedScan(merged, display, tuple(placements), gain)

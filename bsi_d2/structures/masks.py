@@ -83,3 +83,45 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0) -> list[list[floa
 
 def mask_area(mask: np.ndarray) -> int:
     return int(np.count_nonzero(mask))
+
+
+def polygons_to_rle(polygons: Sequence[Polygon], height: int, width: int) -> dict[str, Any]:
+    """Union of flat COCO polygons as compressed RLE (``counts`` str), never densely decoded.
+
+    Decodes to exactly :func:`polygons_to_mask` of the same polygons.
+    """
+    polys = [list(map(float, p)) for p in polygons if len(p) >= 6]
+    if not polys:
+        return mask_to_rle(np.zeros((height, width), dtype=bool))
+    return _rle_str(mask_util.merge(mask_util.frPyObjects(polys, height, width)))
+
+
+def merge_rles(rles: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Union of compressed RLEs of one image size."""
+    merged = mask_util.merge([_rle_bytes(r) for r in rles], intersect=False)
+    return _rle_str(merged)
+
+
+def rle_area(rle: dict[str, Any]) -> int:
+    """Pixel count of a compressed RLE; equals ``mask_area(rle_to_mask(rle))``."""
+    return int(mask_util.area(_rle_bytes(rle)))
+
+
+def rle_to_bbox(rle: dict[str, Any]) -> list[float]:
+    """Tight XYWH box of a compressed RLE; equals ``mask_to_bbox(rle_to_mask(rle))``."""
+    return [float(v) for v in mask_util.toBbox(_rle_bytes(rle))]
+
+
+def _rle_bytes(rle: dict[str, Any]) -> dict[str, Any]:
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    return {"size": list(rle["size"]), "counts": counts}
+
+
+def _rle_str(rle: dict[str, Any]) -> dict[str, Any]:
+    counts = rle["counts"]
+    return {
+        "size": [int(s) for s in rle["size"]],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }

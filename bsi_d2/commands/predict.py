@@ -1,0 +1,184 @@
+"""``bsi-d2 predict``: batch inference, per-region BSI and reports for folders of scans."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = "batch inference, BSI per scan and reports"
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", help="DICOM, PNG/TIFF or Labelme JSON files/folders")
+    parser.add_argument("--config", help="model config YAML (the one it was trained with)")
+    parser.add_argument("--weights", help="model weights (default: MODEL.WEIGHTS of the config)")
+    parser.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
+    parser.add_argument("--batch-size", type=int, default=4, help="scans per forward pass")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: MODEL.DEVICE)")
+    parser.add_argument(
+        "--num-gpus", type=int, default=1, help="N > 1: one worker process per GPU, each a shard"
+    )
+    parser.add_argument(
+        "--shard", default="0/1", help="i/n: process only shard i (0-based) of n, by content key"
+    )
+    parser.add_argument(
+        "--score-thresh", type=float, help="score threshold, all classes (default BSI.SCORE_THRESH)"
+    )
+    parser.add_argument(
+        "--class-thresh",
+        action="append",
+        default=[],
+        metavar="CLASS=T",
+        help="per-class threshold, repeatable (default BSI.CLASS_SCORE_THRESH)",
+    )
+    parser.add_argument(
+        "--combine",
+        choices=("mean", "max", "anterior", "posterior"),
+        help="how per-view involvement is combined (default BSI.COMBINE_VIEWS)",
+    )
+    parser.add_argument(
+        "--match-views",
+        action="store_true",
+        help="match lesions across views so one seen in both counts once",
+    )
+    parser.add_argument(
+        "--match-radius", type=float, default=20.0, help="matching radius in pixels (default 20)"
+    )
+    parser.add_argument(
+        "--cut-below-knee", action="store_true", help="blank rows below the knees (640 of 950)"
+    )
+    parser.add_argument("--no-recursive", action="store_true", help="do not descend into folders")
+    parser.add_argument("--salt", help="salt for pseudonymous keys (default: $BSI_D2_SALT)")
+    parser.add_argument(
+        "--keep-identity",
+        action="store_true",
+        help="write input file paths into bsi.json (file names may identify the patient)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
+    )
+
+
+def parse_class_thresholds(items: list[str] | list[list[Any]]) -> dict[str, float]:
+    """``["lesion=0.3", ...]`` or the config's ``[["lesion", 0.3], ...]`` -> {class: thresh}."""
+    out: dict[str, float] = {}
+    for item in items:
+        if isinstance(item, str):
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"class threshold {item!r} is not CLASS=VALUE")
+        else:
+            name, value = item
+        try:
+            out[str(name).strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"class threshold {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:
+    """The command line of one worker of ``--num-gpus``: this one, on a shard and a device."""
+    argv = [sys.executable, "-m", "bsi_d2.cli", "predict", *map(str, args.inputs)]
+    argv += ["--out", str(args.out), "--batch-size", str(args.batch_size)]
+    argv += ["--shard", shard, "--device", device, "--match-radius", str(args.match_radius)]
+    for flag, value in (
+        ("--config", args.config),
+        ("--weights", args.weights),
+        ("--score-thresh", args.score_thresh),
+        ("--combine", args.combine),
+        ("--salt", args.salt),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    for item in args.class_thresh:
+        argv += ["--class-thresh", item]
+    for flag, on in (
+        ("--match-views", args.match_views),
+        ("--cut-below-knee", args.cut_below_knee),
+        ("--no-recursive", args.no_recursive),
+        ("--keep-identity", args.keep_identity),
+        ("--no-progress", args.no_progress),
+    ):
+        if on:
+            argv.append(flag)
+    if args.opts:
+        argv += ["--opts", *args.opts]
+    return argv
+
+
+def _spawn_workers(args: argparse.Namespace) -> int:
+    import torch
+
+    from bsi_d2.inference.batch import finalize_outputs, parse_shard
+
+    index, count = parse_shard(args.shard)
+    n = args.num_gpus
+    if torch.cuda.device_count() < n:
+        logger.error("--num-gpus %d but %d CUDA device(s) visible", n, torch.cuda.device_count())
+        return 2
+    # Worker j takes global shard j*count + index of n*count: its keys are all in shard index/count.
+    procs = [
+        subprocess.Popen(worker_argv(args, f"{j * count + index}/{n * count}", f"cuda:{j}"))
+        for j in range(n)
+    ]
+    codes = [p.wait() for p in procs]
+    finalize_outputs(args.out)
+    failed = [j for j, c in enumerate(codes) if c != 0]
+    if failed:
+        logger.error("workers %s exited with errors", failed)
+        return 1
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    from bsi_d2.config import setup_cfg
+    from bsi_d2.engine.predictor import build_predictor
+    from bsi_d2.inference.batch import BatchOptions, parse_shard, run_batch
+
+    shard = parse_shard(args.shard)
+    if args.num_gpus > 1:
+        return _spawn_workers(args)
+    cfg = setup_cfg(args.config, args.opts)
+    predictor = build_predictor(cfg, weights=args.weights, device=args.device)
+    predictor.batch_size = max(1, args.batch_size)
+    bsi_cfg = cfg.BSI
+    class_thresh = parse_class_thresholds(list(bsi_cfg.CLASS_SCORE_THRESH))
+    class_thresh.update(parse_class_thresholds(args.class_thresh))
+    options = BatchOptions(
+        batch_size=args.batch_size,
+        score_thresh=(
+            float(bsi_cfg.SCORE_THRESH) if args.score_thresh is None else args.score_thresh
+        ),
+        class_thresh=class_thresh,
+        combine=args.combine or str(bsi_cfg.COMBINE_VIEWS),
+        match_views=args.match_views,
+        match_radius=args.match_radius,
+        cut_below_knee=args.cut_below_knee,
+        shard=shard,
+        recursive=not args.no_recursive,
+        salt=args.salt,
+        keep_identity=args.keep_identity,
+        progress=not args.no_progress,
+        model={
+            "config": str(args.config) if args.config else None,
+            "weights": args.weights or (str(cfg.MODEL.WEIGHTS) or None),
+            "engine": predictor.engine,
+        },
+    )
+    result = run_batch(args.inputs, Path(args.out), predictor, predictor.taxonomy, options)
+    logger.info(
+        "%d scans done, %d already done, %d failed, %d inputs rejected; outputs in %s",
+        len(result.done),
+        len(result.skipped),
+        len(result.failed),
+        len(result.errors) - len(result.failed),
+        args.out,
+    )
+    return 0

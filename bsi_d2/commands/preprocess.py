@@ -1,0 +1,68 @@
+"""``bsi-d2 preprocess IN... OUT``: DICOM and images -> merged 950 x 512 scans, one per study."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from bsi_d2.io.pseudonym import DEFAULT_SALT, SALT_ENV
+
+HELP = "DICOM/images -> merged 950 x 512 scans"
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Read whole-body bone scans (DICOM, PNG/TIFF, Labelme JSON; folders recursively) and "
+        "write per study OUT/<key>.png (8-bit display), OUT/<key>.counts.png (16-bit counts), "
+        "OUT/<key>.meta.json and OUT/preprocess_report.json. <key> is a salted hash of the "
+        "study; no patient name, ID or birth date is written unless --keep-identity."
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="DICOM/image files or folders")
+    parser.add_argument("output", metavar="OUT", help="output folder")
+    parser.add_argument(
+        "--salt",
+        default=None,
+        help=f"salt of the study key (default: ${SALT_ENV}, else the public {DEFAULT_SALT!r})",
+    )
+    parser.add_argument(
+        "--keep-identity",
+        action="store_true",
+        help="also write patient identity and the input file paths into the metadata",
+    )
+    parser.add_argument(
+        "--labelme", action="store_true", help="write an empty Labelme JSON per scan to annotate"
+    )
+    parser.add_argument(
+        "--cut-below-knee", action="store_true", help="zero rows from 640 on (below the knees)"
+    )
+    parser.add_argument(
+        "--no-recursive", dest="recursive", action="store_false", help="do not enter sub-folders"
+    )
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def main(args: argparse.Namespace) -> int:
+    from bsi_d2.preprocess.pipeline import REPORT_NAME, preprocess_paths
+
+    summary = preprocess_paths(
+        args.inputs,
+        args.output,
+        recursive=args.recursive,
+        salt=args.salt,
+        keep_identity=args.keep_identity,
+        labelme=args.labelme,
+        cut_below_knee=args.cut_below_knee,
+        progress=args.progress,
+    )
+    counts = summary.counts
+    kinds = ", ".join(
+        f"{k}: {v}" for k, v in counts.items() if k not in ("scans_written", "skipped")
+    )
+    skipped = f"skipped {counts['skipped']}" + (f" ({kinds})" if kinds else "")
+    print(f"wrote {counts['scans_written']} scan(s) to {args.output}; {skipped}")
+    for entry in summary.skipped:
+        print(f"  skipped [{entry['kind']}] {entry['reason']}")
+    print(f"report: {args.output}/{REPORT_NAME}")
+    return 0 if summary.written else 1

@@ -1,0 +1,118 @@
+"""``bsi-d2 train``: train or evaluate Mask R-CNN, the arguments of detectron2's train_net.py.
+
+    bsi-d2 train --config-file configs/mask_rcnn_R_18_FPN_cpu_bsi.yaml BSI.DATASET_ROOT out/coco
+    bsi-d2 train --config-file C --resume                      # continue from OUTPUT_DIR
+    bsi-d2 train --config-file C --eval-only MODEL.WEIGHTS out/model_final.pth
+    bsi-d2 train --config-file C MODEL.WEIGHTS prostate/model_final.pth   # fine-tune (seed 001)
+
+The engine is MODEL.ENGINE (auto: detectron2 where installed, else torchvision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+HELP = "train Mask R-CNN (detectron2 or torchvision engine)"
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUTPUT_DIR's last checkpoint"
+    )
+    parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS only")
+    parser.add_argument("--num-gpus", type=int, default=1, help="GPUs on this machine")
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine")
+    parser.add_argument("--dist-url", default="auto", help="initialisation URL (detectron2)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Set up the config and train (or evaluate) on the engine it resolves to."""
+    from bsi_d2.config import setup_cfg
+    from bsi_d2.engine import load_engine
+
+    cfg = setup_cfg(args.config_file or None, args.opts)
+    engine = load_engine(cfg)
+    if args.eval_only:
+        return engine.evaluate(cfg, str(cfg.MODEL.WEIGHTS) or None)
+    return engine.train(cfg, resume=args.resume)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _spawned_worker(local_rank: int, args: argparse.Namespace, port: int) -> None:
+    os.environ.update(
+        RANK=str(local_rank),
+        LOCAL_RANK=str(local_rank),
+        WORLD_SIZE=str(args.num_gpus),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    run(args)
+
+
+def launch(args: argparse.Namespace) -> dict[str, Any] | None:
+    """One process per GPU for --num-gpus > 1 (detectron2's launcher or torch's spawn);
+    under torchrun (WORLD_SIZE set) each process simply runs."""
+    world = args.num_gpus * args.num_machines
+    if world <= 1 or "WORLD_SIZE" in os.environ:
+        return run(args)
+    from bsi_d2.config import setup_cfg
+    from bsi_d2.engine import resolve_engine
+
+    engine = resolve_engine(setup_cfg(args.config_file or None, args.opts))
+    if engine == "detectron2":
+        from detectron2.engine import launch as d2_launch
+
+        d2_launch(
+            run, args.num_gpus, num_machines=args.num_machines,
+            machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,),
+        )  # fmt: skip
+        return None
+    if args.num_machines > 1:
+        raise ValueError("torchvision engine across machines: start it with torchrun instead")
+    import torch.multiprocessing as mp
+
+    mp.spawn(_spawned_worker, args=(args, _free_port()), nprocs=args.num_gpus)
+    return None
+
+
+def main(args: argparse.Namespace) -> int:
+    from bsi_d2.engine.checkpoint import CheckpointError
+    from bsi_d2.engine.tv_model import UnsupportedConfigError
+    from bsi_d2.taxonomy import TaxonomyError
+
+    try:
+        result = launch(args)
+    except (
+        CheckpointError, UnsupportedConfigError, TaxonomyError, FileNotFoundError, KeyError,
+        ValueError, ImportError,
+    ) as err:  # fmt: skip
+        logger.error("%s", err.args[0] if isinstance(err, KeyError) and err.args else err)
+        return 2
+    if result is not None:
+        print(json.dumps(_headline(result), indent=2, default=str))
+    return 0
+
+
+def _headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The run's outcome without per-image detail: paths, iterations, mask AP per test set."""
+    out = {k: v for k, v in result.items() if k not in ("evaluation", "losses")}
+    for name, evaluation in (result.get("evaluation") or {}).items():
+        if isinstance(evaluation, dict):
+            # torchvision engine: the full evaluation; detectron2 engine: its numeric digest
+            segm = evaluation.get("coco", evaluation).get("segm") or {}
+            out[f"{name}/segm"] = {k: v for k, v in segm.items() if k != "per_class"}
+    return out

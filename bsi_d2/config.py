@@ -1,0 +1,310 @@
+"""Configuration: detectron2's config system plus the keys bsi_d2 adds.
+
+``get_cfg()`` returns detectron2's defaults when detectron2 is installed. Without it, it returns
+our own defaults for the subset of detectron2 keys the torchvision engine understands, so a YAML
+key outside that subset fails loudly instead of being ignored. ``add_bsi_config`` adds bsi_d2's
+keys to either; ``setup_cfg`` is what every entry point (tools/train_net.py, ``bsi-d2 train``)
+calls.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from fvcore.common.config import CfgNode as _FvCfgNode
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("auto", "detectron2", "torchvision")
+INTENSITIES = ("display", "counts")
+
+
+class CfgNode(_FvCfgNode):
+    """The config node used where detectron2 is absent (yacs semantics, fvcore's _BASE_)."""
+
+
+def detectron2_available() -> bool:
+    """Whether detectron2 can be imported (checked without importing it)."""
+    return importlib.util.find_spec("detectron2") is not None
+
+
+def add_bsi_config(cfg: Any) -> None:
+    """Add every bsi_d2 key, with its default, to ``cfg`` (call before ``merge_from_file``)."""
+    CN = type(cfg)
+
+    cfg.MODEL.ENGINE = "auto"  # auto | detectron2 | torchvision; auto prefers detectron2
+
+    cfg.BSI = CN()
+    cfg.BSI.TAXONOMY = "default"  # taxonomy file (yaml/json/labels.txt) or "default"
+    cfg.BSI.DATASET_ROOT = ""  # converter output dir to register; "" -> env BSI_D2_DATASETS
+    cfg.BSI.SCORE_THRESH = 0.5  # post-processing score threshold, all classes
+    cfg.BSI.CLASS_SCORE_THRESH = []  # per-class overrides [[class_name, thresh], ...]
+    cfg.BSI.COMBINE_VIEWS = "mean"  # how per-view involvement is combined for BSI
+
+    cfg.SOLVER.EPOCHS = 0  # > 0: MAX_ITER (and STEPS from EPOCH_STEPS) derived from dataset size
+    cfg.SOLVER.EPOCH_STEPS = ()  # with EPOCHS > 0: epochs after which the LR is multiplied by GAMMA
+
+    cfg.INPUT.INTENSITY = "display"  # display: the image file as is, 8 or 16 bit, as float
+    cfg.INPUT.BSI_AUG = CN()
+    cfg.INPUT.BSI_AUG.ENABLED = True  # seed 000's augmentation, training only
+    cfg.INPUT.BSI_AUG.ROTATION = (-3.0, 3.0)  # degrees, uniform, about the image centre
+    cfg.INPUT.BSI_AUG.SCALE = (0.9, 1.1)  # zoom about the centre, output size kept
+    cfg.INPUT.BSI_AUG.BRIGHTNESS = (0.8, 1.7)  # intensity multiplier, uniform
+    cfg.INPUT.BSI_AUG.HFLIP = False  # flip swaps views and sides: classes remapped by taxonomy
+    cfg.INPUT.BSI_AUG.HFLIP_PROB = 0.5  # chance of a flip when HFLIP is on
+
+
+def _subset_defaults() -> CfgNode:
+    """detectron2's defaults for exactly the keys the torchvision engine honours."""
+    _C = CfgNode()
+    _C.VERSION = 2
+
+    _C.MODEL = CfgNode()
+    _C.MODEL.DEVICE = "cuda"
+    _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    _C.MODEL.WEIGHTS = ""
+    _C.MODEL.MASK_ON = False
+    _C.MODEL.KEYPOINT_ON = False
+    _C.MODEL.LOAD_PROPOSALS = False
+    _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]
+    _C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]
+
+    _C.MODEL.BACKBONE = CfgNode()
+    _C.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    _C.MODEL.BACKBONE.FREEZE_AT = 2
+
+    _C.MODEL.RESNETS = CfgNode()
+    _C.MODEL.RESNETS.DEPTH = 50
+    _C.MODEL.RESNETS.OUT_FEATURES = ["res4"]
+    _C.MODEL.RESNETS.NORM = "FrozenBN"
+    _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256
+
+    _C.MODEL.FPN = CfgNode()
+    _C.MODEL.FPN.IN_FEATURES = []
+    _C.MODEL.FPN.OUT_CHANNELS = 256
+
+    _C.MODEL.PROPOSAL_GENERATOR = CfgNode()
+    _C.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"
+    _C.MODEL.PROPOSAL_GENERATOR.MIN_SIZE = 0
+
+    _C.MODEL.ANCHOR_GENERATOR = CfgNode()
+    _C.MODEL.ANCHOR_GENERATOR.NAME = "DefaultAnchorGenerator"
+    _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32, 64, 128, 256, 512]]
+    _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+
+    _C.MODEL.RPN = CfgNode()
+    _C.MODEL.RPN.HEAD_NAME = "StandardRPNHead"
+    _C.MODEL.RPN.IN_FEATURES = ["res4"]
+    _C.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]
+    _C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256
+    _C.MODEL.RPN.POSITIVE_FRACTION = 0.5
+    _C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 12000
+    _C.MODEL.RPN.PRE_NMS_TOPK_TEST = 6000
+    _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 2000
+    _C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000
+    _C.MODEL.RPN.NMS_THRESH = 0.7
+
+    _C.MODEL.ROI_HEADS = CfgNode()
+    _C.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"
+    _C.MODEL.ROI_HEADS.NUM_CLASSES = 80
+    _C.MODEL.ROI_HEADS.IN_FEATURES = ["res4"]
+    _C.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.5]
+    _C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512
+    _C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+    _C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05
+    _C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
+
+    _C.MODEL.ROI_BOX_HEAD = CfgNode()
+    _C.MODEL.ROI_BOX_HEAD.NAME = ""
+    _C.MODEL.ROI_BOX_HEAD.NUM_FC = 0
+    _C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
+    _C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
+    _C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256
+    _C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+    _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
+    _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
+    _C.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
+
+    _C.MODEL.ROI_MASK_HEAD = CfgNode()
+    _C.MODEL.ROI_MASK_HEAD.NAME = "MaskRCNNConvUpsampleHead"
+    _C.MODEL.ROI_MASK_HEAD.NUM_CONV = 0
+    _C.MODEL.ROI_MASK_HEAD.CONV_DIM = 256
+    _C.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION = 14
+    _C.MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO = 0
+    _C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"
+
+    _C.INPUT = CfgNode()
+    _C.INPUT.MIN_SIZE_TRAIN = (800,)
+    _C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
+    _C.INPUT.MAX_SIZE_TRAIN = 1333
+    _C.INPUT.MIN_SIZE_TEST = 800
+    _C.INPUT.MAX_SIZE_TEST = 1333
+    _C.INPUT.FORMAT = "BGR"
+    _C.INPUT.MASK_FORMAT = "polygon"
+
+    _C.DATASETS = CfgNode()
+    _C.DATASETS.TRAIN = ()
+    _C.DATASETS.TEST = ()
+
+    _C.DATALOADER = CfgNode()
+    _C.DATALOADER.NUM_WORKERS = 4
+    _C.DATALOADER.ASPECT_RATIO_GROUPING = True
+    _C.DATALOADER.SAMPLER_TRAIN = "TrainingSampler"
+    _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+
+    _C.SOLVER = CfgNode()
+    _C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
+    _C.SOLVER.MAX_ITER = 40000
+    _C.SOLVER.BASE_LR = 0.001
+    _C.SOLVER.MOMENTUM = 0.9
+    _C.SOLVER.NESTEROV = False
+    _C.SOLVER.WEIGHT_DECAY = 0.0001
+    _C.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    _C.SOLVER.GAMMA = 0.1
+    _C.SOLVER.STEPS = (30000,)
+    _C.SOLVER.WARMUP_FACTOR = 1.0 / 1000
+    _C.SOLVER.WARMUP_ITERS = 1000
+    _C.SOLVER.WARMUP_METHOD = "linear"
+    _C.SOLVER.CHECKPOINT_PERIOD = 5000
+    _C.SOLVER.IMS_PER_BATCH = 16
+    _C.SOLVER.REFERENCE_WORLD_SIZE = 0
+    _C.SOLVER.CLIP_GRADIENTS = CfgNode({"ENABLED": False})
+    _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
+    _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+    _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+    _C.SOLVER.AMP = CfgNode({"ENABLED": False})
+
+    _C.TEST = CfgNode()
+    _C.TEST.EVAL_PERIOD = 0
+    _C.TEST.DETECTIONS_PER_IMAGE = 100
+
+    _C.OUTPUT_DIR = "./output"
+    _C.SEED = -1
+    _C.CUDNN_BENCHMARK = False
+    return _C
+
+
+def get_cfg(subset: bool | None = None) -> Any:
+    """Defaults plus bsi_d2's keys: detectron2's when it is installed (unless ``subset``),
+    otherwise the torchvision engine's subset, which rejects keys it does not know."""
+    if subset is None:
+        subset = not detectron2_available()
+    if subset:
+        cfg = _subset_defaults()
+    else:
+        from detectron2.config import get_cfg as d2_get_cfg
+
+        cfg = d2_get_cfg()
+    add_bsi_config(cfg)
+    return cfg
+
+
+def is_subset_cfg(cfg: Any) -> bool:
+    """True for a config built on the torchvision subset rather than detectron2's defaults."""
+    return isinstance(cfg, CfgNode)
+
+
+def _load(config_file: str | os.PathLike | None, opts: Sequence[str], subset: bool | None) -> Any:
+    cfg = get_cfg(subset)
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"{config_file}: config file not found")
+        try:
+            cfg.merge_from_file(str(config_file))
+        except KeyError as err:
+            raise KeyError(f"{config_file}: {err.args[0] if err.args else err}") from err
+    try:
+        cfg.merge_from_list(list(opts or []))
+    except AssertionError as err:  # yacs asserts on unknown keys in a list
+        raise KeyError(f"config overrides: {err}") from err
+    return cfg
+
+
+def iterations_per_epoch(num_images: int, ims_per_batch: int) -> int:
+    """Iterations that show every training image once (the last batch may be partial)."""
+    if num_images <= 0:
+        raise ValueError("cannot derive iterations from an empty training set")
+    return math.ceil(num_images / max(1, int(ims_per_batch)))
+
+
+def resolve_epochs(cfg: Any, num_train_images: int) -> None:
+    """With SOLVER.EPOCHS > 0, set MAX_ITER, STEPS and WARMUP_ITERS from the dataset size.
+
+    Warm-up is capped at one epoch so that a small data set does not spend its run warming up.
+    """
+    epochs = int(cfg.SOLVER.EPOCHS)
+    if epochs <= 0:
+        return
+    per_epoch = iterations_per_epoch(num_train_images, cfg.SOLVER.IMS_PER_BATCH)
+    cfg.SOLVER.MAX_ITER = epochs * per_epoch
+    cfg.SOLVER.STEPS = tuple(
+        int(round(float(e) * per_epoch)) for e in cfg.SOLVER.EPOCH_STEPS if 0 < float(e) < epochs
+    )
+    cfg.SOLVER.WARMUP_ITERS = min(int(cfg.SOLVER.WARMUP_ITERS), per_epoch)
+
+
+def setup_cfg(
+    config_file: str | os.PathLike | None,
+    opts: Sequence[str] | None = None,
+    freeze: bool = True,
+) -> Any:
+    """Load a config the way every engine needs it.
+
+    Merge the file and the ``KEY VALUE`` list, check MODEL.ENGINE, register the data sets
+    (BSI.DATASET_ROOT or env BSI_D2_DATASETS), set ROI_HEADS.NUM_CLASSES from the taxonomy,
+    resolve SOLVER.EPOCHS, fall back to CPU when CUDA is absent, and freeze. A config for the
+    torchvision engine is checked against the subset of keys that engine honours.
+    """
+    from bsi_d2.data.datasets import num_images, register_all, registered_names
+    from bsi_d2.engine import resolve_engine
+    from bsi_d2.taxonomy import load_taxonomy
+
+    opts = list(opts or [])
+    cfg = _load(config_file, opts, subset=None)
+    engine = resolve_engine(cfg)
+    if engine == "torchvision" and not is_subset_cfg(cfg):
+        cfg = _load(config_file, opts, subset=True)
+    if str(cfg.INPUT.INTENSITY) not in INTENSITIES:
+        raise ValueError(f"INPUT.INTENSITY {cfg.INPUT.INTENSITY!r} is not one of {INTENSITIES}")
+
+    taxonomy = load_taxonomy(cfg.BSI.TAXONOMY)
+    if cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(taxonomy.classes):
+        logger.info(
+            "MODEL.ROI_HEADS.NUM_CLASSES %d -> %d from taxonomy %s",
+            cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            len(taxonomy.classes),
+            taxonomy.name,
+        )
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(taxonomy.classes)
+
+    root = cfg.BSI.DATASET_ROOT or None
+    register_all(root, taxonomy)
+    missing = [name for name in cfg.DATASETS.TRAIN if name not in registered_names()]
+    if int(cfg.SOLVER.EPOCHS) > 0 and missing:
+        # inference needs no training data; a training run fails on the missing set anyway
+        logger.warning("SOLVER.EPOCHS not resolved: %s not registered", ", ".join(missing))
+    elif int(cfg.SOLVER.EPOCHS) > 0:
+        count = sum(num_images(name) for name in cfg.DATASETS.TRAIN)
+        resolve_epochs(cfg, count)
+        logger.info(
+            "SOLVER.EPOCHS %d over %d training images: MAX_ITER %d, STEPS %s",
+            cfg.SOLVER.EPOCHS,
+            count,
+            cfg.SOLVER.MAX_ITER,
+            tuple(cfg.SOLVER.STEPS),
+        )
+
+    if str(cfg.MODEL.DEVICE).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            logger.warning("MODEL.DEVICE %s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
+            cfg.MODEL.DEVICE = "cpu"
+    if freeze:
+        cfg.freeze()
+    return cfg

@@ -1,0 +1,146 @@
+"""Checkpoints of the torchvision engine, laid out like detectron2's.
+
+``OUTPUT_DIR/model_{iter:07d}.pth`` and ``model_final.pth`` hold ``{"model", "optimizer",
+"scheduler", "iteration", "cfg", "engine": "torchvision"}`` (tensors and plain types only, so they
+load with ``torch.load(weights_only=True)``); ``OUTPUT_DIR/last_checkpoint`` names the newest.
+
+Transfer learning (seed 001: pre-train on one cohort, fine-tune on another) is one line::
+
+    bsi-d2 train --config-file C MODEL.WEIGHTS out_prostate/model_final.pth OUTPUT_DIR out_breast
+
+``MODEL.WEIGHTS`` loads the model weights only (no optimizer, no iteration); heads whose shape
+differs (another number of classes) start fresh, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ENGINE = "torchvision"
+LAST_CHECKPOINT = "last_checkpoint"
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside a DistributedDataParallel wrapper."""
+    return getattr(model, "module", model)
+
+
+def checkpoint_name(iteration: int) -> str:
+    return f"model_{iteration:07d}.pth"
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    name: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any | None = None,
+    iteration: int = -1,
+    cfg: Any | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write one checkpoint and point ``last_checkpoint`` at it; returns its path."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {
+        "model": unwrap(model).state_dict(),
+        "iteration": int(iteration),
+        "engine": ENGINE,
+        "cfg": cfg.dump() if cfg is not None else "",
+    }
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    if extra:
+        state.update(extra)
+    path = output_dir / name
+    partial = path.with_suffix(".pth.partial")
+    torch.save(state, partial)
+    os.replace(partial, path)  # a crash mid-write never leaves a truncated checkpoint behind
+    (output_dir / LAST_CHECKPOINT).write_text(name, encoding="utf-8")
+    return path
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """The checkpoint ``last_checkpoint`` names, or None where there is none."""
+    marker = Path(output_dir) / LAST_CHECKPOINT
+    if not marker.is_file():
+        return None
+    path = Path(output_dir) / marker.read_text(encoding="utf-8").strip()
+    return path if path.is_file() else None
+
+
+def _check_location(weights: str) -> Path:
+    if weights.startswith(("detectron2://", "http://", "https://", "catalog://")):
+        raise CheckpointError(
+            f"{weights}: the torchvision engine cannot download model-zoo weights (no network, and "
+            "detectron2 weights use another layout); give a local checkpoint of this engine, leave "
+            "MODEL.WEIGHTS empty to start from scratch, or use MODEL.ENGINE detectron2"
+        )
+    path = Path(weights).expanduser()
+    if path.suffix == ".pkl":
+        raise CheckpointError(
+            f"{path}: a detectron2/Caffe2 .pkl checkpoint cannot be loaded by the torchvision "
+            "engine (different format); use MODEL.ENGINE detectron2"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    return path
+
+
+def load_checkpoint(weights: str | Path) -> dict[str, Any]:
+    """Read a checkpoint of this engine with ``weights_only=True``; clear errors otherwise."""
+    path = _check_location(str(weights))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not ours"
+        raise CheckpointError(
+            f"{path}: not a torchvision-engine checkpoint loadable with weights_only=True ({err})"
+        ) from err
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path}: no 'model' entry; not a checkpoint of this engine")
+    if state.get("engine") != ENGINE:
+        raise CheckpointError(
+            f"{path}: written by engine {state.get('engine', 'detectron2')!r}, not {ENGINE!r}; "
+            "use MODEL.ENGINE detectron2 for detectron2 checkpoints"
+        )
+    return state
+
+
+def load_model_weights(model: nn.Module, weights: str | Path) -> dict[str, Any]:
+    """Load model weights only (fine-tuning); tensors whose shape differs are left as built.
+
+    Returns the checkpoint so callers can read its ``cfg`` or ``iteration``.
+    """
+    state = load_checkpoint(weights)
+    target = unwrap(model)
+    own = target.state_dict()
+    loadable = {}
+    skipped = []
+    for key, tensor in state["model"].items():
+        if key in own and own[key].shape != tensor.shape:
+            skipped.append(f"{key} {tuple(tensor.shape)} -> {tuple(own[key].shape)}")
+            continue
+        loadable[key] = tensor
+    result = target.load_state_dict(loadable, strict=False)
+    if skipped:
+        logger.warning("%s: shapes differ, these start fresh: %s", weights, "; ".join(skipped))
+    missing = [k for k in result.missing_keys if k not in state["model"]]
+    if missing:
+        logger.warning("%s: missing in checkpoint: %s", weights, ", ".join(missing))
+    if result.unexpected_keys:
+        logger.warning("%s: not in model: %s", weights, ", ".join(result.unexpected_keys))
+    return state

@@ -1,0 +1,219 @@
+"""The detectron2 engine: a DefaultTrainer fed by bsi_d2's mapper and scored by bsi_d2's evaluator.
+
+Same contract as the torchvision engine: ``train(cfg, resume) -> dict`` and
+``evaluate(cfg, weights) -> dict``; ``cfg`` comes from :func:`bsi_d2.config.setup_cfg`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from detectron2.engine import DefaultTrainer
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.structures import BitMasks, Boxes
+from detectron2.structures import Instances as D2Instances
+
+from bsi_d2.data.mapper import BsiDatasetMapper
+from bsi_d2.structures.instances import Instances
+from bsi_d2.taxonomy import Taxonomy, load_taxonomy
+
+logger = logging.getLogger(__name__)
+
+
+class Detectron2Sample:
+    """Wraps a :class:`BsiDatasetMapper`: its neutral sample -> detectron2's model input."""
+
+    def __init__(self, mapper: BsiDatasetMapper) -> None:
+        self.mapper = mapper
+
+    def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
+        return to_detectron2_sample(self.mapper(dataset_dict), keep_instances=self.mapper.is_train)
+
+
+def to_detectron2_sample(sample: dict[str, Any], keep_instances: bool = True) -> dict[str, Any]:
+    """Replace the neutral ``instances`` dict with detectron2 ``Instances`` (gt_boxes,
+    gt_classes, gt_masks as BitMasks); inference samples drop them."""
+    neutral = sample.pop("instances", None)
+    if neutral is not None and keep_instances:
+        height, width = sample["image"].shape[-2:]
+        gt = D2Instances((int(height), int(width)))
+        gt.gt_boxes = Boxes(neutral["boxes"])
+        gt.gt_classes = neutral["classes"]
+        gt.gt_masks = BitMasks(neutral["masks"].bool())
+        sample["instances"] = gt
+    return sample
+
+
+def to_neutral_instances(pred: D2Instances, contiguous_to_id: Mapping[int, int]) -> Instances:
+    """detectron2 predictions (contiguous classes) -> bsi_d2 Instances (taxonomy ids)."""
+    pred = pred.to("cpu")
+    height, width = pred.image_size
+    n = len(pred)
+    masks = (
+        pred.pred_masks.numpy().astype(bool)
+        if pred.has("pred_masks")
+        else np.zeros((n, height, width), bool)
+    )
+    classes = pred.pred_classes.numpy()
+    return Instances(
+        int(height),
+        int(width),
+        pred.pred_boxes.tensor.numpy().astype(np.float32),
+        pred.scores.numpy().astype(np.float32),
+        np.array([contiguous_to_id[int(c)] for c in classes], dtype=np.int64),
+        masks,
+    )
+
+
+def _flat_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested result dict as {"a/b": float}: detectron2's EvalHook and
+    print_csv_format accept one level of floats under each task and nothing else."""
+    out: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat_numbers(value, f"{name}/"))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+class BsiEvaluator(DatasetEvaluator):
+    """Collects predictions and scores them with :func:`bsi_d2.evaluation.evaluate_dataset`
+    against the split's COCO file, so both engines report the same numbers."""
+
+    def __init__(
+        self,
+        dataset_name: str,
+        taxonomy: Taxonomy,
+        output_dir: str | os.PathLike | None = None,
+        score_thresh: float = 0.5,
+    ) -> None:
+        self.dataset_name = dataset_name
+        self.json_file = MetadataCatalog.get(dataset_name).json_file
+        self.taxonomy = taxonomy
+        self.output_dir = output_dir
+        self.score_thresh = float(score_thresh)
+        self._predictions: list[tuple[int, Instances]] = []
+
+    def reset(self) -> None:
+        self._predictions = []
+
+    def process(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+        for inp, out in zip(inputs, outputs, strict=True):
+            if "instances" in out:
+                instances = to_neutral_instances(out["instances"], self.taxonomy.contiguous_to_id)
+                self._predictions.append((inp["image_id"], instances))
+
+    def evaluate(self) -> OrderedDict:
+        from detectron2.utils import comm
+
+        from bsi_d2.evaluation import evaluate_dataset
+
+        gathered = comm.gather(self._predictions, dst=0)
+        if not comm.is_main_process():
+            return OrderedDict()
+        predictions = [p for part in gathered for p in part]
+        result = evaluate_dataset(
+            self.json_file, predictions, self.taxonomy, self.output_dir, self.score_thresh
+        )
+        return OrderedDict(
+            (key, _flat_numbers(value))
+            for key, value in (
+                ("segm", result["coco"]["segm"]),
+                ("pixel", result["pixel"]),
+                ("lesion", result["lesion"]),
+                ("scan", result["scan"]),
+            )
+            if isinstance(value, Mapping)
+        )
+
+
+class BsiTrainer(DefaultTrainer):
+    """detectron2's DefaultTrainer with bsi_d2's data path and evaluation."""
+
+    @classmethod
+    def build_train_loader(cls, cfg: Any) -> Any:
+        mapper = Detectron2Sample(BsiDatasetMapper.from_config(cfg, is_train=True))
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg: Any, dataset_name: str) -> Any:
+        mapper = Detectron2Sample(BsiDatasetMapper.from_config(cfg, is_train=False))
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+
+    @classmethod
+    def build_evaluator(
+        cls, cfg: Any, dataset_name: str, output_folder: str | None = None
+    ) -> DatasetEvaluator:
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return BsiEvaluator(
+            dataset_name, load_taxonomy(cfg.BSI.TAXONOMY), output_folder, cfg.BSI.SCORE_THRESH
+        )
+
+
+def _read_evaluations(cfg: Any) -> dict[str, Any]:
+    """{dataset name: evaluation} as BsiEvaluator wrote them, the torchvision engine's shape."""
+    found = {}
+    for name in cfg.DATASETS.TEST:
+        path = Path(cfg.OUTPUT_DIR) / "inference" / name / "evaluation.json"
+        if path.is_file():
+            found[name] = json.loads(path.read_text(encoding="utf-8"))
+    return found
+
+
+def train(cfg: Any, resume: bool = False) -> dict[str, Any]:
+    """Train with detectron2; evaluates DATASETS.TEST at the end (and every TEST.EVAL_PERIOD)."""
+    Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
+    trainer = BsiTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    storage = trainer.storage
+    losses = [float(v) for v, _ in storage.history("total_loss").values()] if storage else []
+    timing = storage.history("time") if storage and "time" in storage.histories() else None
+    final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
+    return {
+        "engine": "detectron2",
+        "output_dir": str(cfg.OUTPUT_DIR),
+        "weights": str(final) if final.is_file() else None,
+        "final_checkpoint": str(final),
+        "start_iter": int(trainer.start_iter),
+        "iterations": int(trainer.iter),  # max_iter after a finished run
+        "losses": losses,
+        "seconds_per_iter": float(timing.global_avg()) if timing else None,
+        "evaluation": _read_evaluations(cfg),
+    }
+
+
+def evaluate(cfg: Any, weights: str | None = None) -> dict[str, Any]:
+    """Evaluate ``weights`` (default MODEL.WEIGHTS, else OUTPUT_DIR's last checkpoint) on every
+    DATASETS.TEST split; writes OUTPUT_DIR/inference/<name>/ like the torchvision engine."""
+    if not cfg.DATASETS.TEST:
+        raise ValueError("DATASETS.TEST is empty: nothing to evaluate on")
+    model = BsiTrainer.build_model(cfg)
+    checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    weights = weights or cfg.MODEL.WEIGHTS or None
+    if not weights:
+        if not checkpointer.has_checkpoint():
+            raise FileNotFoundError(
+                f"{cfg.OUTPUT_DIR}: no checkpoint to evaluate (set MODEL.WEIGHTS or train first)"
+            )
+        weights = checkpointer.get_checkpoint_file()
+    checkpointer.load(weights)
+    with torch.no_grad():
+        BsiTrainer.test(cfg, model)
+    return {"engine": "detectron2", "weights": str(weights), "evaluation": _read_evaluations(cfg)}

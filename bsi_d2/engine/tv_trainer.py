@@ -1,0 +1,464 @@
+"""Training and evaluation with torchvision's Mask R-CNN, behind detectron2's config keys.
+
+Same data pipeline as the detectron2 engine (our dataset catalog + ``BsiDatasetMapper``), same
+solver (SGD, linear warm-up, multi-step or cosine decay), same outputs: ``model_{iter:07d}.pth``,
+``model_final.pth``, ``last_checkpoint`` and ``metrics.json`` (one JSON line per logged iteration
+with detectron2's loss names), so tools that read detectron2 runs read these too.
+Multi-GPU: run under ``torchrun`` (WORLD_SIZE > 1) or ``bsi-d2 train --num-gpus N``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import math
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bsi_d2.engine.checkpoint import (
+    checkpoint_name,
+    last_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+    save_checkpoint,
+    unwrap,
+)
+from bsi_d2.engine.predictor import build_mapper
+from bsi_d2.engine.tv_model import LABEL_OFFSET, build_tv_model, cfg_get
+
+logger = logging.getLogger(__name__)
+
+LOG_PERIOD = 20
+# torchvision's loss names -> detectron2's, so metrics.json reads the same for both engines
+LOSS_NAMES = {
+    "loss_classifier": "loss_cls",
+    "loss_box_reg": "loss_box_reg",
+    "loss_mask": "loss_mask",
+    "loss_objectness": "loss_rpn_cls",
+    "loss_rpn_box_reg": "loss_rpn_loc",
+}
+
+
+# -- distributed ------------------------------------------------------------------------------
+def _world() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) alone."""
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+def _init_distributed(device: str) -> tuple[int, int, str]:
+    rank, world, local_rank = _world()
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            torch.cuda.set_device(local_rank)
+            device = f"cuda:{local_rank}"
+    return rank, world, device
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# -- seeding ------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> int:
+    """Seed Python, NumPy and torch; a negative seed draws one (logged, so a run can be redone)."""
+    if seed < 0:
+        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+        logger.info("SEED < 0: using random seed %d", seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the mapper draws augmentation from np.random
+    torch.manual_seed(seed)
+    return seed
+
+
+# -- solver -------------------------------------------------------------------------------------
+def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD over trainable parameters; norm layers get SOLVER.WEIGHT_DECAY_NORM like detectron2."""
+    norm_types = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
+    decay, no_decay = [], []
+    for module in model.modules():
+        for parameter in module.parameters(recurse=False):
+            if parameter.requires_grad:
+                (no_decay if isinstance(module, norm_types) else decay).append(parameter)
+    base_lr = float(cfg_get(cfg, "SOLVER.BASE_LR"))
+    groups = [{"params": decay, "weight_decay": float(cfg_get(cfg, "SOLVER.WEIGHT_DECAY"))}]
+    if no_decay:
+        wd_norm = float(cfg_get(cfg, "SOLVER.WEIGHT_DECAY_NORM", 0.0))
+        groups.append({"params": no_decay, "weight_decay": wd_norm})
+    return torch.optim.SGD(
+        groups,
+        lr=base_lr,
+        momentum=float(cfg_get(cfg, "SOLVER.MOMENTUM", 0.9)),
+        nesterov=bool(cfg_get(cfg, "SOLVER.NESTEROV", False)),
+    )
+
+
+def lr_factor(cfg: Any, iteration: int) -> float:
+    """Multiplier of BASE_LR at ``iteration``: warm-up times multi-step or cosine decay."""
+    max_iter = int(cfg_get(cfg, "SOLVER.MAX_ITER"))
+    if cfg_get(cfg, "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR") == "WarmupCosineLR":
+        decay = 0.5 * (1.0 + math.cos(math.pi * iteration / max(1, max_iter)))
+    else:
+        steps = sorted(int(s) for s in cfg_get(cfg, "SOLVER.STEPS", ()))
+        decay = float(cfg_get(cfg, "SOLVER.GAMMA", 0.1)) ** bisect.bisect_right(steps, iteration)
+    warmup_iters = int(cfg_get(cfg, "SOLVER.WARMUP_ITERS", 0))
+    if iteration >= warmup_iters:
+        return decay
+    warmup_factor = float(cfg_get(cfg, "SOLVER.WARMUP_FACTOR", 0.001))
+    if cfg_get(cfg, "SOLVER.WARMUP_METHOD", "linear") == "constant":
+        return decay * warmup_factor
+    alpha = iteration / warmup_iters
+    return decay * (warmup_factor * (1 - alpha) + alpha)
+
+
+def build_lr_scheduler(cfg: Any, optimizer: torch.optim.Optimizer):
+    """A LambdaLR stepped once per iteration; its state is plain numbers (weights_only-safe)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it))
+
+
+def _clip_gradients(cfg: Any, model: nn.Module) -> None:
+    if not bool(cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.ENABLED", False)):
+        return
+    parameters = [p for p in model.parameters() if p.grad is not None]
+    value = float(cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 1.0))
+    if cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "value") == "norm":
+        norm_type = float(cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.NORM_TYPE", 2.0))
+        torch.nn.utils.clip_grad_norm_(parameters, value, norm_type)
+    else:
+        torch.nn.utils.clip_grad_value_(parameters, value)
+
+
+# -- data -------------------------------------------------------------------------------------
+def dataset_dicts(names: Any, filter_empty: bool = False) -> list[dict]:
+    from bsi_d2.data.datasets import get_dataset_dicts
+
+    dicts = [d for name in names for d in get_dataset_dicts(name)]
+    if filter_empty:
+        before = len(dicts)
+        dicts = [d for d in dicts if any(not a.get("iscrowd", 0) for a in d.get("annotations", []))]
+        if len(dicts) < before:
+            logger.info(
+                "removed %d images without annotations (DATALOADER.FILTER_EMPTY_ANNOTATIONS)",
+                before - len(dicts),
+            )
+    return dicts
+
+
+class InfiniteMappedDicts(torch.utils.data.IterableDataset):
+    """Endless shuffled passes over dataset dicts, mapped; each rank and worker takes its share.
+
+    Every rank draws the same permutation from ``seed`` (detectron2's TrainingSampler does the
+    same), so the ranks' shards never overlap within a pass.
+    """
+
+    def __init__(
+        self, dicts: list[dict], mapper: Callable[[dict], dict], seed: int, rank: int, world: int
+    ) -> None:
+        self.dicts, self.mapper, self.seed, self.rank, self.world = dicts, mapper, seed, rank, world
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        generator = torch.Generator().manual_seed(self.seed)
+        while True:
+            order = torch.randperm(len(self.dicts), generator=generator).tolist()
+            for index in order[self.rank :: self.world][worker::workers]:
+                yield self.mapper(self.dicts[index])
+
+
+def build_train_loader(cfg: Any, seed: int, rank: int = 0, world: int = 1) -> Iterator[list[dict]]:
+    """Batches (lists of mapped dicts) of IMS_PER_BATCH / world images, forever."""
+    total = int(cfg_get(cfg, "SOLVER.IMS_PER_BATCH"))
+    if total % world:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={total} must be divisible by {world} processes")
+    dicts = dataset_dicts(
+        cfg_get(cfg, "DATASETS.TRAIN"),
+        filter_empty=bool(cfg_get(cfg, "DATALOADER.FILTER_EMPTY_ANNOTATIONS", True)),
+    )
+    if not dicts:
+        raise ValueError(f"training data sets {tuple(cfg_get(cfg, 'DATASETS.TRAIN'))} are empty")
+    dataset = InfiniteMappedDicts(dicts, build_mapper(cfg, True), seed, rank, world)
+    workers = int(cfg_get(cfg, "DATALOADER.NUM_WORKERS", 0))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=total // world,
+        num_workers=workers,
+        collate_fn=list,
+        persistent_workers=workers > 0,
+    )
+    return iter(loader)
+
+
+def to_targets(
+    batch: list[dict], device: str
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Mapped dicts -> torchvision's (images, targets); contiguous class k becomes label k + 1."""
+    images, targets = [], []
+    for item in batch:
+        image = item["image"].to(device, non_blocking=True).float()
+        h, w = image.shape[-2:]
+        inst = item.get("instances") or {}
+        boxes = torch.as_tensor(inst.get("boxes", torch.zeros((0, 4))), dtype=torch.float32)
+        classes = torch.as_tensor(inst.get("classes", torch.zeros((0,))), dtype=torch.int64)
+        masks = torch.as_tensor(inst.get("masks", torch.zeros((0, h, w))), dtype=torch.uint8)
+        # torchvision refuses zero-area boxes; detectron2's mapper drops them the same way
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        images.append(image)
+        targets.append(
+            {
+                "boxes": boxes[keep].reshape(-1, 4).to(device),
+                "labels": (classes[keep] + LABEL_OFFSET).to(device),
+                "masks": masks[keep].reshape(-1, h, w).to(device),
+            }
+        )
+    return images, targets
+
+
+# -- metrics ------------------------------------------------------------------------------------
+class MetricsWriter:
+    """Appends detectron2-style JSON lines to OUTPUT_DIR/metrics.json (rank 0 only)."""
+
+    def __init__(self, output_dir: str | Path, enabled: bool = True) -> None:
+        self.path = Path(output_dir) / "metrics.json"
+        self.enabled = enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(output_dir) / "metrics.json"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _flat_evaluation(results: dict[str, dict]) -> dict[str, float]:
+    """``segm/AP``, ``segm/AP-<class>`` ... as detectron2 logs them (percent), one test set."""
+    flat: dict[str, float] = {}
+    for name, evaluation in results.items():
+        prefix = "" if len(results) == 1 else f"{name}/"
+        for iou_type, summary in evaluation.get("coco", {}).items():
+            for key, value in summary.items():
+                if key == "per_class":
+                    for cls, ap in value.items():
+                        if ap is not None:
+                            flat[f"{prefix}{iou_type}/AP-{cls}"] = 100.0 * ap
+                elif value is not None:
+                    flat[f"{prefix}{iou_type}/{key}"] = 100.0 * value
+    return flat
+
+
+# -- train / evaluate -------------------------------------------------------------------------
+def _device(cfg: Any) -> str:
+    device = str(cfg_get(cfg, "MODEL.DEVICE", "cpu"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE %s but CUDA is not available: using cpu", device)
+        return "cpu"
+    return device
+
+
+def restore(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> int:
+    """Load model, optimizer and scheduler state from a checkpoint; the iteration to start at."""
+    state = load_checkpoint(path)
+    unwrap(model).load_state_dict(state["model"])
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    return int(state["iteration"]) + 1
+
+
+def train(cfg: Any, resume: bool = False, *, log_period: int = LOG_PERIOD) -> dict[str, Any]:
+    """Train Mask R-CNN for SOLVER.MAX_ITER iterations; returns the last evaluation and paths.
+
+    ``resume``: continue from OUTPUT_DIR's last checkpoint (model, optimizer, scheduler,
+    iteration). Otherwise MODEL.WEIGHTS, if set, initialises the model weights only.
+    """
+    rank, world, device = _init_distributed(_device(cfg))
+    seed = seed_everything(int(cfg_get(cfg, "SEED", -1)))
+    output_dir = Path(str(cfg_get(cfg, "OUTPUT_DIR")))
+    is_main = rank == 0
+    if is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(cfg.dump(), encoding="utf-8")
+
+    model = build_tv_model(cfg).to(device)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    start_iter = 0
+    previous = last_checkpoint(output_dir) if resume else None
+    if previous is not None:
+        start_iter = restore(previous, model, optimizer, scheduler)
+        logger.info("resuming from %s at iteration %d", previous, start_iter)
+    elif str(cfg_get(cfg, "MODEL.WEIGHTS", "")):
+        load_model_weights(model, str(cfg_get(cfg, "MODEL.WEIGHTS")))
+        logger.info("initialised model weights from %s", cfg_get(cfg, "MODEL.WEIGHTS"))
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
+        )
+
+    max_iter = int(cfg_get(cfg, "SOLVER.MAX_ITER"))
+    period = int(cfg_get(cfg, "SOLVER.CHECKPOINT_PERIOD", 5000))
+    eval_period = int(cfg_get(cfg, "TEST.EVAL_PERIOD", 0))
+    use_amp = bool(cfg_get(cfg, "SOLVER.AMP.ENABLED", False)) and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    writer = MetricsWriter(output_dir, enabled=is_main)
+    history: dict[str, list[float]] = {}
+    evaluation: dict[str, Any] = {}
+    iter_times: list[float] = []
+
+    loader = build_train_loader(cfg, seed, rank, world) if start_iter < max_iter else None
+    model.train()
+    logger.info("training iterations %d..%d on %s", start_iter, max_iter - 1, device)
+    for iteration in range(start_iter, max_iter):
+        data_start = time.perf_counter()
+        batch = next(loader)
+        images, targets = to_targets(batch, device)
+        data_time = time.perf_counter() - data_start
+
+        step_start = time.perf_counter()
+        with torch.autocast("cuda", enabled=use_amp):
+            loss_dict = model(images, targets)
+        losses = sum(loss_dict.values())
+        if not torch.isfinite(losses):
+            raise FloatingPointError(
+                f"loss became {losses.item()} at iteration {iteration}: "
+                + ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(losses).backward()
+        scaler.unscale_(optimizer)
+        _clip_gradients(cfg, model)
+        scaler.step(optimizer)
+        scaler.update()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        step_time = time.perf_counter() - step_start
+        iter_times.append(step_time + data_time)
+
+        values = {LOSS_NAMES.get(k, k): float(v.detach()) for k, v in loss_dict.items()}
+        values["total_loss"] = float(losses.detach())
+        # "time" is the whole iteration, data included, as detectron2's IterationTimer has it
+        values["time"], values["data_time"] = step_time + data_time, data_time
+        for key, value in values.items():
+            history.setdefault(key, []).append(value)
+        last = iteration == max_iter - 1
+        if (iteration + 1) % log_period == 0 or last:
+            window = {k: statistics.median(v[-log_period:]) for k, v in history.items()}
+            remaining = max_iter - iteration - 1
+            eta = statistics.mean(iter_times[-log_period:]) * remaining
+            writer.write({"iteration": iteration, "lr": lr, "eta_seconds": eta, **window})
+            if is_main:
+                logger.info(
+                    "iter %d/%d  total_loss %.4f  %s  lr %.3g  %.3fs/it  eta %s",
+                    iteration + 1,
+                    max_iter,
+                    window["total_loss"],
+                    " ".join(f"{k} {v:.3f}" for k, v in window.items() if k.startswith("loss")),
+                    lr,
+                    window["time"],
+                    _hms(eta),
+                )
+
+        if is_main and not last and period > 0 and (iteration + 1) % period == 0:
+            save_checkpoint(
+                output_dir, checkpoint_name(iteration), model, optimizer, scheduler, iteration, cfg
+            )
+        if eval_period > 0 and not last and (iteration + 1) % eval_period == 0:
+            evaluation = _periodic_evaluation(cfg, model, device, writer, iteration, is_main)
+            model.train()
+            _barrier(world)
+
+    final = output_dir / "model_final.pth"
+    if is_main and start_iter < max_iter:
+        final = save_checkpoint(
+            output_dir, "model_final.pth", model, optimizer, scheduler, max_iter - 1, cfg
+        )
+    _barrier(world)
+    if cfg_get(cfg, "DATASETS.TEST", ()):
+        evaluation = _periodic_evaluation(cfg, model, device, writer, max_iter - 1, is_main)
+    return {
+        "engine": "torchvision",
+        "output_dir": str(output_dir),
+        "weights": str(final) if final.is_file() else None,
+        "final_checkpoint": str(final),
+        "start_iter": start_iter,
+        "iterations": max_iter,
+        "losses": history.get("total_loss", []),
+        "seconds_per_iter": statistics.mean(iter_times) if iter_times else None,
+        "evaluation": evaluation,
+    }
+
+
+def _periodic_evaluation(
+    cfg: Any, model: nn.Module, device: str, writer: MetricsWriter, iteration: int, is_main: bool
+) -> dict[str, Any]:
+    if not is_main:
+        return {}
+    from bsi_d2.engine.predictor import Predictor, evaluate_on_datasets
+
+    predictor = Predictor(cfg, device=device, model=unwrap(model))
+    results = evaluate_on_datasets(
+        predictor,
+        cfg_get(cfg, "DATASETS.TEST"),
+        Path(str(cfg_get(cfg, "OUTPUT_DIR"))) / "inference",
+    )
+    writer.write({"iteration": iteration, **_flat_evaluation(results)})
+    return results
+
+
+def evaluate(cfg: Any, weights: str | None = None) -> dict[str, Any]:
+    """Evaluate ``weights`` (default MODEL.WEIGHTS, else OUTPUT_DIR's last checkpoint) on
+    DATASETS.TEST; returns {"engine", "weights", "evaluation": {dataset name: evaluation}} and
+    writes OUTPUT_DIR/inference/<name>/."""
+    from bsi_d2.engine.predictor import Predictor, evaluate_on_datasets
+
+    output_dir = Path(str(cfg_get(cfg, "OUTPUT_DIR")))
+    if not weights:
+        weights = str(cfg_get(cfg, "MODEL.WEIGHTS", "")) or None
+    if not weights:
+        found = last_checkpoint(output_dir)
+        if found is None:
+            raise FileNotFoundError(
+                f"{output_dir}: no checkpoint to evaluate (set MODEL.WEIGHTS or train first)"
+            )
+        weights = str(found)
+    names = cfg_get(cfg, "DATASETS.TEST", ())
+    if not names:
+        raise ValueError("DATASETS.TEST is empty: nothing to evaluate on")
+    predictor = Predictor(cfg, weights=weights, device=_device(cfg))
+    results = evaluate_on_datasets(predictor, names, output_dir / "inference")
+    return {"engine": "torchvision", "weights": weights, "evaluation": results}
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

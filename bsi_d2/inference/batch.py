@@ -1,0 +1,440 @@
+"""Batch inference over folders of scans: sharded, resumable, one broken file never stops it.
+
+For each scan the reader finds: a content key (hash of its files' bytes, not their names); skip
+it if another shard owns the key or its bsi.json already says ``ok``; otherwise preprocess,
+predict in batches, analyse (:func:`bsi_d2.postprocess.analysis.analyse_scan`) and write its
+folder, bsi.json last. Inputs the reader rejects and scans that fail are recorded in
+``OUT/errors/`` (one file each, so parallel shards never write the same file) and gathered into
+``OUT/errors.jsonl``, ``OUT/bsi_summary.csv`` and ``OUT/index.html`` at the end of every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bsi_d2.inference import outputs as out
+from bsi_d2.postprocess.analysis import analyse_scan
+from bsi_d2.postprocess.assign import assign_views
+from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
+from bsi_d2.postprocess.rasterize import DEFAULT_SCORE_THRESH, label_image, passes_thresholds
+from bsi_d2.structures.instances import Instances
+from bsi_d2.taxonomy import Taxonomy
+
+logger = logging.getLogger(__name__)
+
+SCANS_DIR = "scans"
+ERRORS_DIR = "errors"
+NOT_ERRORS = ("duplicate",)  # reader skips that lose nothing: a Labelme file whose image is read
+
+
+@dataclass
+class BatchOptions:
+    """How a batch runs; the post-processing fields are passed on to ``analyse_scan``."""
+
+    batch_size: int = 4
+    score_thresh: float = DEFAULT_SCORE_THRESH
+    class_thresh: Mapping[int | str, float] | None = None
+    combine: str = "mean"
+    match_views: bool = False
+    match_radius: float = DEFAULT_MATCH_RADIUS
+    cut_below_knee: bool = False
+    shard: tuple[int, int] = (0, 1)
+    recursive: bool = True
+    salt: str | None = None
+    keep_identity: bool = False  # write input file paths into records (names may carry identity)
+    progress: bool = True
+    prefetch: int = 8  # scans read and preprocessed ahead of the model, in a thread
+    model: dict[str, Any] = field(default_factory=dict)  # the record's "model" entry
+
+
+@dataclass
+class BatchResult:
+    done: list[str] = field(default_factory=list)  # keys finished by this run
+    skipped: list[str] = field(default_factory=list)  # keys already finished before it
+    failed: list[str] = field(default_factory=list)  # keys that failed
+    errors: list[dict[str, Any]] = field(default_factory=list)  # every error this run recorded
+    other_shards: int = 0
+
+
+# -- keys and shards ------------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (0 <= i < n) -> (i, n)."""
+    try:
+        index, count = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard {text!r} is not of the form i/n, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {text!r}: need 0 <= i < n")
+    return index, count
+
+
+def in_shard(key: str, shard: tuple[int, int]) -> bool:
+    """Whether ``key`` belongs to shard (i, n): a hash of the key, so every run agrees."""
+    index, count = shard
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
+def content_key(sources: Sequence[str | Path], salt: str | None = None) -> str:
+    """Resume key of a scan: ``c`` + 16 hex digits over the sorted SHA-256 digests of its
+    files' bytes, so renaming or moving files does not make a finished scan run again."""
+    from bsi_d2.io.pseudonym import file_digest
+
+    return key_of_digests([file_digest(s) for s in sources], salt)
+
+
+def key_of_digests(digests: Sequence[str], salt: str | None = None) -> str:
+    """:func:`content_key` from the files' SHA-256 hex digests."""
+    from bsi_d2.io.pseudonym import pseudonym
+
+    return pseudonym("content", *sorted(digests), salt=salt, prefix="c")
+
+
+def source_labels(paths: Sequence[str], digests: Sequence[str], keep_identity: bool) -> list[str]:
+    """The record's ``source`` entries: file paths only if asked (names may carry identity),
+    else each file's SHA-256 prefix, which finds the file again without naming anyone."""
+    if keep_identity:
+        return [str(p) for p in paths]
+    return [f"sha256:{d[:16]}" for d in digests]
+
+
+def _input_key(path: str | Path, salt: str | None) -> str:
+    """Key of a rejected input file: its content where readable, else its path."""
+    try:
+        return content_key([path], salt)
+    except OSError:
+        from bsi_d2.io.pseudonym import pseudonym
+
+        return pseudonym("path", str(path), salt=salt, prefix="p")
+
+
+# -- state on disk --------------------------------------------------------------------------
+
+
+def is_done(scan_dir: Path) -> bool:
+    """A scan is finished when its bsi.json is in place and says ``ok``."""
+    try:
+        record = json.loads((scan_dir / out.RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return record.get("status") == "ok"
+
+
+def record_error(
+    out_dir: Path, key: str, path: str | Path, stage: str, reason: str, source=()
+) -> dict[str, Any]:
+    """Write one error record to ``OUT/errors/<key>.json`` and return it."""
+    entry = {
+        "key": key,
+        "path": str(path),
+        "source": [str(s) for s in source] or [str(path)],
+        "stage": stage,
+        "reason": reason,
+    }
+    out.atomic_write_json(out_dir / ERRORS_DIR / f"{key}.json", entry)
+    logger.warning("%s: %s failed: %s", path, stage, reason)
+    return entry
+
+
+def _clear_shard_errors(out_dir: Path, shard: tuple[int, int]) -> None:
+    """Forget this shard's old errors; those that persist are recorded again by this run."""
+    for path in (out_dir / ERRORS_DIR).glob("*.json"):
+        if in_shard(path.stem, shard):
+            path.unlink(missing_ok=True)
+    out.remove_temp_files(out_dir / ERRORS_DIR)
+
+
+def finalize_outputs(out_dir: str | Path, taxonomy: Taxonomy | None = None) -> list[dict[str, Any]]:
+    """Rebuild errors.jsonl, bsi_summary.csv and index.html from what is on disk (whichever
+    shard finishes last leaves them complete). Returns the scan records."""
+    from bsi_d2.report.html import index_html
+
+    out_dir = Path(out_dir)
+    errors = []
+    for path in sorted((out_dir / ERRORS_DIR).glob("*.json")):
+        try:
+            errors.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as err:
+            logger.warning("%s: unreadable error record: %s", path, err)
+    out.atomic_write_text(out_dir / out.ERRORS_FILE, out.errors_jsonl(errors))
+    records = out.read_records(out_dir / SCANS_DIR)
+    out.atomic_write_text(out_dir / out.SUMMARY_FILE, out.summary_csv(records))
+    # the index links each report by this in-memory path; bsi.json keeps its fixed keys
+    linked = [{**r, "report": f"{SCANS_DIR}/{r.get('key')}/report.html"} for r in records]
+    # index_html + an atomic write rather than write_index: shards may finish at the same time
+    out.atomic_write_text(out_dir / "index.html", index_html(linked, taxonomy))
+    return records
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    key: str
+    paths: list[str]  # input files, for error messages
+    source: list[str]  # the record's "source" entries (see source_labels)
+    counts: np.ndarray
+    display: np.ndarray
+
+
+def _prefetch(items: Iterable[Any], depth: int) -> Iterator[Any]:
+    """Iterate ``items`` in a background thread, up to ``depth`` ahead (depth 0: inline)."""
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as err:  # handed to the consumer, raised there
+            q.put(err)
+
+    thread = threading.Thread(target=work, daemon=True, name="bsi-d2-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+class BatchRunner:
+    """Runs ``predictor`` over inputs into ``out_dir``; see the module docstring."""
+
+    def __init__(
+        self,
+        predictor: Callable[[list[np.ndarray]], list[Instances]],
+        taxonomy: Taxonomy,
+        out_dir: str | Path,
+        options: BatchOptions | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.taxonomy = taxonomy
+        self.out_dir = Path(out_dir)
+        self.options = options or BatchOptions()
+        self.result = BatchResult()
+
+    # -- reading ------------------------------------------------------------------------
+    def _prepared(self, inputs: Sequence[str | Path]) -> Iterator[_Prepared | None]:
+        """Scans of this shard still to do, preprocessed; None for each one skipped or failed
+        (so the progress bar moves for every scan)."""
+        from bsi_d2.io.pseudonym import file_digest
+        from bsi_d2.io.readers import ScanImage, SkippedInput, iter_scans
+        from bsi_d2.preprocess.pipeline import preprocess_scan
+
+        opts = self.options
+        items = iter_scans(
+            list(inputs),
+            recursive=opts.recursive,
+            salt=opts.salt,
+            keep_identity=opts.keep_identity,
+            exclude=[self.out_dir],
+        )
+        seen: dict[str, list[str]] = {}  # content key -> files, within this run
+        for item in items:
+            if isinstance(item, SkippedInput):
+                key = _input_key(item.path, opts.salt)
+                if item.kind in NOT_ERRORS:
+                    logger.info("skipped: %s", item.reason)
+                elif in_shard(key, opts.shard):
+                    self._error(key, item.path, item.kind, str(item.reason))
+                else:
+                    self.result.other_shards += 1
+                yield None
+                continue
+            if not isinstance(item, ScanImage):
+                continue
+            paths = [str(s) for s in item.sources]
+            try:
+                digests = [file_digest(s) for s in paths]
+            except OSError as err:
+                self._error(_input_key(paths[0], opts.salt), paths[0], "read", str(err))
+                yield None
+                continue
+            key = key_of_digests(digests, opts.salt)
+            if not in_shard(key, opts.shard):
+                self.result.other_shards += 1
+                continue
+            if key in seen:
+                logger.info("%s: same content as %s, analysed once", paths, seen[key])
+                yield None
+                continue
+            seen[key] = paths
+            if is_done(self.out_dir / SCANS_DIR / key):
+                self.result.skipped.append(key)
+                yield None
+                continue
+            source = source_labels(paths, digests, opts.keep_identity)
+            try:
+                prepared = preprocess_scan(item, cut_below_knee=opts.cut_below_knee)
+            except Exception as err:  # noqa: BLE001 - any failure of one scan is recorded
+                self._fail(key, paths, source, "preprocess", err)
+                yield None
+                continue
+            yield _Prepared(key, paths, source, prepared.counts, prepared.display)
+
+    # -- bookkeeping --------------------------------------------------------------------
+    def _error(self, key: str, path: str | Path, stage: str, reason: str, source=()) -> None:
+        self.result.errors.append(record_error(self.out_dir, key, path, stage, reason, source))
+
+    def _fail(
+        self, key: str, paths: list[str], source: list[str], stage: str, err: BaseException
+    ) -> None:
+        """Record a scan that failed: an error entry naming its files, and a failed bsi.json."""
+        reason = f"{type(err).__name__}: {err}"
+        self._error(key, paths[0] if paths else key, stage, reason, paths)
+        self.result.failed.append(key)
+        scan_dir = self.out_dir / SCANS_DIR / key
+        try:
+            scan_dir.mkdir(parents=True, exist_ok=True)
+            record = out.scan_record(key, source, self.options.model, error=f"{stage}: {reason}")
+            out.atomic_write_json(scan_dir / out.RECORD_FILE, record)
+        except OSError as write_err:
+            logger.error("%s: cannot record the failure: %s", scan_dir, write_err)
+
+    # -- one scan -----------------------------------------------------------------------
+    def write_scan(self, scan: _Prepared, instances: Instances) -> dict[str, Any]:
+        """Analyse one scan's instances and write its folder, bsi.json last."""
+        opts, tax = self.options, self.taxonomy
+        scan_dir = self.out_dir / SCANS_DIR / scan.key
+        out.reset_scan_dir(scan_dir)
+        analysis = analyse_scan(
+            instances,
+            scan.counts,
+            tax,
+            score_thresh=opts.score_thresh,
+            class_thresh=opts.class_thresh,
+            combine=opts.combine,
+            match_views=opts.match_views,
+            match_radius=opts.match_radius,
+        )
+        kept = passes_thresholds(
+            instances.category_ids, instances.scores, tax, opts.score_thresh, opts.class_thresh
+        )
+        views = assign_views(instances)
+        out.atomic_write_json(
+            scan_dir / out.PREDICTIONS_FILE,
+            out.predictions_document(scan.key, instances, tax, views, kept),
+        )
+        lesion_id = tax.lesion_ids[0] if tax.lesion_ids else 255
+        out.atomic_write_png(
+            scan_dir / out.LABELMAP_FILE,
+            label_image(analysis.region_map, analysis.lesion_mask, lesion_id),
+        )
+        from bsi_d2.report.html import write_scan_report
+        from bsi_d2.report.overlay import render_overlay
+
+        image = render_overlay(scan.display, analysis.region_map, analysis.lesion_mask, tax)
+        out.atomic_write_png(scan_dir / out.OVERLAY_FILE, image)
+        self._write_labelme_files(scan_dir, scan, analysis.instances)
+        record = out.scan_record(scan.key, scan.source, opts.model, analysis=analysis.record)
+        write_scan_report(scan_dir, record, tax)
+        out.atomic_write_json(scan_dir / out.RECORD_FILE, record)
+        (self.out_dir / ERRORS_DIR / f"{scan.key}.json").unlink(missing_ok=True)
+        return record
+
+    def _write_labelme_files(self, scan_dir: Path, scan: _Prepared, kept: Instances) -> None:
+        """``<key>.png`` (display image) and ``<key>.json`` (Labelme) for correcting in Labelme."""
+        from bsi_d2.io.labelme import write_labelme
+
+        image_path = scan_dir / f"{scan.key}.png"
+        out.atomic_write_png(image_path, scan.display)
+        json_path = scan_dir / f"{scan.key}.json"
+        tmp = out.temp_path(json_path)
+        write_labelme(
+            tmp, image_path.name, kept.height, kept.width, out.labelme_shapes(kept, self.taxonomy)
+        )
+        tmp.replace(json_path)
+
+    # -- the loop -----------------------------------------------------------------------
+    def _flush(self, batch: list[_Prepared], bar: Any) -> None:
+        if not batch:
+            return
+        try:
+            predictions = self.predictor([s.display for s in batch])
+        except Exception as err:  # noqa: BLE001 - retry one by one to isolate the culprit
+            if len(batch) == 1:
+                self._fail(batch[0].key, batch[0].paths, batch[0].source, "predict", err)
+                bar.update(1)
+                return
+            logger.warning("batch of %d failed (%s); retrying scan by scan", len(batch), err)
+            for scan in batch:
+                self._flush([scan], bar)
+            return
+        for scan, instances in zip(batch, predictions, strict=True):
+            try:
+                self.write_scan(scan, instances)
+                self.result.done.append(scan.key)
+            except Exception as err:  # noqa: BLE001 - one scan's failure must not stop the rest
+                self._fail(scan.key, scan.paths, scan.source, "postprocess", err)
+            bar.update(1)
+
+    def run(self, inputs: Sequence[str | Path]) -> BatchResult:
+        """Process every input (files or folders); returns what this run did."""
+        from tqdm import tqdm
+
+        opts = self.options
+        (self.out_dir / SCANS_DIR).mkdir(parents=True, exist_ok=True)
+        (self.out_dir / ERRORS_DIR).mkdir(parents=True, exist_ok=True)
+        _clear_shard_errors(self.out_dir, opts.shard)
+        batch: list[_Prepared] = []
+        with tqdm(
+            unit="scan", disable=not opts.progress, desc="predict", dynamic_ncols=True
+        ) as bar:
+            try:
+                for item in _prefetch(self._prepared(inputs), opts.prefetch):
+                    if item is None:
+                        bar.update(1)
+                        continue
+                    batch.append(item)
+                    if len(batch) >= max(1, opts.batch_size):
+                        self._flush(batch, bar)
+                        batch = []
+                self._flush(batch, bar)
+            except Exception as err:  # noqa: BLE001 - a reader crash ends reading, not the run
+                self._flush(batch, bar)
+                logger.error("reading inputs stopped early: %s", err)
+                self._error("reader", ",".join(map(str, inputs)), "read", repr(err))
+        finalize_outputs(self.out_dir, self.taxonomy)
+        return self.result
+
+
+def run_batch(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    predictor: Callable[[list[np.ndarray]], list[Instances]],
+    taxonomy: Taxonomy,
+    options: BatchOptions | None = None,
+) -> BatchResult:
+    """Batch inference of ``inputs`` into ``out_dir`` (see :class:`BatchRunner`)."""
+    return BatchRunner(predictor, taxonomy, out_dir, options).run(inputs)

@@ -1,0 +1,251 @@
+"""Writers for batch inference outputs; every file is written atomically (temp file + replace).
+
+A scan's folder ``OUT/scans/<key>/`` holds predictions.json, labelmap.png, overlay.png, the
+Labelme files ``<key>.json`` + ``<key>.png``, report.html and, written last, bsi.json: a scan is
+finished exactly when its bsi.json says ``"status": "ok"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bsi_d2.structures.instances import Instances
+from bsi_d2.structures.masks import mask_to_polygons, mask_to_rle
+from bsi_d2.taxonomy import Taxonomy
+
+logger = logging.getLogger(__name__)
+
+TMP_MARK = ".tmp-"  # every temp file's name holds this, so leftovers can be found and removed
+RECORD_FILE = "bsi.json"
+PREDICTIONS_FILE = "predictions.json"
+LABELMAP_FILE = "labelmap.png"
+OVERLAY_FILE = "overlay.png"
+SUMMARY_FILE = "bsi_summary.csv"
+ERRORS_FILE = "errors.jsonl"
+RECORD_KEYS = (
+    "key", "status", "source", "model", "bsi", "bstbi", "lesion_count", "lesion_count_matched",
+    "burden_group", "abnormal", "regions", "lesions_by_region", "lesion_pixels_outside",
+    "lesion_pixels_in_decoys", "overlay", "error",
+)  # fmt: skip
+
+
+# -- atomic files ---------------------------------------------------------------------------
+
+
+def temp_path(path: Path) -> Path:
+    """A sibling temp name unique to this process, removed by :func:`remove_temp_files`."""
+    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` so a reader sees the old file or the whole new one."""
+    path = Path(path)
+    tmp = temp_path(path)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def atomic_write_png(path: str | Path, image: np.ndarray) -> Path:
+    """uint8 (H, W) grey or (H, W, 3) RGB image as PNG."""
+    import cv2
+
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"{path}: PNG writer needs uint8, got {image.dtype}")
+    if image.ndim == 3:
+        image = image[..., ::-1]  # OpenCV encodes BGR
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    return atomic_write_bytes(path, buf.tobytes())
+
+
+def remove_temp_files(folder: Path) -> int:
+    """Delete temp files a killed run left in ``folder``; returns how many."""
+    removed = 0
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if TMP_MARK in p.name and p.is_file():
+                p.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def reset_scan_dir(scan_dir: Path) -> None:
+    """Empty a half-written scan folder (or make a new one) before the scan is redone."""
+    if scan_dir.exists():
+        shutil.rmtree(scan_dir)
+    scan_dir.mkdir(parents=True)
+
+
+# -- per-scan files -------------------------------------------------------------------------
+
+
+def scan_record(
+    key: str,
+    source: Sequence[str],
+    model: dict[str, Any],
+    analysis: dict[str, Any] | None = None,
+    error: str | None = None,
+    overlay: str | None = OVERLAY_FILE,
+) -> dict[str, Any]:
+    """A scan's bsi.json record, exactly :data:`RECORD_KEYS`; ``analysis`` is
+    ``ScanAnalysis.record`` for a finished scan, None for a failed one."""
+    ok = analysis is not None and error is None
+    base: dict[str, Any] = {
+        "key": key,
+        "status": "ok" if ok else "failed",
+        "source": [str(s) for s in source],
+        "model": dict(model),
+        "bsi": 0.0,
+        "bstbi": None,
+        "lesion_count": 0,
+        "lesion_count_matched": None,
+        "burden_group": "none",
+        "abnormal": False,
+        "regions": [],
+        "lesions_by_region": {},
+        "lesion_pixels_outside": 0,
+        "lesion_pixels_in_decoys": 0,
+        "overlay": overlay if ok else None,
+        "error": error,
+    }
+    if analysis is not None:
+        base.update({k: v for k, v in analysis.items() if k in RECORD_KEYS})
+    return {k: base[k] for k in RECORD_KEYS}
+
+
+def predictions_document(
+    key: str, instances: Instances, taxonomy: Taxonomy, views: Sequence[str], kept: np.ndarray
+) -> dict[str, Any]:
+    """predictions.json: every instance the model returned, with ``kept`` marking those that
+    passed the score thresholds (so thresholds can be changed later without the model)."""
+    items = []
+    for i in range(len(instances)):
+        cid = int(instances.category_ids[i])
+        items.append(
+            {
+                "class": taxonomy.by_id(cid).name if cid in taxonomy.ids else str(cid),
+                "category_id": cid,
+                "score": float(instances.scores[i]),
+                "box": [float(v) for v in instances.boxes[i]],  # XYXY, pixels
+                "view": views[i],
+                "kept": bool(kept[i]),
+                "mask": mask_to_rle(instances.masks[i]),
+            }
+        )
+    return {
+        "key": key,
+        "height": int(instances.height),
+        "width": int(instances.width),
+        "box_format": "XYXY",
+        "instances": items,
+    }
+
+
+def read_predictions(path: str | Path) -> Instances:
+    """Every instance of a predictions.json (see :func:`predictions_document`)."""
+    from bsi_d2.structures.masks import rle_to_mask
+
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    height, width, items = int(doc["height"]), int(doc["width"]), doc["instances"]
+    if not items:
+        return Instances.empty(height, width)
+    return Instances(
+        height,
+        width,
+        np.array([it["box"] for it in items], np.float32).reshape(-1, 4),
+        np.array([it["score"] for it in items], np.float32),
+        np.array([it["category_id"] for it in items], np.int64),
+        np.stack([rle_to_mask(it["mask"]) for it in items]),
+    )
+
+
+def labelme_shapes(instances: Instances, taxonomy: Taxonomy) -> list[dict[str, Any]]:
+    """Labelme polygon shapes of the instances; the parts of one instance share a group_id."""
+    from bsi_d2.io.labelme import labelme_shape
+
+    shapes = []
+    for i in range(len(instances)):
+        label = taxonomy.by_id(int(instances.category_ids[i])).name
+        for polygon in mask_to_polygons(instances.masks[i]):
+            points = np.asarray(polygon, dtype=float).reshape(-1, 2)
+            shapes.append(
+                labelme_shape(
+                    label,
+                    points.tolist(),
+                    "polygon",
+                    group_id=i,
+                    description=f"model score {float(instances.scores[i]):.3f}",
+                )
+            )
+    return shapes
+
+
+# -- across the output folder ---------------------------------------------------------------
+
+
+def read_records(scans_dir: Path) -> list[dict[str, Any]]:
+    """Every readable bsi.json under ``scans_dir``, sorted by key."""
+    records = []
+    for path in sorted(scans_dir.glob(f"*/{RECORD_FILE}")):
+        try:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as err:
+            logger.warning("%s: unreadable record skipped: %s", path, err)
+    return records
+
+
+def summary_columns(records: Iterable[dict[str, Any]]) -> list[str]:
+    bones: list[str] = []
+    for record in records:
+        for row in record.get("regions", []):
+            if row["bone"] not in bones:
+                bones.append(row["bone"])
+    head = [
+        "key", "status", "bsi", "bstbi", "lesion_count", "lesion_count_matched", "burden_group",
+        "abnormal", "lesion_pixels_outside", "lesion_pixels_in_decoys",
+    ]  # fmt: skip
+    per_bone = [f"{what}_{bone}" for bone in bones for what in ("involvement", "bsi")]
+    return [*head, *per_bone, "error"]
+
+
+def summary_csv(records: Sequence[dict[str, Any]]) -> str:
+    """bsi_summary.csv text: one row per scan, per-bone involvement and BSI as columns."""
+    columns = summary_columns(records)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        row = {c: record.get(c) for c in columns}
+        for region in record.get("regions", []):
+            row[f"involvement_{region['bone']}"] = region["involvement"]
+            row[f"bsi_{region['bone']}"] = region["bsi"]
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def errors_jsonl(errors: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors)

@@ -1,0 +1,520 @@
+"""Whole-body bone scans from DICOM: which files are scans, which frame is which view, counts.
+
+Layouts handled (DOMAIN.md section 1): NM Image Storage with two frames (anterior, posterior);
+one view per file (GE Genie/Millennium, paired later by study and series); Secondary Capture
+copies with Modality NM. Compressed transfer syntaxes decode through pydicom's pixel plugins.
+
+A frame's view is found by the first rule that answers, recorded as ``view_rule``:
+
+1. ``view_code``: the detector's ViewCodeSequence meaning/value (ANT..., POST...);
+2. ``orientation``: the detector's ImageOrientationPatient (normal towards +y, posterior, means
+   the camera looks from the front: anterior; the posterior view is mirrored left-right);
+3. ``start_angle``: StartAngle near 180 is anterior, near 0 posterior;
+4. ``view_position``, ``image_id``, ``series_description``: ANT/POST in ViewPosition, ImageID,
+   SeriesDescription (one-view files only: they describe the file, not a frame);
+5. ``frame_order``: first frame anterior, second posterior, with a warning.
+
+Per-frame rules read the detector's item of DetectorInformationSequence and, for a one-frame file,
+the same attributes at the top level (files without the sequence).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bsi_d2.io.pseudonym import IDENTITY_KEYWORDS, pseudonym, study_key
+from bsi_d2.io.readers import (
+    MIN_VIEW_ASPECT,
+    MIN_VIEW_ROWS,
+    VIEWS,
+    NotAScanError,
+    ReaderError,
+    ScanImage,
+    count_stats,
+    view_from_text,
+)
+
+logger = logging.getLogger(__name__)
+
+NOT_WHOLE_BODY_TYPES = ("STATIC", "TOMO", "RECON TOMO", "GATED", "GATED TOMO", "DYNAMIC")
+EXPECTED_SPACING_MM = (1.5, 3.5)  # whole-body scans are ~2.2-2.4 mm; far outside means rescale
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+
+# transfer syntax UID prefix -> what to install to decode it
+_PLUGIN_HINTS = {
+    "1.2.840.10008.1.2.4.5": "pylibjpeg and pylibjpeg-libjpeg (JPEG)",
+    "1.2.840.10008.1.2.4.7": "pylibjpeg and pylibjpeg-libjpeg (JPEG lossless)",
+    "1.2.840.10008.1.2.4.8": "pylibjpeg and pylibjpeg-libjpeg, or pyjpegls (JPEG-LS)",
+    "1.2.840.10008.1.2.4.9": "pylibjpeg and pylibjpeg-openjpeg (JPEG 2000)",
+    "1.2.840.10008.1.2.4.20": "pylibjpeg and pylibjpeg-openjpeg (HTJ2K)",
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle (RLE)",
+}
+
+
+def _plugin_hint(uid: str) -> str:
+    for prefix, hint in _PLUGIN_HINTS.items():
+        if uid.startswith(prefix) and not uid.startswith("1.2.840.10008.1.2.4.92"):
+            return hint
+    return (
+        "python-gdcm if it supports this syntax, or convert the file to an uncompressed "
+        "transfer syntax (e.g. gdcmconv --raw, dcmdjpeg)"
+    )
+
+
+def read_dicom(
+    path: str | Path, salt: str | None = None, keep_identity: bool = False
+) -> list[ScanImage]:
+    """One DICOM file -> one scan (two frames) or one single-view scan, to pair later.
+
+    Raises :class:`NotAScanError` for files that are not whole-body emission scans and
+    :class:`ReaderError` for files that cannot be read; both name the file and the problem.
+    """
+    path = Path(path)
+    ds = read_dataset(path)
+    reason = not_whole_body_reason(ds)
+    if reason is not None:
+        raise NotAScanError(f"{path}: {reason}")
+    frames = decode_counts(ds, path)
+    frames, frame_numbers = select_frames(ds, frames, path)
+    assignments, warnings = identify_views(ds, frame_numbers)
+    for warning in warnings:
+        logger.warning("%s: %s", path, warning)
+    key = dataset_study_key(ds, path, salt)
+    metadata = dataset_metadata(ds, keep_identity, salt)
+    metadata["study_key"] = key
+    metadata["warnings"] = warnings + spacing_warnings(metadata.get("pixel_spacing_mm"))
+    metadata["layout"] = "views"
+    metadata["views"] = {
+        view: {
+            "view_rule": rule,
+            "frame": int(number),
+            "source_index": 0,
+            "counts": count_stats(frame),
+        }
+        for (view, rule), frame, number in zip(assignments, frames, frame_numbers, strict=True)
+    }
+    views = {view: frame for (view, _), frame in zip(assignments, frames, strict=True)}
+    pairing = None
+    if len(views) == 1:
+        pairing = {
+            "group": ("dicom", str(path.parent), key),
+            "subgroup": metadata.get("series_key"),
+            "order": int(ds.get("InstanceNumber") or 0),
+        }
+    return [ScanImage(key, [str(path)], views, None, metadata, pairing)]
+
+
+def read_dataset(path: Path) -> Any:
+    """The dataset of a DICOM file; ReaderError for empty, non-DICOM or unparseable files."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if path.stat().st_size == 0:
+        raise ReaderError(f"{path}: empty file (0 bytes)")
+    try:
+        # pixel data stays on disk until decoded: non-scans (CT series...) are judged by header
+        ds = pydicom.dcmread(path, defer_size="64 KB")
+    except InvalidDicomError as error:
+        raise ReaderError(f"{path}: not a DICOM file ({error})") from error
+    except Exception as error:  # pydicom raises many types on truncated headers
+        raise ReaderError(
+            f"{path}: unreadable DICOM header, truncated or corrupt "
+            f"({type(error).__name__}: {error})"
+        ) from error
+    meta_class = str(getattr(ds.get("file_meta", {}), "MediaStorageSOPClassUID", ""))
+    if meta_class == DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
+        raise ReaderError(f"{path}: a DICOMDIR index, not an image")
+    return ds
+
+
+def not_whole_body_reason(ds: Any) -> str | None:
+    """Why a dataset is not a whole-body emission scan to analyse, or None if it is one."""
+    modality = str(ds.get("Modality", "") or "")
+    if modality != "NM":
+        return f"modality {modality or '(missing)'} is not NM: not a bone scan"
+    if "PixelData" not in ds:
+        return None  # decode_counts reports the missing pixel data as an error
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "") or "")
+    if samples > 1 or (photometric and not photometric.startswith("MONOCHROME")):
+        return f"{photometric or 'colour'} image: a screen capture, not count data"
+    image_type = [v.upper() for v in _strings(ds, "ImageType")]
+    if "WHOLE BODY" not in image_type:
+        found = [t for t in NOT_WHOLE_BODY_TYPES if t in image_type]
+        if found:
+            joined = "\\".join(image_type)
+            return f"ImageType {joined}: {found[0].lower()} image, not a whole-body scan"
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows < MIN_VIEW_ROWS or rows < MIN_VIEW_ASPECT * cols:
+        return (
+            f"{rows} x {cols} matrix: a spot view, SPECT or capture, not a whole-body view "
+            f"(needs rows >= {MIN_VIEW_ROWS} and >= {MIN_VIEW_ASPECT} x columns)"
+        )
+    return None
+
+
+def decode_counts(ds: Any, path: Path) -> np.ndarray:
+    """(frames, rows, cols) float32 counts, modality rescale applied; ReaderError if undecodable."""
+    from pydicom.pixels import get_decoder
+
+    if "PixelData" not in ds:
+        raise ReaderError(f"{path}: no pixel data (7FE0,0010) in the file")
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is None:
+        raise ReaderError(f"{path}: no TransferSyntaxUID in the file meta")
+    label = f"'{syntax.name}' ({syntax})" if syntax.name != str(syntax) else f"{syntax}"
+    if syntax.is_compressed:
+        try:
+            decoder = get_decoder(syntax)
+        except NotImplementedError as error:
+            raise ReaderError(
+                f"{path}: cannot decode transfer syntax {label}: no pydicom pixel decoder "
+                f"exists for it; install {_plugin_hint(str(syntax))}"
+            ) from error
+        if not decoder.is_available:
+            raise ReaderError(
+                f"{path}: cannot decode transfer syntax {label}: no installed plugin; "
+                f"install {_plugin_hint(str(syntax))}"
+            )
+    try:
+        pixels = ds.pixel_array
+    except Exception as error:  # plugins and pydicom raise many types on bad data
+        raise ReaderError(
+            f"{path}: pixel data in {label} could not be decoded, truncated or corrupt "
+            f"({type(error).__name__}: {error})"
+        ) from error
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if pixels.ndim != 3 or pixels.shape[0] != n_frames:
+        raise ReaderError(f"{path}: pixel array {pixels.shape} does not match {n_frames} frame(s)")
+    counts = pixels.astype(np.float32)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if slope != 1 or intercept != 0:
+        counts = counts * np.float32(slope) + np.float32(intercept)
+    return counts
+
+
+def select_frames(ds: Any, frames: np.ndarray, path: Path) -> tuple[np.ndarray, list[int]]:
+    """The one or two frames that are views: with several energy windows, the first window's."""
+    numbers = list(range(frames.shape[0]))
+    if len(numbers) > 2:
+        windows = [int(v) for v in _vector(ds, "EnergyWindowVector", len(numbers))]
+        if windows:
+            first = min(windows)
+            numbers = [i for i, w in enumerate(windows) if w == first]
+    if not 1 <= len(numbers) <= 2:
+        raise ReaderError(
+            f"{path}: {frames.shape[0]} frames and no way to tell which are the two whole-body "
+            "views (expected 1 or 2, or one pair per energy window)"
+        )
+    return frames[numbers], numbers
+
+
+def identify_views(ds: Any, frame_numbers: list[int]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(view, rule) for each frame, in frame order, and warnings; views are distinct."""
+    single = len(frame_numbers) == 1
+    found: list[tuple[str | None, str]] = []
+    for number in frame_numbers:
+        sources = [_detector_item(ds, number)] + ([ds] if single else [])
+        sources = [s for s in sources if s is not None]
+        found.append(_first_answer(ds, sources, single))
+    warnings: list[str] = []
+    views = [view for view, _ in found]
+    if single:
+        if views[0] is None:
+            warnings.append("no view information in the file: taken as anterior; check it")
+            return [("anterior", "frame_order")], warnings
+        return [(views[0], found[0][1])], warnings
+    if views[0] is not None and views[1] is not None and views[0] != views[1]:
+        return [(v, r) for v, r in found], warnings
+    known = [i for i, v in enumerate(views) if v is not None]
+    if len(known) == 1:
+        i = known[0]
+        other = VIEWS[1 - VIEWS.index(views[i])]
+        warnings.append(
+            f"view of frame {frame_numbers[1 - i] + 1} unknown: taken as {other}, the other "
+            f"frame being {views[i]} by {found[i][1]}"
+        )
+        result = list(found)
+        result[1 - i] = (other, "complement")
+        return [(v, r) for v, r in result], warnings
+    problem = "unknown" if not known else f"both {views[0]}"
+    warnings.append(
+        f"frame views {problem}: taken by frame order (first anterior, second posterior); "
+        "check them"
+    )
+    return [("anterior", "frame_order"), ("posterior", "frame_order")], warnings
+
+
+def _first_answer(ds: Any, sources: list[Any], single: bool) -> tuple[str | None, str]:
+    rules: list[tuple[str, Callable[[Any], str | None]]] = [
+        ("view_code", _view_from_code),
+        ("orientation", _view_from_orientation),
+        ("start_angle", _view_from_start_angle),
+    ]
+    for rule, function in rules:
+        for source in sources:
+            view = function(source)
+            if view is not None:
+                return view, rule
+    if single:
+        for rule, keyword in (
+            ("view_position", "ViewPosition"),
+            ("image_id", "ImageID"),
+            ("series_description", "SeriesDescription"),
+        ):
+            view = view_from_text(ds.get(keyword))
+            if view is not None:
+                return view, rule
+    return None, "frame_order"
+
+
+def _view_from_code(source: Any) -> str | None:
+    for item in source.get("ViewCodeSequence") or []:
+        text = f"{item.get('CodeMeaning', '')} {item.get('CodeValue', '')}"
+        view = view_from_text(text)
+        if view is not None:
+            return view
+    return None
+
+
+def _view_from_orientation(source: Any) -> str | None:
+    values = source.get("ImageOrientationPatient")
+    if values is None or len(values) != 6:
+        return None
+    row, col = np.asarray(values[:3], float), np.asarray(values[3:], float)
+    normal_y = float(np.cross(row, col)[1])
+    if abs(normal_y) < 0.5:
+        return None
+    return "anterior" if normal_y > 0 else "posterior"
+
+
+def _view_from_start_angle(source: Any) -> str | None:
+    value = source.get("StartAngle")
+    if value is None or value == "":
+        return None
+    angle = float(value) % 360.0
+    if abs(angle - 180.0) <= 45.0:
+        return "anterior"
+    if min(angle, 360.0 - angle) <= 45.0:
+        return "posterior"
+    return None
+
+
+def _vector(ds: Any, keyword: str, n_frames: int) -> list[int]:
+    values = ds.get(keyword)
+    if values is None:
+        return []
+    values = [values] if isinstance(values, int | float) else list(values)
+    return values if len(values) == n_frames else []
+
+
+def _detector_item(ds: Any, frame: int) -> Any | None:
+    sequence = ds.get("DetectorInformationSequence") or []
+    if not sequence:
+        return None
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    detectors = _vector(ds, "DetectorVector", n_frames)
+    if detectors and 1 <= int(detectors[frame]) <= len(sequence):
+        return sequence[int(detectors[frame]) - 1]
+    if len(sequence) == n_frames:
+        return sequence[frame]
+    return sequence[0] if len(sequence) == 1 else None
+
+
+def dataset_study_key(ds: Any, path: Path, salt: str | None) -> str:
+    """Pseudonymous key: StudyInstanceUID, else PatientID + StudyDate, else SOPInstanceUID."""
+    fallback = str(ds.get("SOPInstanceUID", "") or "") or str(path.resolve())
+    return study_key(
+        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+        patient_id=str(ds.get("PatientID", "") or ""),
+        study_date=str(ds.get("StudyDate", "") or ""),
+        fallback=fallback,
+        salt=salt,
+    )
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    return None if value is None or value == "" else str(value)
+
+
+def _strings(ds: Any, keyword: str) -> list[str]:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return []
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _number(ds: Any, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    try:
+        return None if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def dataset_metadata(
+    ds: Any, keep_identity: bool = False, salt: str | None = None
+) -> dict[str, Any]:
+    """Acquisition facts without identity (no names, IDs, dates, UIDs unless keep_identity)."""
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    sop_class = ds.get("SOPClassUID")
+    spacing = ds.get("PixelSpacing")
+    series_uid = _text(ds, "SeriesInstanceUID")
+    metadata: dict[str, Any] = {
+        "format": "dicom",
+        "sop_class": getattr(sop_class, "name", None) if sop_class else None,
+        "modality": _text(ds, "Modality"),
+        "image_type": _strings(ds, "ImageType"),
+        "transfer_syntax": getattr(syntax, "name", None) if syntax else None,
+        "manufacturer": _text(ds, "Manufacturer"),
+        "model": _text(ds, "ManufacturerModelName"),
+        "matrix": [int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)],
+        "frames": int(ds.get("NumberOfFrames", 1) or 1),
+        "pixel_spacing_mm": [float(v) for v in spacing] if spacing else None,
+        "frame_duration_ms": _number(ds, "ActualFrameDuration"),
+        "counts_accumulated": _number(ds, "CountsAccumulated"),
+        "scan_velocity_mm_s": _number(ds, "ScanVelocity"),
+        "scan_length_mm": _number(ds, "ScanLength"),
+        "whole_body_technique": _strings(ds, "WholeBodyTechnique") or None,
+        "radionuclide": _radionuclide(ds),
+        "series_key": pseudonym("series", series_uid, salt=salt) if series_uid else None,
+    }
+    if keep_identity:
+        metadata["identity"] = {k: _text(ds, k) for k in IDENTITY_KEYWORDS}
+    return metadata
+
+
+def _radionuclide(ds: Any) -> str | None:
+    for item in ds.get("RadiopharmaceuticalInformationSequence") or []:
+        for code in item.get("RadionuclideCodeSequence") or []:
+            if code.get("CodeMeaning"):
+                return str(code.CodeMeaning)
+    return None
+
+
+def spacing_warnings(spacing: list[float] | None) -> list[str]:
+    if not spacing:
+        return ["no PixelSpacing: the model expects about 2.2-2.4 mm pixels"]
+    low, high = EXPECTED_SPACING_MM
+    if not all(low <= s <= high for s in spacing):
+        return [
+            f"pixel spacing {spacing} mm is far from the 2.2-2.4 mm the model was trained on "
+            "(no rescaling is done)"
+        ]
+    return []
+
+
+# ------------------------------------------------------------------------------------------------
+# writing synthetic files (tests, phantoms)
+
+NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+ORIENTATION = {  # detector ImageOrientationPatient: the posterior view is mirrored left-right
+    "anterior": [1.0, 0.0, 0.0, 0.0, 0.0, -1.0],
+    "posterior": [-1.0, 0.0, 0.0, 0.0, 0.0, -1.0],
+}
+START_ANGLE = {"anterior": 180.0, "posterior": 0.0}
+VIEW_CODE = {"anterior": ("RT ANT LT", "G-A117"), "posterior": ("LT POST RT", "G-A118")}
+
+
+def build_nm_dataset(
+    frames: list[np.ndarray],
+    *,
+    detectors: list[dict[str, Any]] | None = None,
+    attributes: dict[str, Any] | None = None,
+    modality: str = "NM",
+    sop_class: str = NM_IMAGE_STORAGE,
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "WHOLE BODY", "EMISSION"),
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    pixel_spacing: float = 2.26,
+) -> Any:
+    """An NM dataset with ``frames`` (uint16 (H, W) each) as a synthetic whole-body scan.
+
+    ``detectors``: one dict per frame with any of ``view_code`` ("anterior"/"posterior" or a
+    code meaning), ``orientation`` (view or six cosines), ``start_angle`` (degrees); None leaves
+    out DetectorInformationSequence. ``attributes``: keyword -> value set at the top level
+    (e.g. StartAngle, ImageID, SeriesDescription, PatientName, InstanceNumber).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = np.stack([np.asarray(f, dtype=np.uint16) for f in frames])
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.ImageType = list(image_type)
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.PatientName = "Synthetic^Phantom"
+    ds.PatientID = "PHANTOM-0"
+    ds.PatientBirthDate = ""
+    ds.Manufacturer = "bsi_d2 synthetic"
+    ds.InstanceNumber = 1
+    ds.Rows, ds.Columns = pixels.shape[1:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelSpacing = [pixel_spacing, pixel_spacing]
+    ds.NumberOfFrames = len(frames)
+    ds.FrameIncrementPointer = [0x00540010, 0x00540020]
+    ds.EnergyWindowVector = [1] * len(frames)
+    ds.NumberOfEnergyWindows = 1
+    if detectors is not None:
+        ds.DetectorVector = list(range(1, len(detectors) + 1))
+        ds.NumberOfDetectors = len(detectors)
+        items = []
+        for spec in detectors:
+            item = Dataset()
+            if "view_code" in spec:
+                meaning, value = VIEW_CODE.get(spec["view_code"], (spec["view_code"], "99"))
+                code = Dataset()
+                code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = (
+                    value,
+                    "SRT",
+                    meaning,
+                )
+                item.ViewCodeSequence = DicomSequence([code])
+            if "orientation" in spec:
+                item.ImageOrientationPatient = ORIENTATION.get(
+                    spec["orientation"], spec["orientation"]
+                )
+            if "start_angle" in spec:
+                item.StartAngle = START_ANGLE.get(spec["start_angle"], spec["start_angle"])
+            items.append(item)
+        ds.DetectorInformationSequence = DicomSequence(items)
+    else:
+        ds.DetectorVector = [1] * len(frames)
+        ds.NumberOfDetectors = 1
+    for keyword, value in (attributes or {}).items():
+        setattr(ds, keyword, value)
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def write_dataset(ds: Any, path: str | Path, transfer_syntax: str | None = None) -> Path:
+    """Write ``ds`` as a DICOM file (with preamble and file meta), compressed if asked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if transfer_syntax is not None:
+        ds.compress(transfer_syntax)
+    ds.save_as(path, enforce_file_format=True)
+    return path

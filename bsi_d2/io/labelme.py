@@ -1,0 +1,762 @@
+"""Labelme annotation files: read and validate, rasterise shapes, group them into instances, find
+the annotated image, and write files in Labelme's own format.
+
+Rasterisation has ONE definition, :func:`labelme_instances` (and :func:`shape_to_mask` for a
+single shape). It follows COCO's continuous pixel coordinates (pixel ``(r, c)`` covers
+``[c, c + 1) x [r, r + 1)``) and uses pycocotools through :mod:`bsi_d2.structures.masks`, so a
+polygon written to COCO decodes to exactly the pixels computed here. Labelme's own PIL drawing
+also paints the outline, so its masks are up to one pixel wider; ours are COCO's.
+
+Per shape type:
+
+- ``polygon`` (and ``oriented_rectangle``): kept as is when valid; self-intersecting ones are
+  repaired with ``shapely.make_valid`` (polygonal parts kept), zero-area ones dropped.
+- ``rectangle``: the four corners of the two points' box, as a polygon.
+- ``circle``: a polygon through the circle with enough vertices that no chord strays more than
+  0.05 px inside it (at least 32); it stays a polygon in COCO.
+- ``mask``: a base64 PNG placed at the box's top-left corner, as RLE.
+- ``point``, ``points``, ``line``, ``linestrip``: describe no area; reported and skipped.
+
+Shapes up to 10 % of the image size beyond its border are clipped (and reported); further out,
+the shape is an error. Every repair, skip and error is returned as a :class:`ShapeProblem`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+import re
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import numpy as np
+
+from bsi_d2.structures.masks import (
+    mask_to_rle,
+    merge_rles,
+    polygons_to_mask,
+    polygons_to_rle,
+    rle_area,
+    rle_to_bbox,
+    rle_to_mask,
+)
+from bsi_d2.taxonomy import Taxonomy, load_taxonomy
+
+LABELME_VERSION = "5.5.0"  # the file-format generation we write; labelme 5.x and 6.x read it
+AREA_SHAPE_TYPES = ("polygon", "rectangle", "circle", "mask", "oriented_rectangle")
+NON_AREA_SHAPE_TYPES = ("point", "points", "line", "linestrip")
+FAR_OUTSIDE_FRACTION = 0.10
+CIRCLE_MAX_SAGITTA = 0.05  # px a chord of the circle polygon may fall inside the true circle
+COPY_FORMATS = {"PNG": ".png", "TIFF": ".tif"}  # stored byte for byte
+COUNTS_SUFFIX = ".counts.png"
+UNKNOWN_LABEL_POLICIES = ("error", "skip")
+IGNORE_POLICIES = ("crowd", "drop")
+
+_WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]|\\")
+
+
+class LabelmeError(ValueError):
+    """A Labelme file that cannot be used at all; the message names the file and the problem."""
+
+
+class NotLabelmeError(LabelmeError):
+    """Valid JSON that is not a Labelme annotation (no ``shapes`` and no ``imagePath``)."""
+
+
+@dataclass(frozen=True)
+class ShapeProblem:
+    """One thing found while reading or rasterising a file's shapes.
+
+    ``severity`` is ``error`` (bad input: the shape is left out), ``repair`` (the shape was
+    changed or dropped to make it usable) or ``skipped`` (the shape carries no instance by design
+    or by the user's choice).
+    """
+
+    severity: str
+    code: str
+    message: str
+    shape: int | None = None
+    label: str | None = None
+
+    def to_dict(self, file: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {} if file is None else {"file": file}
+        out.update({"shape": self.shape, "code": self.code, "message": self.message})
+        if self.label is not None:
+            out["label"] = self.label
+        return out
+
+
+@dataclass
+class LabelmeShape:
+    index: int  # position in the file's ``shapes`` list, used in every message
+    label: str
+    points: np.ndarray  # (N, 2) float64, x then y, as labelme stores them
+    shape_type: str = "polygon"
+    group_id: int | None = None
+    mask: np.ndarray | None = None  # (h, w) bool crop for shape_type "mask"
+    description: str = ""
+    flags: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class LabelmeFile:
+    path: Path
+    shapes: list[LabelmeShape]
+    image_path: str | None
+    image_data: str | None  # base64, as stored
+    height: int | None
+    width: int | None
+    version: str = ""
+    flags: dict[str, Any] = field(default_factory=dict)
+    problems: list[ShapeProblem] = field(default_factory=list)  # malformed shape entries
+
+
+@dataclass
+class LabelmeInstance:
+    """One object: the shapes sharing (class, group_id), or one shape with group_id null.
+
+    ``rle`` always holds the instance's mask; ``polygons`` holds COCO polygons that decode to
+    exactly the same pixels, or None where polygons cannot (mask shapes, holes).
+    """
+
+    label: str  # the taxonomy class name, or the ignore label for ignore regions
+    category_id: int | None  # None for an ignore region
+    group_id: int | None
+    shape_indices: tuple[int, ...]
+    rle: dict[str, Any]
+    polygons: list[list[float]] | None = None
+    is_ignore: bool = False
+
+    @property
+    def segmentation(self) -> list[list[float]] | dict[str, Any]:
+        return self.polygons if self.polygons is not None else self.rle
+
+    @cached_property
+    def area(self) -> int:
+        return rle_area(self.rle)
+
+    @cached_property
+    def bbox(self) -> list[float]:
+        return rle_to_bbox(self.rle)
+
+    def mask(self) -> np.ndarray:
+        return rle_to_mask(self.rle)
+
+
+# -- reading --------------------------------------------------------------------------------------
+def load_labelme(path: str | Path) -> LabelmeFile:
+    """Read and validate a Labelme JSON file.
+
+    Raises :class:`LabelmeError` for a file that cannot be used (empty, invalid JSON, no shape
+    list, bad image size fields); malformed single shapes are left out and listed in
+    ``problems`` with their index.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LabelmeError(f"{path}: cannot read file: {err}") from err
+    if not text.strip():
+        raise LabelmeError(f"{path}: empty file")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LabelmeError(f"{path}: invalid JSON: {err}") from err
+    if not isinstance(raw, dict):
+        raise NotLabelmeError(f"{path}: not a Labelme file: top level is {type(raw).__name__}")
+    if "shapes" not in raw and "imagePath" not in raw:
+        raise NotLabelmeError(f"{path}: not a Labelme file: no 'shapes' and no 'imagePath'")
+    shapes_raw = raw.get("shapes")
+    if not isinstance(shapes_raw, list):
+        raise LabelmeError(f"{path}: 'shapes' must be a list, got {type(shapes_raw).__name__}")
+    height = _optional_size(raw, "imageHeight", path)
+    width = _optional_size(raw, "imageWidth", path)
+    image_path = raw.get("imagePath")
+    if image_path is not None and not isinstance(image_path, str):
+        raise LabelmeError(f"{path}: 'imagePath' must be a string")
+    image_data = raw.get("imageData")
+    if image_data is not None and not isinstance(image_data, str):
+        raise LabelmeError(f"{path}: 'imageData' must be base64 text or null")
+
+    shapes, problems = [], []
+    for index, entry in enumerate(shapes_raw):
+        try:
+            shapes.append(_parse_shape(index, entry))
+        except ValueError as err:
+            problems.append(ShapeProblem("error", "bad_shape", str(err), index, _label_of(entry)))
+    return LabelmeFile(
+        path=path,
+        shapes=shapes,
+        image_path=image_path or None,
+        image_data=image_data or None,
+        height=height,
+        width=width,
+        version=str(raw.get("version", "")),
+        flags=raw.get("flags") if isinstance(raw.get("flags"), dict) else {},
+        problems=problems,
+    )
+
+
+def _optional_size(raw: dict[str, Any], key: str, path: Path) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise LabelmeError(f"{path}: '{key}' must be an integer, got {value!r}")
+    if value <= 0:
+        raise LabelmeError(f"{path}: '{key}' must be positive, got {value}")
+    return int(value)
+
+
+def _label_of(entry: Any) -> str | None:
+    label = entry.get("label") if isinstance(entry, dict) else None
+    return label if isinstance(label, str) else None
+
+
+def _parse_shape(index: int, entry: Any) -> LabelmeShape:
+    if not isinstance(entry, dict):
+        raise ValueError(f"shape is {type(entry).__name__}, not an object")
+    label = entry.get("label")
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError("shape has no label")
+    shape_type = entry.get("shape_type") or "polygon"  # old files omit it; labelme reads polygon
+    if not isinstance(shape_type, str):
+        raise ValueError(f"shape_type must be a string, got {shape_type!r}")
+    points_raw = entry.get("points")
+    if not isinstance(points_raw, list) or not points_raw:
+        raise ValueError("points must be a non-empty list of [x, y]")
+    try:
+        points = np.asarray(points_raw)  # no dtype: strings must not pass as numbers
+    except ValueError:
+        points = np.asarray([None])
+    if points.ndim != 2 or points.shape[1] != 2 or points.dtype.kind not in "iuf":
+        raise ValueError(f"points must be [x, y] number pairs, got {points_raw!r:.80}")
+    points = points.astype(np.float64)
+    if not np.isfinite(points).all():
+        raise ValueError(f"points must be finite, got {points_raw!r:.80}")
+    group_id = entry.get("group_id")
+    if group_id is not None and (isinstance(group_id, bool) or not isinstance(group_id, int)):
+        raise ValueError(f"group_id must be an integer or null, got {group_id!r}")
+    mask = None
+    if shape_type == "mask":
+        mask = _decode_mask(entry.get("mask"))
+    return LabelmeShape(
+        index=index,
+        label=label,
+        points=points,
+        shape_type=shape_type,
+        group_id=group_id,
+        mask=mask,
+        description=str(entry.get("description") or ""),
+        flags=entry.get("flags") if isinstance(entry.get("flags"), dict) else {},
+    )
+
+
+def _decode_mask(data: Any) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(data, str) or not data:
+        raise ValueError("mask shape has no base64 PNG under 'mask'")
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(data, validate=False))) as img:
+            arr = np.asarray(img)
+    except (binascii.Error, UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"mask is not a base64 PNG: {err}") from err
+    if arr.ndim == 3:
+        arr = arr.any(axis=2) if arr.shape[2] < 4 else arr[..., 3] > 0
+    return arr.astype(bool)
+
+
+# -- rasterisation --------------------------------------------------------------------------------
+Piece = list  # a flat COCO polygon
+RlePiece = dict  # a compressed RLE covering what polygons cannot (holes, masks)
+
+
+def shape_to_mask(shape: LabelmeShape, height: int, width: int) -> np.ndarray:
+    """The (height, width) bool mask of one shape (empty where the shape carries no area)."""
+    polygons, rles, _ = _shape_pieces(shape, height, width)
+    rle = _union(polygons, rles, height, width)
+    return rle_to_mask(rle)
+
+
+def labelme_instances(
+    labelme: LabelmeFile,
+    taxonomy: Taxonomy | str | Path | None = None,
+    *,
+    height: int | None = None,
+    width: int | None = None,
+    label_map: Mapping[str, str] | None = None,
+    unknown_labels: str = "error",
+    ignore: str = "crowd",
+) -> tuple[list[LabelmeInstance], list[ShapeProblem]]:
+    """Group a file's shapes into instances and rasterise them; the converter's and the tests'
+    single reference for what an annotation covers.
+
+    Labels are mapped with ``label_map`` (case-insensitive keys), then resolved through the
+    taxonomy's spellings. Unknown labels are errors (``unknown_labels="error"``) or skipped
+    (``"skip"``); the taxonomy's ignore labels become ignore regions (``ignore="crowd"``) or are
+    dropped (``"drop"``). ``height``/``width`` default to the file's imageHeight/imageWidth.
+    """
+    if unknown_labels not in UNKNOWN_LABEL_POLICIES:
+        raise ValueError(f"unknown_labels must be one of {UNKNOWN_LABEL_POLICIES}")
+    if ignore not in IGNORE_POLICIES:
+        raise ValueError(f"ignore must be one of {IGNORE_POLICIES}")
+    taxonomy = load_taxonomy(taxonomy)
+    height = height or labelme.height
+    width = width or labelme.width
+    if not height or not width:
+        raise LabelmeError(f"{labelme.path}: image size unknown (no imageHeight/imageWidth)")
+    mapping = {k.strip().casefold(): v for k, v in (label_map or {}).items()}
+
+    problems: list[ShapeProblem] = []
+    groups: dict[tuple[str, Any], dict[str, Any]] = {}
+    for shape in labelme.shapes:
+        label = mapping.get(shape.label.strip().casefold(), shape.label)
+        if taxonomy.is_background_label(label):
+            problems.append(_skip(shape, "background", "background label, not an instance"))
+            continue
+        is_ignore = taxonomy.is_ignore_label(label)
+        if is_ignore and ignore == "drop":
+            problems.append(_skip(shape, "ignore_dropped", "ignore region dropped (--ignore drop)"))
+            continue
+        class_def = None if is_ignore else taxonomy.resolve_label(label)
+        if class_def is None and not is_ignore:
+            message = f"label {shape.label!r} is not in taxonomy {taxonomy.name!r}"
+            if unknown_labels == "error":
+                problems.append(
+                    ShapeProblem("error", "unknown_label", message, shape.index, shape.label)
+                )
+            else:
+                problems.append(_skip(shape, "unknown_label", message + " (skipped)"))
+            continue
+        if shape.shape_type in NON_AREA_SHAPE_TYPES:
+            problems.append(
+                _skip(shape, "not_an_area", f"shape_type {shape.shape_type!r} describes no area")
+            )
+            continue
+        if shape.shape_type not in AREA_SHAPE_TYPES:
+            problems.append(
+                ShapeProblem(
+                    "error",
+                    "bad_shape_type",
+                    f"unknown shape_type {shape.shape_type!r}",
+                    shape.index,
+                    shape.label,
+                )
+            )
+            continue
+        polygons, rles, shape_problems = _shape_pieces(shape, height, width)
+        problems.extend(shape_problems)
+        if not polygons and not rles:
+            continue
+        name = "__ignore__" if is_ignore else class_def.name  # type: ignore[union-attr]
+        key = (name, shape.group_id if shape.group_id is not None else ("shape", shape.index))
+        group = groups.setdefault(
+            key, {"polygons": [], "rles": [], "shapes": [], "class": class_def, "label": label}
+        )
+        group["polygons"].extend(polygons)
+        group["rles"].extend(rles)
+        group["shapes"].append(shape.index)
+
+    instances = []
+    for (_, group_key), group in groups.items():
+        rle = _union(group["polygons"], group["rles"], height, width)
+        if rle_area(rle) == 0:
+            for index in group["shapes"]:
+                problems.append(
+                    ShapeProblem(
+                        "repair", "empty", "covers no pixel; dropped", index, group["label"]
+                    )
+                )
+            continue
+        class_def = group["class"]
+        instances.append(
+            LabelmeInstance(
+                label=group["label"] if class_def is None else class_def.name,
+                category_id=None if class_def is None else class_def.id,
+                group_id=None if isinstance(group_key, tuple) else group_key,
+                shape_indices=tuple(group["shapes"]),
+                rle=rle,
+                polygons=None if group["rles"] else group["polygons"],
+                is_ignore=class_def is None,
+            )
+        )
+    return instances, problems
+
+
+def _skip(shape: LabelmeShape, code: str, message: str) -> ShapeProblem:
+    return ShapeProblem("skipped", code, message, shape.index, shape.label)
+
+
+def _union(polygons: list[Piece], rles: list[RlePiece], height: int, width: int) -> dict:
+    rle = polygons_to_rle(polygons, height, width)
+    return merge_rles([rle, *rles]) if rles else rle
+
+
+def _shape_pieces(
+    shape: LabelmeShape, height: int, width: int
+) -> tuple[list[Piece], list[RlePiece], list[ShapeProblem]]:
+    """(COCO polygons, RLEs, problems) for one area shape; nothing for a rejected one."""
+
+    def error(code: str, message: str) -> tuple[list, list, list[ShapeProblem]]:
+        return [], [], [ShapeProblem("error", code, message, shape.index, shape.label)]
+
+    points = np.asarray(shape.points, dtype=np.float64)
+    kind = shape.shape_type
+    if kind in ("polygon", "oriented_rectangle") and len(points) < 3:
+        return error("too_few_points", f"{kind} has {len(points)} point(s), needs at least 3")
+    if kind in ("rectangle", "circle", "mask") and len(points) < 2:
+        return error("too_few_points", f"{kind} has {len(points)} point(s), needs 2")
+    if kind == "circle" and len(points) != 2:
+        return error("bad_points", f"circle needs 2 points (centre, rim), has {len(points)}")
+    if kind == "mask":
+        ring = points[:2]
+    elif kind == "rectangle":
+        (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
+        ring = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    elif kind == "circle":
+        ring = _circle_ring(points[0], points[1])
+    else:
+        ring = points
+    far = _far_outside(ring, height, width)  # the circle's outline, not just its two points
+    if far:
+        return error("far_outside", far)
+    if kind == "mask":
+        return _mask_pieces(shape, points, height, width)
+    return _ring_pieces(shape, ring, height, width)
+
+
+def _far_outside(points: np.ndarray, height: int, width: int) -> str:
+    mx, my = FAR_OUTSIDE_FRACTION * width, FAR_OUTSIDE_FRACTION * height
+    x, y = points[:, 0], points[:, 1]
+    if (x < -mx).any() or (x > width + mx).any() or (y < -my).any() or (y > height + my).any():
+        return (
+            f"coordinates x {x.min():.1f}..{x.max():.1f}, y {y.min():.1f}..{y.max():.1f} lie more "
+            f"than {FAR_OUTSIDE_FRACTION:.0%} beyond the {width} x {height} image"
+        )
+    return ""
+
+
+def _circle_ring(centre: np.ndarray, rim: np.ndarray) -> np.ndarray:
+    radius = float(np.hypot(*(rim - centre)))
+    if radius <= CIRCLE_MAX_SAGITTA:
+        n = 32
+    else:
+        n = max(32, math.ceil(math.pi / math.acos(1.0 - CIRCLE_MAX_SAGITTA / radius)))
+    angles = np.arange(min(n, 1440)) * (2.0 * math.pi / min(n, 1440))
+    ring = centre + radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return np.round(ring, 3)
+
+
+def _ring_pieces(
+    shape: LabelmeShape, ring: np.ndarray, height: int, width: int
+) -> tuple[list[Piece], list[RlePiece], list[ShapeProblem]]:
+    import shapely
+    from shapely.geometry import Polygon, box
+
+    problems: list[ShapeProblem] = []
+
+    def note(severity: str, code: str, message: str) -> None:
+        problems.append(ShapeProblem(severity, code, message, shape.index, shape.label))
+
+    polygon = Polygon(ring)
+    # a self-intersecting ring's signed areas may cancel, so area alone cannot judge degeneracy
+    valid = shapely.is_valid(polygon)  # fewer than 3 distinct points is invalid too
+    if valid and polygon.area <= 0.0:
+        note("repair", "degenerate", f"{shape.shape_type} encloses no area; dropped")
+        return [], [], problems
+    parts = [polygon]
+    changed = False
+    if not valid:
+        reason = shapely.is_valid_reason(polygon)
+        parts = _polygonal_parts(shapely.make_valid(polygon))
+        changed = True
+        if not parts:
+            note(
+                "repair",
+                "degenerate",
+                f"{shape.shape_type} encloses no area ({reason}); dropped",
+            )
+            return [], [], problems
+        note(
+            "repair",
+            "made_valid",
+            f"invalid {shape.shape_type} ({reason}) repaired into {len(parts)} part(s)",
+        )
+    inside = (ring[:, 0] >= 0) & (ring[:, 0] <= width) & (ring[:, 1] >= 0) & (ring[:, 1] <= height)
+    if not inside.all():
+        frame = box(0.0, 0.0, float(width), float(height))
+        parts = [p for part in parts for p in _polygonal_parts(part.intersection(frame))]
+        changed = True
+        if not parts:
+            note("repair", "outside", "lies wholly outside the image; dropped")
+            return [], [], problems
+        note("repair", "clipped", f"{int((~inside).sum())} point(s) outside the image; clipped")
+    if not changed:
+        return [ring.ravel().tolist()], [], problems
+
+    polygons: list[Piece] = []
+    rles: list[RlePiece] = []
+    for part in parts:
+        exterior = np.asarray(part.exterior.coords)[:-1]
+        if part.interiors:
+            keep = polygons_to_mask([exterior.ravel().tolist()], height, width)
+            holes = [np.asarray(r.coords)[:-1].ravel().tolist() for r in part.interiors]
+            rles.append(mask_to_rle(keep & ~polygons_to_mask(holes, height, width)))
+        elif len(exterior) >= 3:
+            polygons.append(exterior.ravel().tolist())
+    return polygons, rles, problems
+
+
+def _polygonal_parts(geometry: Any) -> list:
+    """The non-empty Polygons in any shapely geometry (lines and points left out)."""
+    kind = geometry.geom_type
+    if kind == "Polygon":
+        return [geometry] if geometry.area > 0 else []
+    if kind in ("MultiPolygon", "GeometryCollection"):
+        return [p for g in geometry.geoms for p in _polygonal_parts(g)]
+    return []
+
+
+def _mask_pieces(
+    shape: LabelmeShape, points: np.ndarray, height: int, width: int
+) -> tuple[list[Piece], list[RlePiece], list[ShapeProblem]]:
+    crop = shape.mask
+    problems: list[ShapeProblem] = []
+    if crop is None:
+        return (
+            [],
+            [],
+            [
+                ShapeProblem(
+                    "error", "bad_mask", "mask shape without a mask", shape.index, shape.label
+                )
+            ],
+        )
+    # labelme stores the crop's box by its first and last pixel, truncated to int
+    (x0, y0), (x1, y1) = points[:2].astype(int)
+    if crop.shape != (y1 - y0 + 1, x1 - x0 + 1):
+        problems.append(
+            ShapeProblem(
+                "repair",
+                "mask_box",
+                f"mask is {crop.shape[0]} x {crop.shape[1]} but its box is "
+                f"{y1 - y0 + 1} x {x1 - x0 + 1}; placed at the box's top-left corner",
+                shape.index,
+                shape.label,
+            )
+        )
+        y1, x1 = y0 + crop.shape[0] - 1, x0 + crop.shape[1] - 1
+    full = np.zeros((height, width), dtype=bool)
+    r0, c0 = max(y0, 0), max(x0, 0)
+    r1, c1 = min(y1 + 1, height), min(x1 + 1, width)
+    if r1 > r0 and c1 > c0:
+        full[r0:r1, c0:c1] = crop[r0 - y0 : r1 - y0, c0 - x0 : c1 - x0]
+    if (r0, c0, r1, c1) != (y0, x0, y1 + 1, x1 + 1):
+        problems.append(
+            ShapeProblem(
+                "repair",
+                "clipped",
+                "mask extends past the image; clipped",
+                shape.index,
+                shape.label,
+            )
+        )
+    if not full.any():
+        problems.append(
+            ShapeProblem(
+                "repair", "empty", "mask covers no pixel; dropped", shape.index, shape.label
+            )
+        )
+        return [], [], problems
+    return [], [mask_to_rle(full)], problems
+
+
+# -- the annotated image --------------------------------------------------------------------------
+@dataclass
+class LabelmeImage:
+    """The image a Labelme file annotates, read without changing a pixel or the bit depth."""
+
+    height: int
+    width: int
+    mode: str  # PIL mode, e.g. "I;16" for 16-bit counts
+    format: str  # PIL format of the stored bytes, e.g. "PNG"
+    source: Path | None = None  # the file on disk, when found
+    data: bytes | None = None  # embedded imageData bytes, when no file was found
+    counts_source: Path | None = None  # sibling "<stem>.counts.png" with raw counts
+
+    @property
+    def suffix(self) -> str:
+        """ ".png" or ".tif": what :meth:`write` stores."""
+        if self.format in COPY_FORMATS:
+            return COPY_FORMATS[self.format]
+        return ".tif" if self.mode in ("I", "F", "I;32") else ".png"
+
+    def read_bytes(self) -> bytes:
+        return self.data if self.data is not None else self.source.read_bytes()  # type: ignore[union-attr]
+
+    def array(self) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.read_bytes())) as img:
+            return np.asarray(img)
+
+    def write(self, stem: Path) -> Path:
+        """Store as ``stem`` + :attr:`suffix`: PNG/TIFF bytes copied, anything else decoded and
+        written losslessly in its own mode (never JPEG, never reduced to 8 bit)."""
+        dest = stem.with_name(stem.name + self.suffix)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.format in COPY_FORMATS:
+            if self.source is not None:
+                shutil.copyfile(self.source, dest)
+            else:
+                dest.write_bytes(self.data)  # type: ignore[arg-type]
+            return dest
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.read_bytes())) as img:
+            img.load()
+            img.save(dest, format="TIFF" if self.suffix == ".tif" else "PNG")
+        return dest
+
+
+def image_candidates(labelme: LabelmeFile) -> list[Path]:
+    """Where ``imagePath`` may point: as written (relative to the JSON or absolute), then, for a
+    path from another machine (e.g. ``C:\\scans\\a.png``), its basename beside the JSON."""
+    if not labelme.image_path:
+        return []
+    raw = labelme.image_path
+    pure = PureWindowsPath(raw) if _WINDOWS_PATH.search(raw) else PurePosixPath(raw)
+    here = labelme.path.parent
+    out = []
+    if isinstance(pure, PurePosixPath):
+        out.append(Path(pure) if pure.is_absolute() else here / Path(pure))
+    elif not pure.drive and not pure.root:
+        out.append(here / Path(*pure.parts))
+    if pure.name:
+        out.append(here / pure.name)
+    return list(dict.fromkeys(out))
+
+
+def labelme_image(labelme: LabelmeFile) -> LabelmeImage:
+    """Find and check the annotated image: the file ``imagePath`` names (see
+    :func:`image_candidates`), else the embedded ``imageData``.
+
+    Raises :class:`LabelmeError` when neither exists, the image cannot be decoded, or its size
+    disagrees with imageHeight/imageWidth.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    source = next((p for p in image_candidates(labelme) if p.is_file()), None)
+    data = None
+    if source is None:
+        if not labelme.image_data:
+            tried = ", ".join(str(p) for p in image_candidates(labelme)) or "no imagePath"
+            raise LabelmeError(f"{labelme.path}: image not found ({tried}) and no imageData")
+        try:
+            data = base64.b64decode(labelme.image_data, validate=False)
+        except (binascii.Error, ValueError) as err:
+            raise LabelmeError(f"{labelme.path}: imageData is not base64: {err}") from err
+    where = source if source is not None else "imageData"
+    try:
+        with Image.open(source if source is not None else io.BytesIO(data)) as img:  # type: ignore[arg-type]
+            width, height, mode, fmt = img.width, img.height, img.mode, img.format or ""
+            img.verify()  # checks the stored data (e.g. PNG checksums) without a full decode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise LabelmeError(f"{labelme.path}: cannot read image {where}: {err}") from err
+    if (labelme.height, labelme.width) != (None, None) and (
+        (labelme.height or height, labelme.width or width) != (height, width)
+    ):
+        raise LabelmeError(
+            f"{labelme.path}: imageHeight x imageWidth {labelme.height} x {labelme.width} "
+            f"disagrees with the image {where} ({height} x {width})"
+        )
+    counts = None
+    if source is not None:
+        sibling = source.with_name(source.stem + COUNTS_SUFFIX)
+        counts = sibling if sibling.is_file() and sibling != source else None
+    return LabelmeImage(height, width, mode, fmt, source, data, counts)
+
+
+# -- writing --------------------------------------------------------------------------------------
+def labelme_shape(
+    label: str,
+    points: Iterable[Sequence[float]],
+    shape_type: str = "polygon",
+    group_id: int | None = None,
+    *,
+    description: str = "",
+    flags: Mapping[str, bool] | None = None,
+) -> dict[str, Any]:
+    """One shape entry in Labelme's format (plain Python floats, JSON-ready)."""
+    return {
+        "label": label,
+        "points": [[float(x), float(y)] for x, y in points],
+        "group_id": None if group_id is None else int(group_id),
+        "description": description,
+        "shape_type": shape_type,
+        "flags": dict(flags or {}),
+        "mask": None,
+    }
+
+
+def mask_shape(label: str, mask: np.ndarray, group_id: int | None = None) -> dict[str, Any]:
+    """A full-image bool mask as a Labelme ``mask`` shape (the PNG crop of its box)."""
+    from PIL import Image
+
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("mask_shape: the mask is empty")
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    buf = io.BytesIO()
+    Image.fromarray(mask[y0 : y1 + 1, x0 : x1 + 1].astype(bool)).save(buf, format="PNG")
+    shape = labelme_shape(label, [(x0, y0), (x1, y1)], "mask", group_id)
+    shape["mask"] = base64.b64encode(buf.getvalue()).decode("ascii")
+    return shape
+
+
+def write_labelme(
+    path: str | Path,
+    image_path: str,
+    height: int,
+    width: int,
+    shapes: Iterable[Mapping[str, Any]],
+    *,
+    flags: Mapping[str, bool] | None = None,
+) -> Path:
+    """Write a Labelme JSON file as labelme itself does (``imageData`` null, so the image stays a
+    separate file). ``shapes`` are dicts as made by :func:`labelme_shape` / :func:`mask_shape`;
+    missing keys get labelme's defaults."""
+    path = Path(path)
+    entries = []
+    for shape in shapes:
+        entry = labelme_shape(
+            shape["label"],
+            shape["points"],
+            shape.get("shape_type", "polygon"),
+            shape.get("group_id"),
+            description=shape.get("description") or "",
+            flags=shape.get("flags"),
+        )
+        entry["mask"] = shape.get("mask")
+        entries.append(entry)
+    payload = {
+        "version": LABELME_VERSION,
+        "flags": dict(flags or {}),
+        "shapes": entries,
+        "imagePath": image_path,
+        "imageData": None,
+        "imageHeight": int(height),
+        "imageWidth": int(width),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    return path

@@ -1,0 +1,469 @@
+"""One reader interface for whole-body scans, picked by file type.
+
+:func:`read_scan_file` reads one file (DICOM, PNG/TIFF, Labelme JSON) into :class:`ScanImage`
+objects and raises :class:`ReaderError` naming the file and the problem. :func:`iter_scans` walks
+files and folders, never raises for a bad file (it yields :class:`SkippedInput` instead), and pairs
+single-view files of one study (anterior + posterior) within a folder.
+
+Nothing in a :class:`ScanImage`'s ``metadata`` identifies the patient unless ``keep_identity``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bsi_d2.io.pseudonym import study_key
+
+logger = logging.getLogger(__name__)
+
+MERGED_SHAPE = (950, 512)
+VIEWS = ("anterior", "posterior")
+MIN_VIEW_ASPECT = 1.8  # rows / columns of a whole-body view: 1024x256 is 4, 1024x512 is 2
+MIN_VIEW_ROWS = 256
+
+
+class ReaderError(Exception):
+    """A file that cannot be read as a scan; the message names the file and the problem."""
+
+
+class NotAScanError(ReaderError):
+    """A readable file that is not a whole-body emission scan (spot view, SPECT, CT, ...)."""
+
+
+class UnsupportedFileError(ReaderError):
+    """A file of a type no reader handles."""
+
+
+@dataclass
+class ScanImage:
+    """One study's whole-body scan: raw count views, or an already merged 950 x 512 image."""
+
+    key: str  # stable pseudonymous study key (no identity)
+    sources: list[str]  # files it came from
+    views: dict[str, np.ndarray] = field(default_factory=dict)  # view -> raw counts (H, W)
+    merged: np.ndarray | None = None  # set instead of views for already-merged 950x512 images
+    metadata: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, identity-free
+    # in-memory hint for pairing single views of one study; never written
+    pairing: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class SkippedInput:
+    path: str
+    reason: str
+    kind: str = "error"  # "error" (broken/unreadable), "not_a_scan", "unsupported"
+
+
+def count_stats(counts: np.ndarray) -> dict[str, float]:
+    """Summary of a count image (for metadata and sanity checks)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return {
+        "min": float(counts.min()),
+        "max": float(counts.max()),
+        "mean": round(float(counts.mean()), 4),
+        "median": float(np.median(counts)),
+        "p99": float(np.percentile(counts, 99)),
+        "total": float(counts.sum()),
+    }
+
+
+def view_from_text(text: str | None) -> str | None:
+    """'anterior' or 'posterior' when ``text`` names exactly one (ANT, RT ANT LT, POST...)."""
+    if not text:
+        return None
+    upper = str(text).upper()
+    found = {
+        view
+        for view, pattern in (
+            ("anterior", r"(?<![A-Z])ANT(ERIOR)?(?![A-Z])"),
+            ("posterior", r"(?<![A-Z])POST(ERIOR)?(?![A-Z])"),
+        )
+        if re.search(pattern, upper)
+    }
+    return found.pop() if len(found) == 1 else None
+
+
+def is_whole_body_shape(shape: tuple[int, ...]) -> bool:
+    rows, cols = shape[:2]
+    return rows >= MIN_VIEW_ROWS and rows >= MIN_VIEW_ASPECT * cols
+
+
+# --------------------------------------------------------------------------------------------
+# readers
+
+
+class DicomReader:
+    """DICOM files (NM Image Storage, Secondary Capture with Modality NM, ...)."""
+
+    name: ClassVar[str] = "dicom"
+    suffixes: ClassVar[tuple[str, ...]] = (".dcm", ".dicom", ".dic", ".ima")
+
+    def __init__(self, salt: str | None = None, keep_identity: bool = False) -> None:
+        self.salt = salt
+        self.keep_identity = keep_identity
+
+    def read(self, path: str | Path) -> list[ScanImage]:
+        from bsi_d2.io.dicom import read_dicom
+
+        return read_dicom(path, salt=self.salt, keep_identity=self.keep_identity)
+
+
+class ImageReader:
+    """PNG/TIFF, 8- or 16-bit: an already merged 950 x 512 scan or one whole-body view."""
+
+    name: ClassVar[str] = "image"
+    suffixes: ClassVar[tuple[str, ...]] = (".png", ".tif", ".tiff")
+
+    def __init__(self, salt: str | None = None, keep_identity: bool = False) -> None:
+        self.salt = salt
+        self.keep_identity = keep_identity
+
+    def read(self, path: str | Path) -> list[ScanImage]:
+        path = Path(path)
+        _check_not_empty(path)
+        return [image_scan(path.read_bytes(), path, salt=self.salt)]
+
+
+class LabelmeReader:
+    """A Labelme JSON: the scan is the image it annotates, found by :mod:`bsi_d2.io.labelme`.
+
+    A sibling ``<stem>.counts.png`` (as ``bsi-d2 preprocess`` writes) supplies the raw counts.
+    """
+
+    name: ClassVar[str] = "labelme"
+    suffixes: ClassVar[tuple[str, ...]] = (".json",)
+
+    def __init__(self, salt: str | None = None, keep_identity: bool = False) -> None:
+        self.salt = salt
+        self.keep_identity = keep_identity
+
+    def read(self, path: str | Path) -> list[ScanImage]:
+        from bsi_d2.io.labelme import LabelmeError, NotLabelmeError, labelme_image, load_labelme
+
+        path = Path(path)
+        try:
+            image = labelme_image(load_labelme(path))
+        except NotLabelmeError as error:
+            raise UnsupportedFileError(str(error)) from error
+        except LabelmeError as error:
+            raise ReaderError(str(error)) from error
+        where = image.source or path
+        scan = image_scan(image.read_bytes(), Path(where), salt=self.salt)
+        scan.sources = [str(path)] + ([str(image.source)] if image.source else [])
+        if image.counts_source is not None and scan.merged is not None:
+            counts, bits = image_array(image.counts_source.read_bytes(), image.counts_source)
+            if counts.shape == scan.merged.shape:
+                scan.merged = counts.astype(np.float32)
+                scan.metadata.update(bit_depth=bits, counts=count_stats(scan.merged))
+                scan.sources.append(str(image.counts_source))
+        scan.metadata["format"] = f"labelme+{scan.metadata['format']}"
+        return [scan]
+
+
+READERS: dict[str, type] = {r.name: r for r in (DicomReader, ImageReader, LabelmeReader)}
+SUFFIX_TO_READER: dict[str, str] = {s: r.name for r in READERS.values() for s in r.suffixes}
+
+
+def reader_for(path: str | Path) -> str | None:
+    """Name of the reader for ``path``: by suffix, else by the DICOM preamble; None if none."""
+    path = Path(path)
+    name = SUFFIX_TO_READER.get(path.suffix.lower())
+    if name is not None:
+        return name
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            if handle.read(4) == b"DICM":
+                return DicomReader.name
+    except OSError:
+        return None
+    return None
+
+
+def read_scan_file(
+    path: str | Path, salt: str | None = None, keep_identity: bool = False
+) -> list[ScanImage]:
+    """Read one file into scans (single views stay unpaired); raises :class:`ReaderError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReaderError(f"{path}: no such file")
+    name = reader_for(path)
+    if name is None:
+        raise UnsupportedFileError(
+            f"{path}: not a DICOM, PNG, TIFF or Labelme JSON file (suffix {path.suffix!r}, "
+            "no DICOM preamble)"
+        )
+    reader = READERS[name](salt=salt, keep_identity=keep_identity)
+    try:
+        return reader.read(path)
+    except ReaderError:
+        raise
+    except Exception as error:  # any library failure becomes a message naming the file
+        raise ReaderError(f"{path}: {type(error).__name__}: {error}") from error
+
+
+def iter_scans(
+    paths: Sequence[str | Path],
+    recursive: bool = True,
+    salt: str | None = None,
+    keep_identity: bool = False,
+    exclude: Sequence[str | Path] = (),
+) -> Iterator[ScanImage | SkippedInput]:
+    """Scans from files and folders, folder by folder; bad files yield :class:`SkippedInput`.
+
+    Single-view files of one study in one folder are paired into anterior + posterior (by study,
+    then series). Keys that repeat (two scans of one study) get ``-2``, ``-3``... appended.
+    Files under an ``exclude`` folder (e.g. the output folder inside the input) are not read.
+    """
+    files, skipped = _expand(paths, recursive)
+    excluded = [Path(e).resolve() for e in exclude]
+    files = [f for f in files if not any(f.resolve().is_relative_to(e) for e in excluded)]
+    yield from skipped
+    images = {f.resolve() for f in files if reader_for(f) == ImageReader.name}
+    seen: dict[str, int] = defaultdict(int)
+    by_folder: dict[Path, list[Path]] = defaultdict(list)
+    for f in files:
+        by_folder[f.parent].append(f)
+    for folder in by_folder:
+        singles: list[ScanImage] = []
+        for path in by_folder[folder]:
+            if path.suffix.lower() == ".json":
+                duplicate = _labelme_duplicate(path, images)
+                if duplicate is not None:
+                    yield duplicate
+                    continue
+            try:
+                scans = read_scan_file(path, salt=salt, keep_identity=keep_identity)
+            except NotAScanError as error:
+                yield SkippedInput(str(path), str(error), "not_a_scan")
+                continue
+            except UnsupportedFileError as error:
+                yield SkippedInput(str(path), str(error), "unsupported")
+                continue
+            except ReaderError as error:
+                yield SkippedInput(str(path), str(error), "error")
+                continue
+            for scan in scans:
+                if scan.merged is None and len(scan.views) == 1 and scan.pairing is not None:
+                    singles.append(scan)
+                else:
+                    yield _unique_key(scan, seen)
+        for scan in pair_single_views(singles):
+            yield _unique_key(scan, seen)
+
+
+# --------------------------------------------------------------------------------------------
+# pairing single views
+
+
+def pair_single_views(scans: Sequence[ScanImage]) -> list[ScanImage]:
+    """Pair single-view scans: within a series first, then leftovers within the study."""
+    studies: dict[Any, list[ScanImage]] = defaultdict(list)
+    for scan in scans:
+        studies[scan.pairing["group"]].append(scan)
+    result: list[ScanImage] = []
+    for members in studies.values():
+        series: dict[Any, list[ScanImage]] = defaultdict(list)
+        for scan in members:
+            series[scan.pairing.get("subgroup")].append(scan)
+        leftovers: list[ScanImage] = []
+        for group in series.values():
+            pair = _try_pair(group) if len(group) == 2 else None
+            if pair is None:
+                leftovers.extend(group)
+            else:
+                result.append(pair)
+        pair = _try_pair(leftovers) if len(leftovers) == 2 else None
+        result.extend([pair] if pair is not None else leftovers)
+    return result
+
+
+def _try_pair(group: Sequence[ScanImage]) -> ScanImage | None:
+    first, second = sorted(group, key=lambda s: s.pairing.get("order", 0))
+    (view_a, counts_a), (view_b, counts_b) = (
+        next(iter(first.views.items())),
+        next(iter(second.views.items())),
+    )
+    rule_a = first.metadata["views"][view_a]["view_rule"]
+    rule_b = second.metadata["views"][view_b]["view_rule"]
+    warnings: list[str] = []
+    if view_a == view_b:
+        if rule_a == rule_b == "frame_order":
+            view_a, view_b = VIEWS
+            warnings.append(
+                "views of the paired files unknown: the first (by instance/file order) taken "
+                "as anterior, the second as posterior; check them"
+            )
+        elif "frame_order" in (rule_a, rule_b):
+            guessed_second = rule_b == "frame_order"
+            other = VIEWS[1 - VIEWS.index(view_a if guessed_second else view_b)]
+            view_a, view_b = (view_a, other) if guessed_second else (other, view_b)
+            warnings.append(f"one paired file has no view information: taken as the {other}")
+        else:
+            return None
+    if counts_a.shape[0] != counts_b.shape[0]:
+        return None
+    by_view = {view_a: (first, counts_a, 0), view_b: (second, counts_b, 1)}
+    anterior = by_view["anterior"][0]
+    metadata = {k: v for k, v in anterior.metadata.items() if k not in ("views", "warnings")}
+    metadata["views"] = {}
+    for view, (scan, _, index) in by_view.items():
+        entry = dict(next(iter(scan.metadata["views"].values())))
+        entry["source_index"] = index
+        if scan.metadata["views"].get(view) is None:
+            entry["view_rule"] = "pairing"
+        metadata["views"][view] = entry
+    metadata["warnings"] = list(
+        dict.fromkeys([*first.metadata["warnings"], *second.metadata["warnings"], *warnings])
+    )
+    metadata["paired_files"] = 2
+    digests = [s.pairing.get("digest") for s in (first, second)]
+    key = (
+        study_key(fallback="+".join(digests), salt=first.pairing.get("salt"))
+        if all(digests)
+        else first.key
+    )
+    return ScanImage(
+        key=key,
+        sources=[*first.sources, *second.sources],
+        views={view: by_view[view][1] for view in VIEWS},
+        merged=None,
+        metadata=metadata,
+    )
+
+
+def _unique_key(scan: ScanImage, seen: dict[str, int]) -> ScanImage:
+    base = scan.key
+    seen[base] += 1
+    if seen[base] > 1:
+        scan.key = f"{base}-{seen[base]}"
+        scan.metadata["study_key"] = base
+    scan.pairing = None
+    return scan
+
+
+# --------------------------------------------------------------------------------------------
+# files and images
+
+
+def _expand(paths: Iterable[str | Path], recursive: bool) -> tuple[list[Path], list[SkippedInput]]:
+    files: list[Path] = []
+    skipped: list[SkippedInput] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = path.rglob("*") if recursive else path.iterdir()
+            files.extend(sorted(p for p in found if p.is_file() and not p.name.startswith(".")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            skipped.append(SkippedInput(str(path), f"{path}: no such file or folder", "error"))
+    unique = list(dict.fromkeys(files))
+    return unique, skipped
+
+
+def _check_not_empty(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise ReaderError(f"{path}: empty file (0 bytes)")
+
+
+def image_array(data: bytes, path: Path) -> tuple[np.ndarray, int]:
+    """Grey-level array and bit depth of a PNG/TIFF given as bytes; colour is refused."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            mode = image.mode
+            frames = getattr(image, "n_frames", 1)
+            if mode in ("RGB", "RGBA", "P", "LA", "PA"):
+                rgb = np.asarray(image.convert("RGB"))
+                if not (
+                    np.array_equal(rgb[..., 0], rgb[..., 1])
+                    and np.array_equal(rgb[..., 1], rgb[..., 2])
+                ):
+                    raise NotAScanError(
+                        f"{path}: colour image ({mode}): a screen capture, not count data"
+                    )
+                array = rgb[..., 0]
+            else:
+                array = np.asarray(image)
+    except UnidentifiedImageError as error:
+        raise ReaderError(f"{path}: not a readable PNG/TIFF image ({error})") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ReaderError(f"{path}: corrupt or truncated image ({error})") from error
+    if array.ndim != 2:
+        raise NotAScanError(f"{path}: image of shape {array.shape} is not a grey-level scan")
+    if frames > 1:
+        logger.warning("%s: %d pages, only the first is read", path, frames)
+    bits = 8 if array.dtype == np.uint8 else 16 if array.dtype.itemsize <= 2 else 32
+    return array, bits
+
+
+def image_scan(data: bytes, path: Path, salt: str | None = None) -> ScanImage:
+    """A :class:`ScanImage` from PNG/TIFF bytes: merged if 950 x 512, else one whole-body view."""
+    import hashlib
+
+    array, bits = image_array(data, path)
+    digest = hashlib.sha256(data).hexdigest()
+    metadata: dict[str, Any] = {
+        "format": "tiff" if path.suffix.lower() in (".tif", ".tiff") else "png",
+        "bit_depth": bits,
+        "matrix": list(array.shape),
+        "pixel_spacing_mm": None,
+        "warnings": [],
+    }
+    key = study_key(fallback=digest, salt=salt)
+    metadata["study_key"] = key
+    counts = array.astype(np.float32)
+    if array.shape == MERGED_SHAPE:
+        metadata["layout"] = "merged"
+        metadata["counts"] = count_stats(counts)
+        return ScanImage(key, [str(path)], {}, counts, metadata)
+    if not is_whole_body_shape(array.shape):
+        raise NotAScanError(
+            f"{path}: {array.shape[0]} x {array.shape[1]} image is neither a whole-body view "
+            f"(rows >= {MIN_VIEW_ASPECT} x columns) nor a 950 x 512 merged scan"
+        )
+    view = view_from_text(path.stem)
+    rule = "file_name"
+    if view is None:
+        view, rule = "anterior", "frame_order"
+        metadata["warnings"].append("no view in the file name: taken as anterior; check it")
+    metadata["layout"] = "views"
+    metadata["views"] = {
+        view: {"view_rule": rule, "source_index": 0, "counts": count_stats(counts)}
+    }
+    stem = re.sub(r"(?i)(?<![a-z])(ant(erior)?|post(erior)?)(?![a-z])", "", path.stem)
+    pairing = {
+        "group": ("image", str(path.parent), stem),
+        "subgroup": None,
+        "order": path.name,
+        "digest": digest,
+        "salt": salt,
+    }
+    return ScanImage(key, [str(path)], {view: counts}, None, metadata, pairing)
+
+
+def _labelme_duplicate(path: Path, images: set[Path]) -> SkippedInput | None:
+    """A Labelme JSON whose image is itself among the inputs adds nothing: skip it."""
+    from bsi_d2.io.labelme import LabelmeError, image_candidates, load_labelme
+
+    try:
+        candidates = image_candidates(load_labelme(path))
+    except LabelmeError:
+        return None
+    image = next((c for c in candidates if c.is_file()), None)
+    if image is not None and image.resolve() in images:
+        reason = f"{path}: Labelme file whose image {image.name} is read directly"
+        return SkippedInput(str(path), reason, "duplicate")
+    return None

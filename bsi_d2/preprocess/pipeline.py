@@ -1,0 +1,268 @@
+"""Study-level preprocessing: a :class:`ScanImage` -> the merged 950 x 512 scan the model sees,
+and the batch that writes prepared scans to a folder (``bsi-d2 preprocess``).
+
+Outputs per study ``<key>``: ``<key>.png`` (8-bit display), ``<key>.counts.png`` (16-bit raw
+counts, clipped at 65535), ``<key>.meta.json`` (identity-free metadata, placements, view rules)
+and optionally ``<key>.json``, an empty Labelme file pointing at the PNG. Every file is written to
+a temporary name and renamed, so a crash never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bsi_d2.io.readers import ScanImage, SkippedInput, iter_scans
+from bsi_d2.preprocess.merge import (
+    KNEE_ROW,
+    MERGED_HEIGHT,
+    TARGET_MEAN,
+    VIEW_ORDER,
+    VIEW_WIDTH,
+    ViewPlacement,
+    merge_views,
+    normalize_brightness,
+)
+
+logger = logging.getLogger(__name__)
+
+MERGED_SHAPE = (MERGED_HEIGHT, VIEW_WIDTH * len(VIEW_ORDER))
+DISPLAY_WINDOW = (7.0, 14.0)  # seed 001: mean of the 8-bit image
+UINT16_MAX = 65535
+REPORT_NAME = "preprocess_report.json"
+
+
+@dataclass
+class PreparedScan:
+    key: str
+    counts: np.ndarray  # (950, 512) float32 raw counts; zero where no view is placed
+    display: np.ndarray  # (950, 512) uint8, brightness-normalised
+    placements: list[ViewPlacement]  # one per view present, back to the original view's pixels
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def preprocess_scan(scan: ScanImage, cut_below_knee: bool = False) -> PreparedScan:
+    """Views (any size) or an already merged image -> the 950 x 512 merged counts and display.
+
+    A single view fills its half and leaves the other empty (``metadata["preprocess"]
+    ["empty_views"]`` says which). An already merged image keeps its values as counts; an 8-bit
+    one whose mean is already in seed 001's (7, 14) window is kept as the display pixel for pixel,
+    anything else is normalised.
+    """
+    metadata = copy.deepcopy(scan.metadata)
+    if scan.merged is not None:
+        counts, display, placements, info = _prepare_merged(scan, cut_below_knee)
+    elif scan.views:
+        unknown = set(scan.views) - set(VIEW_ORDER)
+        if unknown:
+            raise ValueError(f"scan {scan.key}: unknown view(s) {sorted(unknown)}")
+        merged = merge_views(
+            scan.views.get("anterior"), scan.views.get("posterior"), cut_below_knee=cut_below_knee
+        )
+        counts, display, placements = merged.counts, merged.display, list(merged.placements)
+        info = {
+            "layout": "views",
+            "gain": merged.gain,
+            "display_rule": f"linear gain to mean {TARGET_MEAN} over the views present",
+        }
+    else:
+        raise ValueError(f"scan {scan.key}: neither views nor a merged image")
+    present = [p.view for p in placements]
+    region = np.zeros(MERGED_SHAPE, dtype=bool)
+    for slot, view in enumerate(VIEW_ORDER):
+        if view in present:
+            region[:, slot * VIEW_WIDTH : (slot + 1) * VIEW_WIDTH] = True
+    info.update(
+        shape=list(MERGED_SHAPE),
+        views_present=present,
+        empty_views=[v for v in VIEW_ORDER if v not in present],
+        placements=[p.to_dict() for p in placements],
+        target_mean=TARGET_MEAN,
+        display_mean=round(float(display[region].mean()), 3),
+        cut_below_knee=bool(cut_below_knee),
+    )
+    metadata["preprocess"] = info
+    return PreparedScan(scan.key, counts, display, placements, metadata)
+
+
+def _prepare_merged(
+    scan: ScanImage, cut_below_knee: bool
+) -> tuple[np.ndarray, np.ndarray, list[ViewPlacement], dict[str, Any]]:
+    counts = np.asarray(scan.merged, dtype=np.float32).copy()
+    if counts.shape != MERGED_SHAPE:
+        raise ValueError(f"scan {scan.key}: merged image {counts.shape} is not {MERGED_SHAPE}")
+    if cut_below_knee:
+        counts[KNEE_ROW:] = 0
+    low, high = DISPLAY_WINDOW
+    is_display = scan.metadata.get("bit_depth") == 8 and low < counts.mean() < high
+    if is_display:
+        display = np.clip(counts, 0, 255).astype(np.uint8)
+        info = {"layout": "merged", "gain": 1.0, "display_rule": "8-bit display image kept as is"}
+    else:
+        display, gain = normalize_brightness(counts)
+        info = {
+            "layout": "merged",
+            "gain": gain,
+            "display_rule": f"linear gain to mean {TARGET_MEAN} over the whole image",
+        }
+    placements = [
+        ViewPlacement(view, (MERGED_HEIGHT, VIEW_WIDTH), 0, slot * VIEW_WIDTH)
+        for slot, view in enumerate(VIEW_ORDER)
+    ]
+    return counts, display, placements, info
+
+
+# ------------------------------------------------------------------------------------------------
+# writing
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 or uint16 grey image (16-bit stays 16-bit)."""
+    from PIL import Image
+
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"PNG needs uint8 or uint16, got {image.dtype}")
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def counts_to_uint16(counts: np.ndarray) -> tuple[np.ndarray, int]:
+    """Counts rounded and clipped to 0..65535, and how many pixels were clipped."""
+    rounded = np.rint(np.asarray(counts, dtype=np.float64))
+    clipped = int(np.count_nonzero((rounded > UINT16_MAX) | (rounded < 0)))
+    return np.clip(rounded, 0, UINT16_MAX).astype(np.uint16), clipped
+
+
+def write_prepared(
+    prepared: PreparedScan,
+    out_dir: str | Path,
+    labelme: bool = False,
+    sources: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """Write one prepared scan's files into ``out_dir``; returns {kind: file name}.
+
+    ``sources`` (the input files) are written to the metadata only when given: pass them only
+    when the user asked to keep identity, since file names may carry it.
+    """
+    out_dir = Path(out_dir)
+    key = prepared.key
+    files = {"display": f"{key}.png", "counts": f"{key}.counts.png", "meta": f"{key}.meta.json"}
+    counts16, clipped = counts_to_uint16(prepared.counts)
+    atomic_write_bytes(out_dir / files["display"], png_bytes(prepared.display))
+    atomic_write_bytes(out_dir / files["counts"], png_bytes(counts16))
+    if labelme:
+        files["labelme"] = f"{key}.json"
+        _write_empty_labelme(out_dir / files["labelme"], files["display"])
+    metadata = dict(prepared.metadata, key=key, files=files, counts_clipped_pixels=clipped)
+    if sources is not None:
+        metadata["sources"] = list(sources)
+    text = json.dumps(metadata, indent=2, sort_keys=False)
+    atomic_write_bytes(out_dir / files["meta"], text.encode("utf-8"))
+    return files
+
+
+def _write_empty_labelme(path: Path, image_name: str) -> None:
+    from bsi_d2.io.labelme import write_labelme
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write_labelme(tmp, image_name, MERGED_SHAPE[0], MERGED_SHAPE[1], [])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class PreprocessSummary:
+    written: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        kinds = Counter(s["kind"] for s in self.skipped)
+        return {"scans_written": len(self.written), "skipped": len(self.skipped), **kinds}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summary": self.counts, "scans": self.written, "skipped": self.skipped}
+
+
+def preprocess_paths(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    recursive: bool = True,
+    salt: str | None = None,
+    keep_identity: bool = False,
+    labelme: bool = False,
+    cut_below_knee: bool = False,
+    progress: bool = True,
+) -> PreprocessSummary:
+    """Read every scan under ``inputs``, write the prepared files and ``preprocess_report.json``.
+
+    Never stops at a bad file: unreadable inputs, non-scans and scans that fail to preprocess are
+    recorded in the summary with the reason.
+    """
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = PreprocessSummary()
+    items = iter_scans(
+        inputs, recursive=recursive, salt=salt, keep_identity=keep_identity, exclude=[out_dir]
+    )
+    for item in tqdm(items, desc="preprocess", unit="item", disable=not progress):
+        if isinstance(item, SkippedInput):
+            summary.skipped.append({"path": item.path, "kind": item.kind, "reason": item.reason})
+            logger.warning("skipped (%s): %s", item.kind, item.reason)
+            continue
+        try:
+            prepared = preprocess_scan(item, cut_below_knee=cut_below_knee)
+            files = write_prepared(
+                prepared, out_dir, labelme, item.sources if keep_identity else None
+            )
+        except Exception as error:  # one bad scan must not stop the batch: record it
+            reason = (
+                f"{', '.join(item.sources)}: preprocessing failed: {type(error).__name__}: {error}"
+            )
+            summary.skipped.append({"path": item.sources[0], "kind": "error", "reason": reason})
+            logger.error("%s", reason)
+            continue
+        entry: dict[str, Any] = {
+            "key": prepared.key,
+            "files": files,
+            "views": prepared.metadata["preprocess"]["views_present"],
+            "view_rules": {
+                view: info.get("view_rule")
+                for view, info in prepared.metadata.get("views", {}).items()
+            },
+            "source_count": len(item.sources),
+            "warnings": prepared.metadata.get("warnings", []),
+        }
+        if keep_identity:
+            entry["sources"] = list(item.sources)
+        summary.written.append(entry)
+    report = json.dumps(summary.to_dict(), indent=2).encode("utf-8")
+    atomic_write_bytes(out_dir / REPORT_NAME, report)
+    return summary

@@ -1,0 +1,537 @@
+"""Plain HTML reports (inline CSS, no JavaScript, no external assets) for a physician to check.
+
+Every page carries :data:`AID_LINE`. Only the fields named in the record schema are rendered,
+so an identity field that slips into a record never reaches a page; every string is escaped.
+Wording follows seed 002's report template (DOMAIN.md section 7), phrased as model findings.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from string import Template
+from urllib.parse import quote
+
+from bsi_d2.evaluation.tables import pixel_table_rows
+from bsi_d2.taxonomy import Taxonomy, load_taxonomy
+
+AID_LINE = (
+    "This result was produced by software as an aid for a physician, who reviews and confirms "
+    "it; it is not a diagnosis."
+)
+NORMAL_FINDING = "No abnormal uptake suggestive of metastasis was detected by the model."
+# the order seed 002's template names sites in; other report names follow, "other" last
+SITE_ORDER = ("skull", "spine", "chest/ribs", "humerus", "pelvis", "femur")
+OTHER_SITE = "other"
+
+
+def _template() -> Template:
+    text = (resources.files("bsi_d2") / "report" / "templates" / "page.html").read_text("utf-8")
+    return Template(text)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bsi_d2")
+    except PackageNotFoundError:  # an uninstalled checkout still renders its pages
+        return ""
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def render_page(title: str, subtitle: str, body: str) -> str:
+    """The page shell around ``body`` (already escaped HTML); title and subtitle are escaped."""
+    return _template().substitute(
+        title=_e(title),
+        subtitle=_e(subtitle),
+        body=body,
+        aid_line=_e(AID_LINE),
+        version=_e(_version()),
+    )
+
+
+def _num(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    return "&mdash;" if value is None else f"{float(value):.{digits}f}{suffix}"
+
+
+def _pct(fraction: float | None, digits: int = 2) -> str:
+    return "&mdash;" if fraction is None else f"{100 * float(fraction):.{digits}f}&nbsp;%"
+
+
+def _table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    numeric_from: int = 1,
+    row_classes: Sequence[str] | None = None,
+) -> str:
+    """An HTML table; cells are already-escaped HTML, columns from ``numeric_from`` align right."""
+    head = "".join(
+        f'<th class="num">{_e(h)}</th>' if i >= numeric_from else f"<th>{_e(h)}</th>"
+        for i, h in enumerate(headers)
+    )
+    body = []
+    for r, row in enumerate(rows):
+        cls = f' class="{row_classes[r]}"' if row_classes and row_classes[r] else ""
+        cells = "".join(
+            f'<td class="num">{c}</td>' if i >= numeric_from else f"<td>{c}</td>"
+            for i, c in enumerate(row)
+        )
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+# -- one scan ----------------------------------------------------------------------------------
+
+
+def lesion_sites(record: dict, taxonomy: Taxonomy | None = None) -> list[str]:
+    """Report names of the sites with lesions, in seed 002's order; names that are not a
+    skeletal region of the record are "other", and decoy sites (kidney) are left out."""
+    taxonomy = taxonomy or _default_taxonomy()
+    decoys = {name for c in taxonomy.of_kind("decoy") for name in (c.report, c.name)}
+    regions = {r.get("report_name") for r in record.get("regions") or []}
+    sites: set[str] = set()
+    for name, count in (record.get("lesions_by_region") or {}).items():
+        if not count or name in decoys:
+            continue
+        sites.add(name if name in regions and name != OTHER_SITE else OTHER_SITE)
+    known = [s for s in SITE_ORDER if s in sites]
+    rest = sorted(s for s in sites if s not in SITE_ORDER and s != OTHER_SITE)
+    return known + rest + ([OTHER_SITE] if OTHER_SITE in sites else [])
+
+
+@lru_cache(maxsize=1)
+def _default_taxonomy() -> Taxonomy:
+    return load_taxonomy()
+
+
+def lesion_number(record: dict) -> int:
+    """Lesions counted once across views where matching ran, else instances counted."""
+    matched = record.get("lesion_count_matched")
+    return int(matched if matched is not None else record.get("lesion_count") or 0)
+
+
+def _join(words: Sequence[str]) -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def finding_text(record: dict, taxonomy: Taxonomy | None = None) -> tuple[str, str]:
+    """(css class, sentence) summarising the model's finding in seed 002's report wording."""
+    if record.get("status") != "ok":
+        return "failed", "The analysis of this scan failed; the model gives no result for it."
+    if not record.get("abnormal"):
+        return "normal", NORMAL_FINDING
+    n = lesion_number(record)
+    what = "A single lesion" if n == 1 else f"Multiple lesions ({n})" if n > 1 else "Lesions"
+    verb = "was" if n == 1 else "were"
+    sites = lesion_sites(record, taxonomy)
+    named = ["other parts" if s == OTHER_SITE else s for s in sites]
+    where = f" in the {_join(named)}" if sites else ""
+    return "abnormal", (
+        f"{what} with abnormal uptake {verb} detected by the model{where}. "
+        "Each finding needs confirmation by the reading physician."
+    )
+
+
+def _region_rows(record: dict) -> tuple[list[list[str]], list[str]]:
+    rows, classes = [], []
+    for r in record.get("regions") or []:
+        label = _e(str(r.get("bone") or r.get("report_name") or "").replace("_", " "))
+        involved = (r.get("involvement") or 0) > 0
+        rows.append(
+            [
+                f'<span class="flag">{label}</span>' if involved else label,
+                _pct(r.get("involvement_anterior")),
+                _pct(r.get("involvement_posterior")),
+                _pct(r.get("involvement")),
+                _num(r.get("weight"), 2, "&nbsp;%"),
+                _num(r.get("bsi"), 3, "&nbsp;%"),
+            ]
+        )
+        classes.append("")
+    rows.append(
+        [
+            "Total (BSI)",
+            "",
+            "",
+            "",
+            _num(
+                sum(float(r.get("weight") or 0) for r in record.get("regions") or []), 2, "&nbsp;%"
+            ),
+            _num(record.get("bsi"), 3, "&nbsp;%"),
+        ]
+    )
+    classes.append("total")
+    return rows, classes
+
+
+def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
+    """The scan report page for one bsi.json record (see :func:`write_scan_report`)."""
+    key = record.get("key") or "unnamed scan"
+    status = record.get("status", "failed")
+    css, sentence = finding_text(record, taxonomy)
+    parts = [f'<div class="finding {css}"><p><strong>{_e(sentence)}</strong></p>']
+    if status != "ok":
+        parts.append(
+            f"<p>Reason: {_e(record.get('error') or 'not recorded')}</p>"
+            "<p>This scan needs to be read without the model.</p></div>"
+        )
+        parts.append(_model_section(record))
+        return render_page(f"Bone scan report: {key}", "Analysis failed", "\n".join(parts))
+    if record.get("abnormal"):
+        parts.append(
+            "<p>Possible bone metastases at the sites named, for the physician to confirm or "
+            "reject; the rest of the skeleton is to be checked by the physician as well.</p>"
+        )
+    parts.append("</div>")
+
+    bstbi = record.get("bstbi")
+    facts = [
+        ("Bone Scan Index (BSI)", _num(record.get("bsi"), 3, "&nbsp;% of skeletal mass")),
+        (
+            "Tumour burden index (BSTBI)",
+            _num(bstbi, 4) if bstbi is not None else "not computed (no raw counts)",
+        ),
+        ("Lesions", _lesion_count_text(record)),
+        ("Burden group", _e(record.get("burden_group") or "none")),
+    ]
+    sites = lesion_sites(record, taxonomy)
+    if sites:
+        facts.append(("Sites", _e(", ".join(sites))))
+    facts_html = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in facts)
+
+    figure = ""
+    if record.get("overlay"):
+        figure = (
+            f'<div class="figure"><img src="{_e(quote(str(record["overlay"])))}" '
+            f'alt="regions and lesions over the scan" width="512">'
+            '<div class="caption">Anterior view left, posterior view right. Coloured areas: '
+            "skeletal regions found by the model; outlined: lesions.</div></div>"
+        )
+    side = [f'<h2>Summary</h2><dl class="facts">{facts_html}</dl>']
+    rows, classes = _region_rows(record)
+    side.append("<h2>Per region</h2>")
+    side.append(
+        _table(
+            ["Region", "Anterior", "Posterior", "Combined", "Weight", "BSI"],
+            rows,
+            row_classes=classes,
+        )
+    )
+    side.append(
+        '<p class="muted">Involvement = lesion area / region area per view, views combined; '
+        "weight = the region's share of total skeletal mass.</p>"
+    )
+    side.append("<h2>Lesion pixels not counted in the BSI</h2>")
+    side.append(
+        _table(
+            ["Where", "Pixels"],
+            [
+                [
+                    "Outside every skeletal region",
+                    _e(int(record.get("lesion_pixels_outside") or 0)),
+                ],
+                [
+                    "Inside kidney / other decoy regions",
+                    _e(int(record.get("lesion_pixels_in_decoys") or 0)),
+                ],
+            ],
+        )
+    )
+    parts.append(f'<div class="cols">{figure}<div class="side">{"".join(side)}</div></div>')
+    parts.append(_model_section(record))
+    subtitle = (
+        "Abnormal uptake flagged by the model"
+        if record.get("abnormal")
+        else ("No abnormal uptake detected by the model")
+    )
+    return render_page(f"Bone scan report: {key}", subtitle, "\n".join(parts))
+
+
+def _lesion_count_text(record: dict) -> str:
+    count = int(record.get("lesion_count") or 0)
+    matched = record.get("lesion_count_matched")
+    if matched is None:
+        return _e(f"{count} (instances)")
+    return _e(f"{int(matched)} after matching views ({count} instances)")
+
+
+def _model_section(record: dict) -> str:
+    model = record.get("model") or {}
+    rows = [
+        ["Pseudonymous key", _e(record.get("key"))],
+        ["Engine", _e(model.get("engine"))],
+        ["Config", _e(model.get("config"))],
+        ["Weights", _e(model.get("weights"))],
+        ["Input files", _e(len(record.get("source") or []))],
+    ]
+    return "<h2>Model and input</h2>" + _table(["Item", "Value"], rows, numeric_from=99)
+
+
+def write_scan_report(scan_dir: Path, record: dict, taxonomy: Taxonomy | None = None) -> Path:
+    """Write ``scan_dir/report.html`` for one scan's record (the bsi.json schema); returns it.
+
+    The overlay is linked by the record's relative ``overlay`` path, not embedded.
+    """
+    scan_dir = Path(scan_dir)
+    scan_dir.mkdir(parents=True, exist_ok=True)
+    path = scan_dir / "report.html"
+    path.write_text(scan_report_html(record, taxonomy), encoding="utf-8")
+    return path
+
+
+# -- the batch index ----------------------------------------------------------------------------
+
+
+def _report_link(record: dict) -> str:
+    target = record.get("report") or f"{record.get('key')}/report.html"
+    return f'<a href="{_e(quote(str(target)))}">{_e(record.get("key"))}</a>'
+
+
+def index_html(records: Sequence[dict], taxonomy: Taxonomy | None = None) -> str:
+    """The batch overview page: one row per analysed scan, failed or skipped inputs apart."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    failed = [r for r in records if r.get("status") != "ok"]
+    flagged = sum(1 for r in ok if r.get("abnormal"))
+    subtitle = (
+        f"{len(ok)} scan(s) analysed, {flagged} with abnormal uptake flagged, "
+        f"{len(failed)} failed or skipped"
+    )
+    rows = []
+    for r in ok:
+        finding = (
+            '<span class="flag">abnormal uptake flagged</span>'
+            if r.get("abnormal")
+            else "no abnormal uptake detected"
+        )
+        sites = ", ".join(lesion_sites(r, taxonomy)) if r.get("abnormal") else ""
+        rows.append(
+            [
+                _report_link(r),
+                finding,
+                _e(sites) or '<span class="muted">&mdash;</span>',
+                _e(r.get("burden_group") or "none"),
+                _num(r.get("bsi"), 3),
+                _num(r.get("bstbi"), 4),
+                _e(lesion_number(r)),
+            ]
+        )
+    parts = ["<h2>Scans</h2>"]
+    if rows:
+        parts.append(
+            _table(
+                ["Key", "Model finding", "Sites", "Burden", "BSI (%)", "BSTBI", "Lesions"],
+                rows,
+                numeric_from=4,
+            )
+        )
+    else:
+        parts.append('<p class="muted">No scan was analysed.</p>')
+    if failed:
+        parts.append("<h2>Failed or skipped inputs</h2>")
+        parts.append(
+            _table(
+                ["Key", "Status", "Reason"],
+                [
+                    [
+                        _e(r.get("key")),
+                        f'<span class="status-failed">{_e(r.get("status"))}</span>',
+                        _e(r.get("error") or "not recorded"),
+                    ]
+                    for r in failed
+                ],
+                numeric_from=99,
+            )
+        )
+    return render_page("Bone scan batch report", subtitle, "\n".join(parts))
+
+
+def write_index(out_dir: Path, records: list[dict], taxonomy: Taxonomy | None = None) -> Path:
+    """Write ``out_dir/index.html`` linking each scan's ``<key>/report.html`` (or its record's
+    ``report`` path); returns it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "index.html"
+    path.write_text(index_html(records, taxonomy), encoding="utf-8")
+    return path
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+
+def _metric(value: float | None, digits: int = 2) -> str:
+    return _pct(value, digits)
+
+
+def _block(title: str, content: str) -> str:
+    return f'<div class="block"><h2>{_e(title)}</h2>{content}</div>'
+
+
+def _summary_blocks(evaluation: dict) -> list[str]:
+    blocks = []
+    for iou_type, summary in (evaluation.get("coco") or {}).items():
+        label = "mask" if iou_type == "segm" else "box"
+        rows = [[k, _metric(summary.get(k))] for k in ("AP", "AP50", "AP75") if k in summary]
+        blocks.append(_block(f"COCO {label} AP", _table(["Measure", "Value"], rows)))
+    lesion = evaluation.get("lesion")
+    if lesion:
+        n = lesion.get("n_images_with_lesions", "")
+        blocks.append(
+            _block(
+                "Lesion Dice",
+                _table(
+                    ["Measure", "Value"],
+                    [
+                        ["Pooled over all images", _metric(lesion.get("dice_pooled"))],
+                        [
+                            f"Mean per image ({_e(n)} with lesions)",
+                            _metric(lesion.get("dice_mean_per_image")),
+                        ],
+                    ],
+                ),
+            )
+        )
+    scan = evaluation.get("scan")
+    if scan:
+        blocks.append(
+            _block(
+                "Per scan: metastasis yes / no",
+                _table(
+                    ["Measure", "Value"],
+                    [
+                        ["Sensitivity", _metric(scan.get("sensitivity"))],
+                        ["Specificity", _metric(scan.get("specificity"))],
+                        ["Accuracy", _metric(scan.get("accuracy"))],
+                        ["AUC (max lesion score)", _num(scan.get("auc"), 3)],
+                        [
+                            "Positive / negative scans",
+                            f"{_e(scan.get('n_pos'))} / {_e(scan.get('n_neg'))}",
+                        ],
+                    ],
+                ),
+            )
+        )
+    return blocks
+
+
+def _pixel_block(evaluation: dict) -> str:
+    pixel = evaluation.get("pixel")
+    if not pixel:
+        return ""
+    rows = pixel_table_rows(pixel)
+    averages = {"Average", "Average (w/o decoys)", "Skeleton (pooled)"}
+    table = _table(
+        ["Category", "Precision", "Sensitivity", "F1"],
+        [[_e(r[0]), *(_e(c) + ("&nbsp;%" if c != "-" else "") for c in r[1:])] for r in rows],
+        row_classes=["avg" if r[0] in averages else "" for r in rows],
+    )
+    note = (
+        '<p class="muted narrow">TP, FP and FN summed over all images before the ratios; '
+        "averages are means over categories, the skeleton row pools all region classes; "
+        f"predictions scoring at least {_e(evaluation.get('score_thresh', ''))}.</p>"
+    )
+    return _block("Pixel-wise metrics per category", table + note)
+
+
+def _per_class_ap_block(evaluation: dict) -> str:
+    coco = evaluation.get("coco") or {}
+    names: list[str] = []
+    for summary in coco.values():
+        names += [n for n in summary.get("per_class") or {} if n not in names]
+    if not names:
+        return ""
+    types = list(coco)
+    headers = ["Category", *("Mask AP" if t == "segm" else "Box AP" for t in types)]
+    rows = [
+        [_e(n), *(_metric((coco[t].get("per_class") or {}).get(n)) for t in types)] for n in names
+    ]
+    return _block("COCO AP per category", _table(headers, rows))
+
+
+def evaluation_html(evaluation: dict, agreement: dict | None, plots: tuple[str, str] | None) -> str:
+    """The evaluation page; ``plots`` are the relative names of the two BSI plots."""
+    parts = [f'<div class="cols">{"".join(_summary_blocks(evaluation))}</div>']
+    parts.append(
+        f'<div class="cols">{_pixel_block(evaluation)}{_per_class_ap_block(evaluation)}</div>'
+    )
+    failed = evaluation.get("failed") or []
+    if failed:
+        rows = [[_e(f.get("file_name")), _e(f.get("error"))] for f in failed]
+        parts.append(
+            _block(
+                f"Images not scored ({len(failed)})",
+                _table(["File", "Reason"], rows, numeric_from=99),
+            )
+        )
+    if agreement and plots:
+        numbers = _table(
+            ["Measure", "Value"],
+            [
+                ["Pairs", _e(agreement["n"])],
+                ["Pearson r", _num(agreement.get("pearson_r"), 3)],
+                ["Spearman rho", _num(agreement.get("spearman_rho"), 3)],
+                [
+                    "Mean difference (predicted - reference)",
+                    _num(agreement.get("mean_difference"), 3, "&nbsp;%"),
+                ],
+                [
+                    "Limits of agreement (&plusmn; 1.96 SD)",
+                    f"{_num(agreement.get('loa_lower'), 3)} .. "
+                    f"{_num(agreement.get('loa_upper'), 3)}",
+                ],
+            ],
+        )
+        images = "".join(
+            f'<img src="{_e(quote(p))}" alt="{_e(alt)}">'
+            for p, alt in zip(
+                plots, ("predicted vs reference BSI", "Bland-Altman plot"), strict=True
+            )
+        )
+        parts.append(
+            _block(
+                "BSI agreement with the reference", numbers + f'<div class="plots">{images}</div>'
+            )
+        )
+    else:
+        parts.append(
+            _block(
+                "BSI agreement with the reference",
+                '<p class="muted">No reference BSI values were given.</p>',
+            )
+        )
+    return render_page(
+        "Model evaluation",
+        f"{evaluation.get('n_images', '?')} image(s), taxonomy {evaluation.get('taxonomy', '?')}",
+        "\n".join(parts),
+    )
+
+
+def write_evaluation_page(
+    out_dir: Path, evaluation: dict, bsi_pairs: Sequence[tuple[str, float, float]] = ()
+) -> Path:
+    """Write ``out_dir/evaluation.html`` (and the BSI plots when pairs are given); returns it.
+
+    ``evaluation`` is :func:`bsi_d2.evaluation.evaluate_dataset`'s dict; ``bsi_pairs`` are
+    (key, predicted BSI, reference BSI).
+    """
+    from bsi_d2.evaluation.agreement import bsi_agreement
+    from bsi_d2.report.plots import plot_bsi_agreement
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    agreement = plots = None
+    if bsi_pairs:
+        agreement = bsi_agreement([p for _, p, _ in bsi_pairs], [t for _, _, t in bsi_pairs])
+        scatter, ba = plot_bsi_agreement(bsi_pairs, out_dir)
+        plots = (scatter.name, ba.name)
+    path = out_dir / "evaluation.html"
+    path.write_text(evaluation_html(evaluation, agreement, plots), encoding="utf-8")
+    return path

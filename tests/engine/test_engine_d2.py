@@ -1,0 +1,159 @@
+"""The detectron2 engine: dataset interop and a few real training steps of the CPU config."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bsi_d2.taxonomy import load_taxonomy
+
+pytestmark = pytest.mark.detectron2
+
+REPO = Path(__file__).resolve().parents[2]
+CPU_CONFIG = REPO / "configs" / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"
+
+
+def _box_poly(x0, y0, x1, y1):
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def _tiny_scans(root: Path, n: int = 3, height: int = 950, width: int = 512) -> Path:
+    """Merged-scan-shaped images with a skull, a spine and a lesion; the last is a negative."""
+    tax = load_taxonomy()
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    images, annotations = [], []
+    for i in range(1, n + 1):
+        scan = rng.poisson(2.0, (height, width)).astype(np.uint8)
+        shapes = [(1, (100, 20, 160, 100)), (2, (120, 110, 140, 500))]
+        if i < n:
+            shapes.append((11, (125, 300, 140, 315)))
+        for category_id, (x0, y0, x1, y1) in shapes if i < n else shapes[:2]:
+            scan[y0:y1, x0:x1] = 60 if category_id != 11 else 200
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i,
+                    "category_id": category_id,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "segmentation": _box_poly(x0, y0, x1, y1),
+                    "iscrowd": 0,
+                }
+            )
+        Image.fromarray(scan).save(root / "images" / f"scan{i}.png")
+        images.append({"id": i, "file_name": f"scan{i}.png", "height": height, "width": width})
+    coco = {"images": images, "annotations": annotations, "categories": tax.coco_categories()}
+    for split in ("all", "train"):
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    val = {
+        **coco,
+        "images": images[:1],
+        "annotations": [a for a in annotations if a["image_id"] == 1],
+    }
+    (root / "annotations" / "instances_val.json").write_text(json.dumps(val))
+    return root
+
+
+def _train_net():
+    spec = importlib.util.spec_from_file_location("train_net", REPO / "tools" / "train_net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_loader_matches_detectron2_load_coco_json(tmp_path):
+    pytest.importorskip("detectron2", reason="detectron2 not installed; see README")
+    from detectron2.data.datasets import load_coco_json
+
+    from bsi_d2.data.datasets import load_bsi_coco_json
+
+    root = _tiny_scans(tmp_path / "bsi", n=2, height=40, width=32)
+    json_file = root / "annotations" / "instances_all.json"
+    ours = load_bsi_coco_json(json_file, root / "images", None)
+    theirs = load_coco_json(str(json_file), str(root / "images"), "bsi_interop_test")
+    assert len(ours) == len(theirs) == 2
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["file_name"] == b["file_name"] and a["image_id"] == b["image_id"]
+        assert (a["height"], a["width"]) == (b["height"], b["width"])
+        assert len(a["annotations"]) == len(b["annotations"])
+        for x, y in zip(a["annotations"], b["annotations"], strict=True):
+            assert x["category_id"] == y["category_id"]  # both contiguous
+            assert x["bbox"] == y["bbox"] and x["bbox_mode"] == int(y["bbox_mode"])
+            assert x["segmentation"] == y["segmentation"]
+
+
+def test_adapter_builds_detectron2_instances(tmp_path):
+    pytest.importorskip("detectron2", reason="detectron2 not installed; see README")
+    from bsi_d2.data.datasets import load_bsi_coco_json
+    from bsi_d2.data.mapper import BsiDatasetMapper
+    from bsi_d2.engine.d2_trainer import Detectron2Sample
+
+    root = _tiny_scans(tmp_path / "bsi", n=2, height=40, width=32)
+    record = load_bsi_coco_json(root / "annotations" / "instances_all.json", root / "images", None)
+    sample = Detectron2Sample(BsiDatasetMapper(is_train=True))(record[0])
+    inst = sample["instances"]
+    assert inst.image_size == (40, 32)
+    assert inst.gt_masks.tensor.dtype.is_floating_point is False
+    assert inst.gt_boxes.tensor.shape == (len(inst), 4)
+    test_sample = Detectron2Sample(BsiDatasetMapper(is_train=False))(record[0])
+    assert "instances" not in test_sample
+
+
+def test_train_a_few_iterations_through_train_net(tmp_path):
+    pytest.importorskip("detectron2", reason="detectron2 not installed; see README")
+    root = _tiny_scans(tmp_path / "bsi", n=3)
+    out = tmp_path / "out"
+    train_net = _train_net()
+    args = train_net.argument_parser().parse_args(
+        [
+            "--config-file",
+            str(CPU_CONFIG),
+            "BSI.DATASET_ROOT",
+            str(root),
+            "OUTPUT_DIR",
+            str(out),
+            "MODEL.ENGINE",
+            "detectron2",
+            "SOLVER.MAX_ITER",
+            "2",
+            "SOLVER.WARMUP_ITERS",
+            "1",
+            "SEED",
+            "1",
+        ]
+    )
+    result = train_net.launch(args)
+    assert result["engine"] == "detectron2" and result["iterations"] == 2
+    assert len(result["losses"]) == 2 and all(math.isfinite(v) for v in result["losses"])
+    assert Path(result["weights"]).is_file()
+    assert (out / "config.yaml").is_file()
+    # DATASETS.TEST is bsi_val: scored at the end by bsi_d2's evaluator
+    assert (out / "inference" / "bsi_val" / "evaluation.json").is_file()
+    evaluation = result["evaluation"]["bsi_val"]
+    assert evaluation["n_images"] == 1 and "pixel" in evaluation and "coco" in evaluation
+
+    evaluated = train_net.main(
+        train_net.argument_parser().parse_args(
+            [
+                "--config-file",
+                str(CPU_CONFIG),
+                "--eval-only",
+                "BSI.DATASET_ROOT",
+                str(root),
+                "OUTPUT_DIR",
+                str(out / "eval"),
+                "MODEL.WEIGHTS",
+                result["weights"],
+            ]
+        )
+    )
+    assert evaluated["engine"] == "detectron2" and evaluated["weights"] == result["weights"]
+    assert evaluated["evaluation"]["bsi_val"]["n_images"] == 1

@@ -1,0 +1,192 @@
+"""The reader interface: file-type registry, images, Labelme inputs, pairing and batch walking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bsi_d2.io.dicom import build_nm_dataset, write_dataset
+from bsi_d2.io.labelme import write_labelme
+from bsi_d2.io.readers import (
+    NotAScanError,
+    ReaderError,
+    ScanImage,
+    SkippedInput,
+    UnsupportedFileError,
+    iter_scans,
+    read_scan_file,
+    reader_for,
+)
+
+
+def _view(rows: int = 256, cols: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    lam = np.full((rows, cols), 0.5)
+    lam[rows // 10 : rows * 9 // 10, cols // 3 : cols * 2 // 3] = 30.0
+    return rng.poisson(lam).astype(np.uint16)
+
+
+ANT, POST = _view(seed=1), _view(seed=2)
+
+
+def _single(path: Path, frame: np.ndarray, study: str, series: str, number: int, **attrs) -> Path:
+    attributes = {"InstanceNumber": number, **attrs}
+    ds = build_nm_dataset([frame], study_uid=study, series_uid=series, attributes=attributes)
+    return write_dataset(ds, path)
+
+
+def _scans(items: list) -> list[ScanImage]:
+    return [i for i in items if isinstance(i, ScanImage)]
+
+
+def _skips(items: list) -> list[SkippedInput]:
+    return [i for i in items if isinstance(i, SkippedInput)]
+
+
+def test_reader_is_picked_by_suffix_then_preamble(tmp_path: Path) -> None:
+    no_suffix = _single(tmp_path / "IM0001", ANT, "1.2.1", "1.2.1.1", 1, StartAngle=180)
+    (tmp_path / "notes.txt").write_text("hello")
+    assert reader_for(no_suffix) == "dicom"
+    assert reader_for(tmp_path / "a.PNG") == "image"
+    assert reader_for(tmp_path / "a.tiff") == "image"
+    assert reader_for(tmp_path / "a.json") == "labelme"
+    assert reader_for(tmp_path / "notes.txt") is None
+    with pytest.raises(UnsupportedFileError, match="notes.txt"):
+        read_scan_file(tmp_path / "notes.txt")
+    assert list(read_scan_file(no_suffix)[0].views) == ["anterior"]
+
+
+def test_one_view_per_file_pairs_by_study_and_series(tmp_path: Path) -> None:
+    _single(tmp_path / "b.dcm", POST, "1.2.9", "1.2.9.1", 2, ImageID="WB_POST")
+    _single(tmp_path / "a.dcm", ANT, "1.2.9", "1.2.9.1", 1, ImageID="WB_ANT")
+    _single(tmp_path / "other.dcm", ANT, "1.2.8", "1.2.8.1", 1, StartAngle=180)
+    items = list(iter_scans([tmp_path]))
+    scans = _scans(items)
+    assert len(scans) == 2 and not _skips(items)
+    paired = next(s for s in scans if len(s.views) == 2)
+    np.testing.assert_array_equal(paired.views["anterior"], ANT)
+    np.testing.assert_array_equal(paired.views["posterior"], POST)
+    assert sorted(Path(s).name for s in paired.sources) == ["a.dcm", "b.dcm"]
+    assert {v["view_rule"] for v in paired.metadata["views"].values()} == {"image_id"}
+    alone = next(s for s in scans if len(s.views) == 1)
+    assert alone.key != paired.key and alone.pairing is None
+
+
+def test_pairing_without_view_information_uses_instance_order(tmp_path: Path) -> None:
+    _single(tmp_path / "x1.dcm", POST, "1.2.7", "1.2.7.1", 2)
+    _single(tmp_path / "x2.dcm", ANT, "1.2.7", "1.2.7.1", 1)
+    (scan,) = _scans(list(iter_scans([tmp_path])))
+    np.testing.assert_array_equal(scan.views["anterior"], ANT)
+    np.testing.assert_array_equal(scan.views["posterior"], POST)
+    assert any("first (by instance/file order)" in w for w in scan.metadata["warnings"])
+
+
+def test_two_scans_of_one_study_get_distinct_keys(tmp_path: Path) -> None:
+    for series in ("1.2.6.1", "1.2.6.2"):
+        _single(tmp_path / f"{series}a.dcm", ANT, "1.2.6", series, 1, StartAngle=180)
+        _single(tmp_path / f"{series}p.dcm", POST, "1.2.6", series, 2, StartAngle=0)
+    scans = _scans(list(iter_scans([tmp_path])))
+    assert len(scans) == 2 and all(len(s.views) == 2 for s in scans)
+    assert scans[1].key == scans[0].key + "-2"
+
+
+def test_files_in_different_folders_are_not_paired(tmp_path: Path) -> None:
+    _single(tmp_path / "one" / "a.dcm", ANT, "1.2.5", "1.2.5.1", 1, StartAngle=180)
+    _single(tmp_path / "two" / "p.dcm", POST, "1.2.5", "1.2.5.1", 2, StartAngle=0)
+    scans = _scans(list(iter_scans([tmp_path])))
+    assert [len(s.views) for s in scans] == [1, 1]
+    assert not _scans(list(iter_scans([tmp_path], recursive=False)))
+
+
+def test_images_merged_single_and_paired_by_name(tmp_path: Path) -> None:
+    merged = np.random.default_rng(0).integers(0, 30, (950, 512)).astype(np.uint8)
+    Image.fromarray(merged).save(tmp_path / "merged.png")
+    Image.fromarray(ANT).save(tmp_path / "case7_ant.png")  # 16-bit PNG
+    Image.fromarray(POST).save(tmp_path / "case7_post.png")
+    Image.fromarray(POST).save(tmp_path / "lonely_posterior.tif")
+    scans = {
+        tuple(Path(p).name for p in s.sources): s for s in _scans(list(iter_scans([tmp_path])))
+    }
+    assert set(scans) == {
+        ("merged.png",),
+        ("case7_ant.png", "case7_post.png"),
+        ("lonely_posterior.tif",),
+    }
+    whole = scans[("merged.png",)]
+    np.testing.assert_array_equal(whole.merged, merged)
+    assert whole.metadata["bit_depth"] == 8 and not whole.views
+    pair = scans[("case7_ant.png", "case7_post.png")]
+    np.testing.assert_array_equal(pair.views["posterior"], POST)
+    assert pair.views["anterior"].dtype == np.float32
+    assert pair.metadata["views"]["anterior"]["view_rule"] == "file_name"
+    lone = scans[("lonely_posterior.tif",)]
+    assert list(lone.views) == ["posterior"] and lone.metadata["format"] == "tiff"
+    assert lone.metadata["bit_depth"] == 16
+
+
+def test_image_keys_do_not_depend_on_file_names(tmp_path: Path) -> None:
+    Image.fromarray(ANT).save(tmp_path / "Doe_John_ant.png")
+    Image.fromarray(ANT).save(tmp_path / "renamed.png")
+    first = read_scan_file(tmp_path / "Doe_John_ant.png")[0]
+    assert first.key == read_scan_file(tmp_path / "renamed.png")[0].key
+    assert "Doe" not in repr(first.metadata) and "John" not in first.key
+
+
+@pytest.mark.parametrize(
+    ("array", "expected"),
+    [
+        (np.zeros((256, 256), np.uint8), "neither a whole-body view"),
+        (
+            np.dstack([np.zeros((950, 512), np.uint8)] * 2 + [np.full((950, 512), 9, np.uint8)]),
+            "colour",
+        ),
+    ],
+)
+def test_images_that_are_not_scans(tmp_path: Path, array: np.ndarray, expected: str) -> None:
+    Image.fromarray(array).save(tmp_path / "x.png")
+    with pytest.raises(NotAScanError, match=expected):
+        read_scan_file(tmp_path / "x.png")
+
+
+def test_corrupt_image_is_a_reader_error(tmp_path: Path) -> None:
+    Image.fromarray(ANT).save(tmp_path / "cut.png")
+    data = (tmp_path / "cut.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ReaderError, match="cut.png"):
+        read_scan_file(tmp_path / "cut.png")
+
+
+def test_labelme_inputs(tmp_path: Path) -> None:
+    images, notes = tmp_path / "images", tmp_path / "notes"
+    images.mkdir()
+    merged = np.random.default_rng(1).integers(0, 300, (950, 512)).astype(np.uint16)
+    Image.fromarray(merged).save(images / "scan.png")
+    write_labelme(notes / "scan.json", "C:\\export\\scan.png", 950, 512, [])
+    (notes / "scan.png").write_bytes((images / "scan.png").read_bytes())
+    write_labelme(images / "scan.json", "scan.png", 950, 512, [])
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    # read alone, the Labelme file supplies its image (a Windows path resolved beside it)
+    (scan,) = read_scan_file(notes / "scan.json")
+    np.testing.assert_array_equal(scan.merged, merged)
+    assert scan.metadata["format"] == "labelme+png"
+    # beside its image in the inputs it is a duplicate; JSON that is not Labelme is unsupported
+    items = list(iter_scans([images, tmp_path / "other.json"]))
+    kinds = sorted((Path(s.path).name, s.kind) for s in _skips(items))
+    assert kinds == [("other.json", "unsupported"), ("scan.json", "duplicate")]
+    assert len(_scans(items)) == 1
+
+
+def test_iter_scans_never_raises_and_excludes(tmp_path: Path) -> None:
+    _single(tmp_path / "a.dcm", ANT, "1.2.4", "1.2.4.1", 1, StartAngle=180)
+    (tmp_path / "bad.dcm").write_bytes(b"\x00" * 10)
+    out = tmp_path / "out"
+    out.mkdir()
+    Image.fromarray(np.zeros((950, 512), np.uint8)).save(out / "old.png")
+    items = list(iter_scans([tmp_path, tmp_path / "missing"], exclude=[out]))
+    assert len(_scans(items)) == 1
+    reasons = {Path(s.path).name: s.reason for s in _skips(items)}
+    assert set(reasons) == {"bad.dcm", "missing"}
+    assert "not a DICOM file" in reasons["bad.dcm"] and "no such file" in reasons["missing"]
