@@ -15,7 +15,7 @@ import sys
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("bsi_d2.commands.demo", "synthetic scans -> COCO -> training -> inference -> report"),
-    "phantom": ("bsi_d2.commands.phantom", "make synthetic whole-body bone scans with ground truth"),
+    "phantom": ("bsi_d2.commands.phantom", "synthetic whole-body bone scans with ground truth"),
     "preprocess": ("bsi_d2.commands.preprocess", "DICOM/images -> merged 950 x 512 scans"),
     "convert": ("bsi_d2.commands.convert", "Labelme JSON folder -> COCO instances per split"),
     "train": ("bsi_d2.commands.train", "train Mask R-CNN (detectron2 or torchvision engine)"),

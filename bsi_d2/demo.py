@@ -16,10 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bsi_d2.structures.instances import Instances
-from bsi_d2.structures.masks import rle_to_mask
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +156,12 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             predict_dir,
             predictor,
             predictor.taxonomy,
+            # synthetic patients: file names may be kept, they tie predictions to the truth
             BatchOptions(
-                batch_size=options.batch_size, model=model, score_thresh=float(c.BSI.SCORE_THRESH)
+                batch_size=options.batch_size,
+                model=model,
+                score_thresh=float(c.BSI.SCORE_THRESH),
+                keep_identity=True,
             ),
         )
         return {
@@ -227,6 +228,7 @@ def _test_patients(coco: Path) -> list[str]:
 def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir: Path) -> dict:
     """Pixel/COCO metrics on the test split and predicted-vs-true BSI from the phantoms."""
     from bsi_d2.evaluation import evaluate_dataset
+    from bsi_d2.inference.outputs import read_predictions
     from bsi_d2.report.html import write_evaluation_page
     from bsi_d2.taxonomy import load_taxonomy
 
@@ -247,7 +249,7 @@ def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir:
         truth = json.loads((phantoms / "truth" / f"{patient}.json").read_text(encoding="utf-8"))
         bsi_pairs.append((record["key"], float(record["bsi"]), float(truth["bsi"])))
         image = image_of[patient]
-        predictions.append((image["id"], _read_predictions(scan_dir / "predictions.json")))
+        predictions.append((image["id"], read_predictions(scan_dir / "predictions.json")))
     evaluation = evaluate_dataset(
         gt_path, predictions, taxonomy, eval_dir, score_thresh=float(cfg.BSI.SCORE_THRESH)
     )
@@ -271,22 +273,6 @@ def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir:
         "test_scans": len(bsi_pairs),
     }
     return {"headline": headline, "page": str(page)}
-
-
-def _read_predictions(path: Path) -> Instances:
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    items = doc["instances"]
-    h, w = int(doc["height"]), int(doc["width"])
-    if not items:
-        return Instances.empty(h, w)
-    return Instances(
-        h,
-        w,
-        np.array([it["box"] for it in items], np.float32),
-        np.array([it["score"] for it in items], np.float32),
-        np.array([it["category_id"] for it in items], np.int64),
-        np.stack([rle_to_mask(it["mask"]) for it in items]),
-    )
 
 
 def _print_summary(summary: dict) -> None:

@@ -182,7 +182,7 @@ def _default_path() -> Path:
 
 
 def load_taxonomy(spec: str | Path | Taxonomy | None = None) -> Taxonomy:
-    """Load a taxonomy: ``None``/``"default"`` for the built-in one, or a .yaml/.yml/.json/.txt path."""
+    """Load a taxonomy: ``None``/``"default"`` (built in) or a .yaml/.yml/.json/.txt path."""
     if isinstance(spec, Taxonomy):
         return spec
     if spec is None or str(spec) == DEFAULT_NAME:
@@ -296,6 +296,16 @@ def _from_labels_txt(text: str, source: str) -> Taxonomy:
 
 
 def _palette(i: int) -> tuple[int, int, int]:
-    base = [(230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
-            (213, 94, 0), (204, 121, 167), (148, 103, 189), (140, 86, 75), (127, 127, 127)]
+    base = [
+        (230, 159, 0),
+        (86, 180, 233),
+        (0, 158, 115),
+        (240, 228, 66),
+        (0, 114, 178),
+        (213, 94, 0),
+        (204, 121, 167),
+        (148, 103, 189),
+        (140, 86, 75),
+        (127, 127, 127),
+    ]
     return base[i % len(base)]

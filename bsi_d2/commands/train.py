@@ -37,9 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Set up the config and train (or evaluate) on the engine it resolves to."""
     from bsi_d2.config import setup_cfg
-    from bsi_d2.engine import load_engine
+    from bsi_d2.engine import load_engine, resolve_engine
 
     cfg = setup_cfg(args.config_file or None, args.opts)
+    if resolve_engine(cfg) == "detectron2":
+        from detectron2.engine import default_setup
+
+        default_setup(cfg, args)  # detectron2's logging, config dump and seeding
     engine = load_engine(cfg)
     if args.eval_only:
         return engine.evaluate(cfg, str(cfg.MODEL.WEIGHTS) or None)

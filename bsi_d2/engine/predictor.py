@@ -86,7 +86,7 @@ class Predictor:
             array = np.asarray(image)
             if array.ndim != 2:
                 raise ValueError(f"image {i}: expected an (H, W) grey array, got {array.shape}")
-            tensors.append(_image_to_tensor(array, self._mapper))
+            tensors.append(self._mapper.map_image(array, source=f"image {i}")["image"])
             sizes.append((int(array.shape[0]), int(array.shape[1])))
         return self.predict_tensors(tensors, sizes)
 
@@ -144,25 +144,6 @@ class Predictor:
             self._taxonomy_ids(labels),
             (masks[:, 0] > MASK_THRESHOLD).cpu().numpy().reshape(-1, height, width),
         )
-
-
-def _image_to_tensor(image: np.ndarray, mapper: Any) -> torch.Tensor:
-    """The mapper's test-time path for an in-memory grey array: ResizeShortestEdge to
-    INPUT.MIN/MAX_SIZE_TEST, three channels, float32 in the image's own scale.
-
-    Mirrors ``BsiDatasetMapper.__call__`` (which only reads files); to be replaced by a mapper
-    helper taking an array once data/mapper.py has one.
-    """
-    from bsi_d2.data import augment
-
-    array = image.astype(np.float32)
-    height, width = array.shape
-    if mapper.min_size:
-        new_h, new_w = augment.shortest_edge_size(
-            height, width, mapper.min_size[-1], mapper.max_size or max(height, width) * 4
-        )
-        array = augment.resize_image(array, new_h, new_w)
-    return torch.from_numpy(np.ascontiguousarray(np.repeat(array[None], 3, axis=0)))
 
 
 def _build_torchvision(cfg: Any, weights: str) -> torch.nn.Module:

@@ -91,6 +91,19 @@ def seed_everything(seed: int) -> int:
     return seed
 
 
+def _shared_seed(seed: int, world: int) -> int:
+    """SEED, or one drawn on rank 0 and sent to every rank when SEED < 0."""
+    if seed >= 0:
+        return seed
+    drawn = [int.from_bytes(os.urandom(4), "little") & 0x3FFFFFFF]
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(drawn, src=0)
+    logger.info("SEED < 0: using random seed %d", drawn[0])
+    return drawn[0]
+
+
 # -- solver -------------------------------------------------------------------------------------
 def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
     """SGD over trainable parameters; norm layers get SOLVER.WEIGHT_DECAY_NORM like detectron2."""
@@ -302,7 +315,9 @@ def train(cfg: Any, resume: bool = False, *, log_period: int = LOG_PERIOD) -> di
     iteration). Otherwise MODEL.WEIGHTS, if set, initialises the model weights only.
     """
     rank, world, device = _init_distributed(_device(cfg))
-    seed = seed_everything(int(cfg_get(cfg, "SEED", -1)))
+    seed = _shared_seed(int(cfg_get(cfg, "SEED", -1)), world)
+    # augmentation differs per rank; the sampler's permutation (``seed``) is shared
+    seed_everything(seed + rank)
     output_dir = Path(str(cfg_get(cfg, "OUTPUT_DIR")))
     is_main = rank == 0
     if is_main:

@@ -153,7 +153,6 @@ def _clear_shard_errors(out_dir: Path, shard: tuple[int, int]) -> None:
     for path in (out_dir / ERRORS_DIR).glob("*.json"):
         if in_shard(path.stem, shard):
             path.unlink(missing_ok=True)
-    out.remove_temp_files(out_dir / ERRORS_DIR)
 
 
 def finalize_outputs(out_dir: str | Path, taxonomy: Taxonomy | None = None) -> list[dict[str, Any]]:
@@ -305,7 +304,12 @@ class BatchRunner:
 
     # -- bookkeeping --------------------------------------------------------------------
     def _error(self, key: str, path: str | Path, stage: str, reason: str, source=()) -> None:
-        self.result.errors.append(record_error(self.out_dir, key, path, stage, reason, source))
+        try:
+            entry = record_error(self.out_dir, key, path, stage, reason, source)
+        except OSError as err:  # a full disk must not also stop the scans that follow
+            logger.error("%s: cannot record the error (%s): %s", path, err, reason)
+            entry = {"key": key, "path": str(path), "stage": stage, "reason": reason}
+        self.result.errors.append(entry)
 
     def _fail(
         self, key: str, paths: list[str], source: list[str], stage: str, err: BaseException

@@ -130,7 +130,9 @@ class ImageReader:
     def read(self, path: str | Path) -> list[ScanImage]:
         path = Path(path)
         _check_not_empty(path)
-        return [image_scan(path.read_bytes(), path, salt=self.salt)]
+        scan = image_scan(path.read_bytes(), path, salt=self.salt)
+        attach_counts(scan, counts_companion(path))
+        return [scan]
 
 
 class LabelmeReader:
@@ -159,14 +161,36 @@ class LabelmeReader:
         where = image.source or path
         scan = image_scan(image.read_bytes(), Path(where), salt=self.salt)
         scan.sources = [str(path)] + ([str(image.source)] if image.source else [])
-        if image.counts_source is not None and scan.merged is not None:
-            counts, bits = image_array(image.counts_source.read_bytes(), image.counts_source)
-            if counts.shape == scan.merged.shape:
-                scan.merged = counts.astype(np.float32)
-                scan.metadata.update(bit_depth=bits, counts=count_stats(scan.merged))
-                scan.sources.append(str(image.counts_source))
+        attach_counts(scan, image.counts_source)
         scan.metadata["format"] = f"labelme+{scan.metadata['format']}"
         return [scan]
+
+
+COUNTS_SUFFIX = ".counts"
+
+
+def counts_companion(image_path: Path) -> Path | None:
+    """The ``<stem>.counts.png`` holding the raw counts of a merged display image, if present."""
+    candidate = image_path.with_name(image_path.stem + COUNTS_SUFFIX + image_path.suffix)
+    return candidate if candidate.is_file() else None
+
+
+def _is_counts_companion(path: Path, images: set[Path]) -> bool:
+    stem = Path(path.stem)
+    if stem.suffix != COUNTS_SUFFIX:
+        return False
+    return path.resolve().with_name(stem.stem + path.suffix) in images
+
+
+def attach_counts(scan: ScanImage, counts_path: Path | None) -> None:
+    """Use a merged scan's raw-count companion image as its counts (BSTBI needs them)."""
+    if counts_path is None or scan.merged is None:
+        return
+    counts, bits = image_array(counts_path.read_bytes(), counts_path)
+    if counts.shape == scan.merged.shape:
+        scan.merged = counts.astype(np.float32)
+        scan.metadata.update(bit_depth=bits, counts=count_stats(scan.merged))
+        scan.sources.append(str(counts_path))
 
 
 READERS: dict[str, type] = {r.name: r for r in (DicomReader, ImageReader, LabelmeReader)}
@@ -229,6 +253,8 @@ def iter_scans(
     files = [f for f in files if not any(f.resolve().is_relative_to(e) for e in excluded)]
     yield from skipped
     images = {f.resolve() for f in files if reader_for(f) == ImageReader.name}
+    # a <stem>.counts.png beside its display image belongs to that scan, not a scan of its own
+    files = [f for f in files if not _is_counts_companion(f, images)]
     seen: dict[str, int] = defaultdict(int)
     by_folder: dict[Path, list[Path]] = defaultdict(list)
     for f in files:

@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from bsi_d2.postprocess.assign import assign_views, count_lesions_by_region, lesion_regions
+from bsi_d2.postprocess.assign import (
+    assign_views,
+    count_lesions_by_region,
+    is_abnormal,
+    lesion_regions,
+)
 from bsi_d2.postprocess.bsi import BSTBI_K, BSIResult, burden_group, compute_bsi
 from bsi_d2.postprocess.match import (
     DEFAULT_MATCH_RADIUS,
@@ -44,7 +49,8 @@ class ScanAnalysis:
     lesion_count: int
     lesion_count_matched: int | None
     matched_pairs: list[tuple[int, int]]  # indices into ``instances`` (anterior, posterior)
-    lesions_by_region: dict[str, int]
+    lesions_by_region: dict[str, int]  # report name of the site -> lesion count
+    abnormal: bool  # a lesion outside the decoys (see assign.is_abnormal)
     record: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,7 +93,7 @@ def analyse_scan(
     rasterised (higher score wins an overlap) and lesions united; involvement is measured per
     view and combined with ``combine``; lesions are counted per instance and, with
     ``match_views``, once more with anterior/posterior pairs counted once (the burden group
-    then uses that count). ``abnormal`` in the record means the model kept at least one lesion.
+    then uses that count). ``abnormal`` means a kept lesion lies outside the decoy organs.
     """
     if counts is not None and np.shape(counts) != (instances.height, instances.width):
         raise ValueError(
@@ -107,7 +113,7 @@ def analyse_scan(
     views = assign_views(kept, boxes)
     is_lesion = np.isin(kept.category_ids, taxonomy.lesion_ids)
     lesion_count = int(np.count_nonzero(is_lesion))
-    by_region = count_lesions_by_region(lesion_regions(kept, region_map, taxonomy, boxes), taxonomy)
+    sites = lesion_regions(kept, region_map, taxonomy, boxes)
 
     matched_count: int | None = None
     pairs: list[tuple[int, int]] = []
@@ -128,7 +134,8 @@ def analyse_scan(
         lesion_count=lesion_count,
         lesion_count_matched=matched_count,
         matched_pairs=pairs,
-        lesions_by_region=by_region,
+        lesions_by_region=count_lesions_by_region(sites, taxonomy),
+        abnormal=is_abnormal(sites, taxonomy),
     )
     analysis.record = analysis_record(analysis, taxonomy)
     return analysis
@@ -148,7 +155,7 @@ def analysis_record(analysis: ScanAnalysis, taxonomy: Taxonomy) -> dict[str, Any
         "lesion_count": int(analysis.lesion_count),
         "lesion_count_matched": analysis.lesion_count_matched,
         "burden_group": burden_group(burden_count),
-        "abnormal": bool(analysis.lesion_count > 0),
+        "abnormal": bool(analysis.abnormal),
         "regions": region_rows(result, taxonomy),
         "lesions_by_region": dict(analysis.lesions_by_region),
         "lesion_pixels_outside": int(result.lesion_pixels_outside),

@@ -39,30 +39,35 @@ def lesion_regions(
     taxonomy: Taxonomy,
     boxes: np.ndarray | None = None,
 ) -> list[int]:
-    """For each lesion instance (in order), the skeletal region class id holding most of its
-    pixels, or 0 where none of its pixels lie in a skeletal region."""
+    """For each lesion instance (in order), the region or decoy class id holding most of its
+    pixels, or 0 where none of its pixels lie in one."""
     boxes = mask_boxes(instances.masks) if boxes is None else boxes
-    is_region = np.zeros(max(int(region_map.max(initial=0)), max(taxonomy.ids)) + 1, dtype=bool)
-    is_region[[c.id for c in taxonomy.region_classes]] = True
+    size = max(int(region_map.max(initial=0)), max(taxonomy.ids)) + 1
+    is_site = np.zeros(size, dtype=bool)
+    is_site[[c.id for c in taxonomy.classes if c.is_region or c.is_decoy]] = True
     out = []
     for i in np.flatnonzero(np.isin(instances.category_ids, taxonomy.lesion_ids)):
         r0, r1, c0, c1 = boxes[i]
         labels = region_map[r0:r1, c0:c1][instances.masks[i, r0:r1, c0:c1]]
-        hist = np.bincount(labels.ravel(), minlength=len(is_region))
-        hist[~is_region] = 0
+        hist = np.bincount(labels.ravel(), minlength=size)
+        hist[~is_site] = 0
         out.append(int(np.argmax(hist)) if hist.any() else 0)
     return out
 
 
-def count_lesions_by_region(region_ids: list[int], taxonomy: Taxonomy) -> dict[str, int]:
-    """Lesion count per report name (``other`` for lesions in no skeletal region), in taxonomy
-    order; regions without lesions are left out."""
+def count_lesions_by_region(site_ids: list[int], taxonomy: Taxonomy) -> dict[str, int]:
+    """Lesion count per report name of the site (region or decoy; ``other`` for lesions in
+    none), in taxonomy order; sites without lesions are left out."""
     counts: dict[str, int] = {}
-    names = [c.report for c in taxonomy.region_classes] + [OTHER_REGION]
-    for name in names:
-        n = sum(
-            1 for rid in region_ids if (taxonomy.by_id(rid).report if rid else OTHER_REGION) == name
-        )
-        if n and name not in counts:
-            counts[name] = n
-    return counts
+    for sid in site_ids:
+        name = taxonomy.by_id(sid).report if sid else OTHER_REGION
+        counts[name] = counts.get(name, 0) + 1
+    order = [c.report for c in taxonomy.classes] + [OTHER_REGION]
+    return {name: counts[name] for name in dict.fromkeys(order) if name in counts}
+
+
+def is_abnormal(site_ids: list[int], taxonomy: Taxonomy) -> bool:
+    """Whether any lesion lies outside the decoys: a "lesion" mostly inside a kidney or the
+    bladder is reported apart and does not by itself make the scan abnormal."""
+    decoys = set(taxonomy.decoy_ids)
+    return any(sid not in decoys for sid in site_ids)

@@ -48,8 +48,12 @@ class Instances:
 
     def select(self, keep: np.ndarray) -> Instances:
         return Instances(
-            self.height, self.width, self.boxes[keep], self.scores[keep],
-            self.category_ids[keep], self.masks[keep],
+            self.height,
+            self.width,
+            self.boxes[keep],
+            self.scores[keep],
+            self.category_ids[keep],
+            self.masks[keep],
         )
 
     def to_coco(self, image_id: int | str) -> list[dict[str, Any]]:

@@ -56,8 +56,12 @@ def mask_to_bbox(mask: np.ndarray) -> list[float]:
     if rows.size == 0:
         return [0.0, 0.0, 0.0, 0.0]
     cols = np.flatnonzero(mask.any(axis=0))
-    return [float(cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1),
-            float(rows[-1] - rows[0] + 1)]
+    return [
+        float(cols[0]),
+        float(rows[0]),
+        float(cols[-1] - cols[0] + 1),
+        float(rows[-1] - rows[0] + 1),
+    ]
 
 
 def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.0) -> list[list[float]]:

@@ -305,6 +305,10 @@ def test_kfold_without_fold_splits_names_what_is_missing(dataset, tmp_path):
 
     with pytest.raises(ValueError, match="bsi_fold3_train"):
         run_kfold(str(CPU_CONFIG), tiny_opts(dataset, tmp_path), folds=5)
+    from bsi_d2 import cli
+
+    args = ["kfold", "--config-file", str(CPU_CONFIG), "--folds", "5"]
+    assert cli.main([*args, *tiny_opts(dataset, tmp_path)]) == 2
 
 
 def test_cli_train_runs_and_rejects_unsupported_keys(dataset, tmp_path, capsys, caplog):

@@ -69,7 +69,7 @@ def test_summary_csv_has_a_row_per_scan_and_per_bone_columns():
     assert {f"involvement_{b}" for b in TAX.weights} <= set(rows[0])
 
 
-def test_predictions_and_labelme_shapes():
+def test_predictions_and_labelme_shapes(tmp_path):
     a = _analysis()
     kept = np.array([True, True, False])
     doc = out.predictions_document("c1", a.instances, TAX, a.views, kept)
@@ -79,8 +79,11 @@ def test_predictions_and_labelme_shapes():
     from bsi_d2.structures.masks import rle_to_mask
 
     np.testing.assert_array_equal(rle_to_mask(doc["instances"][2]["mask"]), a.instances.masks[2])
-    back = out.read_predictions_doc(doc) if hasattr(out, "read_predictions_doc") else None
-    assert back is None
+    out.atomic_write_json(tmp_path / "p.json", doc)
+    back = out.read_predictions(tmp_path / "p.json")
+    np.testing.assert_array_equal(back.masks, a.instances.masks)
+    np.testing.assert_array_equal(back.category_ids, a.instances.category_ids)
+    np.testing.assert_allclose(back.scores, a.instances.scores)
     shapes = out.labelme_shapes(a.instances, TAX)
     assert [(s["label"], s["group_id"]) for s in shapes] == [
         ("skull", 0),

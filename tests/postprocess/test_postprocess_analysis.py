@@ -148,7 +148,7 @@ def test_lesion_in_kidney_and_outside_are_reported_apart():
     assert a.record["lesion_pixels_in_decoys"] == 8
     assert a.record["lesion_pixels_outside"] == 9
     assert a.record["lesion_count"] == 3
-    assert a.record["lesions_by_region"] == {"skull": 1, "other": 2}
+    assert a.record["lesions_by_region"] == {"skull": 1, "kidney": 1, "other": 1}
     assert a.record["burden_group"] == "few" and a.record["abnormal"] is True
     # BSTBI on ones: K * 27 / ((K - 1) * 27 + 800)
     assert a.record["bstbi"] == pytest.approx(5 * 27 / (4 * 27 + 800))
@@ -163,11 +163,21 @@ def test_lesion_region_is_the_region_holding_most_of_it():
     )
     region = rasterize_regions(inst, TAX)
     assert lesion_regions(inst, region, TAX) == [SPINE]
-    assert count_lesions_by_region([SPINE, HUM_AR, 6, 0, SPINE], TAX) == {
+    assert count_lesions_by_region([0, SPINE, HUM_AR, 6, KIDNEY, SPINE], TAX) == {
         "spine": 2,
         "humerus": 2,
+        "kidney": 1,
         "other": 1,
     }
+
+
+def test_a_lesion_only_in_the_kidney_does_not_make_the_scan_abnormal():
+    kidney_only = make((KIDNEY, 0.9, box(12, 16, 4, 8)), (LESION, 0.9, box(12, 14, 4, 8)))
+    a = analyse_scan(kidney_only, None, TAX)
+    assert a.lesion_count == 1 and a.record["abnormal"] is False
+    assert a.record["lesions_by_region"] == {"kidney": 1}
+    outside = make((LESION, 0.9, box(12, 14, 4, 8)))
+    assert analyse_scan(outside, None, TAX).record["abnormal"] is True
 
 
 def test_record_is_json_and_regions_follow_the_weights():

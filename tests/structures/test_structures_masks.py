@@ -57,8 +57,14 @@ def test_instances_coco_round_trip():
     masks = np.zeros((2, 8, 8), bool)
     masks[0, 1:3, 1:3] = True
     masks[1, 4:8, 2:5] = True
-    inst = Instances(8, 8, np.zeros((2, 4), np.float32), np.array([0.9, 0.4], np.float32),
-                     np.array([1, 11]), masks)
+    inst = Instances(
+        8,
+        8,
+        np.zeros((2, 4), np.float32),
+        np.array([0.9, 0.4], np.float32),
+        np.array([1, 11]),
+        masks,
+    )
     back = Instances.from_coco(inst.to_coco(image_id=3), 8, 8)
     np.testing.assert_array_equal(back.masks, masks)
     np.testing.assert_allclose(back.scores, [0.9, 0.4])
