@@ -20,7 +20,8 @@ from bsi_d2.structures.instances import Instances
 
 logger = logging.getLogger(__name__)
 
-CPU_CONFIG = "mask_rcnn_R_18_FPN_cpu_bsi.yaml"
+CPU_CONFIG = "mask_rcnn_R_18_FPN_cpu_bsi.yaml"  # half resolution, ~10 min on 2 cores
+GPU_CONFIG = "mask_rcnn_R_18_FPN_fullres_bsi.yaml"  # native resolution, for lesions
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -30,7 +31,7 @@ class DemoOptions:
     scans: int = 100  # synthetic patients in all
     seed: int = 0
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train / val / test (held out)
-    config: str = CPU_CONFIG  # a file in configs/ or a path
+    config: str | None = None  # a file in configs/ or a path; None: by device
     iterations: int | None = None  # SOLVER.MAX_ITER override; None keeps the config's
     batch_size: int = 4  # inference batch size
     device: str | None = None  # None: CUDA where present, else CPU
@@ -147,7 +148,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         predictor = build_predictor(c, weights=weights, device=str(c.MODEL.DEVICE))
         inputs = [str(phantoms / "dicom" / f"{pid}.dcm") for pid in _test_patients(coco)]
         model = {
-            "config": str(resolve_config(options.config)),
+            "config": demo_config(options).name,
             "weights": weights,
             "engine": train_result["engine"] if train_result else "",
         }
@@ -194,12 +195,22 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     return summary
 
 
-def _demo_cfg(options: DemoOptions, coco: Path, train_dir: Path) -> Any:
+def _device(options: DemoOptions) -> str:
     import torch
 
+    return options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def demo_config(options: DemoOptions) -> Path:
+    """The config the demo trains: the user's, else the GPU or CPU leaf by device."""
+    default = GPU_CONFIG if _device(options).startswith("cuda") else CPU_CONFIG
+    return resolve_config(options.config or default)
+
+
+def _demo_cfg(options: DemoOptions, coco: Path, train_dir: Path) -> Any:
     from bsi_d2.config import setup_cfg
 
-    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(options)
     opts = [
         "BSI.DATASET_ROOT",
         str(coco),
@@ -216,7 +227,7 @@ def _demo_cfg(options: DemoOptions, coco: Path, train_dir: Path) -> Any:
     ]
     if options.iterations is not None:
         opts += ["SOLVER.MAX_ITER", str(options.iterations)]
-    return setup_cfg(str(resolve_config(options.config)), opts + list(options.opts))
+    return setup_cfg(str(demo_config(options)), opts + list(options.opts))
 
 
 def _test_patients(coco: Path) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bsi_d2.demo import CPU_CONFIG, DemoOptions, run_demo
+from bsi_d2.demo import CPU_CONFIG, GPU_CONFIG, DemoOptions, run_demo
 
 HELP = "synthetic scans -> COCO -> training -> batch inference -> BSI report"
 
@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument(
         "--config",
-        default=CPU_CONFIG,
-        help="config file (path or name in configs/); e.g. "
-        "mask_rcnn_R_50_FPN_100ep_bsi.yaml for seed 000's full schedule",
+        default=None,
+        help=f"config file (path or name in configs/); default {GPU_CONFIG} on a GPU, "
+        f"{CPU_CONFIG} on a CPU; mask_rcnn_R_50_FPN_100ep_bsi.yaml is seed 000's schedule",
     )
     parser.add_argument(
         "--iterations",
