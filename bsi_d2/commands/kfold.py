@@ -26,18 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bsi_d2.engine.checkpoint import CheckpointError
+    from bsi_d2.commands.train import config_errors, log_config_error
     from bsi_d2.engine.kfold import format_summary, run_kfold
-    from bsi_d2.engine.tv_model import UnsupportedConfigError
-    from bsi_d2.taxonomy import TaxonomyError
 
     try:
         summary = run_kfold(args.config_file or None, args.opts, args.folds, args.resume)
-    except (
-        CheckpointError, UnsupportedConfigError, TaxonomyError, FileNotFoundError, KeyError,
-        ValueError, ImportError,
-    ) as err:  # fmt: skip
-        logger.error("%s", err.args[0] if isinstance(err, KeyError) and err.args else err)
+    except config_errors() as err:
+        log_config_error(err)
         return 2
     print(format_summary(summary))
     return 0

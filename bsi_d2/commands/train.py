@@ -93,18 +93,27 @@ def launch(args: argparse.Namespace) -> dict[str, Any] | None:
     return None
 
 
-def main(args: argparse.Namespace) -> int:
+def config_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean a bad config, checkpoint or data set: reported in a line, exit code 2."""
     from bsi_d2.engine.checkpoint import CheckpointError
     from bsi_d2.engine.tv_model import UnsupportedConfigError
     from bsi_d2.taxonomy import TaxonomyError
 
-    try:
-        result = launch(args)
-    except (
+    return (
         CheckpointError, UnsupportedConfigError, TaxonomyError, FileNotFoundError, KeyError,
         ValueError, ImportError,
-    ) as err:  # fmt: skip
-        logger.error("%s", err.args[0] if isinstance(err, KeyError) and err.args else err)
+    )  # fmt: skip
+
+
+def log_config_error(err: BaseException) -> None:
+    logger.error("%s", err.args[0] if isinstance(err, KeyError) and err.args else err)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        result = launch(args)
+    except config_errors() as err:
+        log_config_error(err)
         return 2
     if result is not None:
         print(json.dumps(_headline(result), indent=2, default=str))

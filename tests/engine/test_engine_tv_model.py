@@ -31,9 +31,12 @@ def test_model_follows_the_config(cfg):
     assert model.roi_heads.box_predictor.cls_score.out_features == 12
     assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 12
     assert model.backbone.out_channels == 32
-    assert model.rpn.anchor_generator.sizes == ((16,), (32,), (64,), (128,), (256,))
+    assert model.rpn.anchor_generator.sizes == tuple(
+        tuple(level) for level in cfg.MODEL.ANCHOR_GENERATOR.SIZES
+    )
+    assert model.rpn.anchor_generator.sizes[0] == (8,)
     assert model.rpn.anchor_generator.aspect_ratios[0] == (0.5, 1.0, 2.0)
-    assert model.roi_heads.detections_per_img == 50
+    assert model.roi_heads.detections_per_img == cfg.TEST.DETECTIONS_PER_IMAGE == 100
     assert model.roi_heads.score_thresh == pytest.approx(0.05)
     assert model.rpn._post_nms_top_n["training"] == 200
     assert model.transform.image_mean == [10.5, 10.5, 10.5]
