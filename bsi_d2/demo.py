@@ -142,6 +142,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     def predict() -> dict:
         from bsi_d2.engine.predictor import build_predictor
         from bsi_d2.inference.batch import BatchOptions, run_batch
+        from bsi_d2.postprocess.rasterize import parse_class_thresholds
 
         c = config()
         weights = str(train_dir / "model_final.pth")
@@ -162,6 +163,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                 batch_size=options.batch_size,
                 model=model,
                 score_thresh=float(c.BSI.SCORE_THRESH),
+                class_thresh=parse_class_thresholds(list(c.BSI.CLASS_SCORE_THRESH)),
                 keep_identity=True,
             ),
         )
@@ -240,6 +242,7 @@ def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir:
     """Pixel/COCO metrics on the test split and predicted-vs-true BSI from the phantoms."""
     from bsi_d2.evaluation import evaluate_dataset
     from bsi_d2.inference.outputs import read_predictions
+    from bsi_d2.postprocess.rasterize import parse_class_thresholds
     from bsi_d2.report.html import write_evaluation_page
     from bsi_d2.taxonomy import load_taxonomy
 
@@ -262,7 +265,12 @@ def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir:
         image = image_of[patient]
         predictions.append((image["id"], read_predictions(scan_dir / "predictions.json")))
     evaluation = evaluate_dataset(
-        gt_path, predictions, taxonomy, eval_dir, score_thresh=float(cfg.BSI.SCORE_THRESH)
+        gt_path,
+        predictions,
+        taxonomy,
+        eval_dir,
+        score_thresh=float(cfg.BSI.SCORE_THRESH),
+        class_thresh=parse_class_thresholds(list(cfg.BSI.CLASS_SCORE_THRESH)),
     )
     page = write_evaluation_page(eval_dir, evaluation, bsi_pairs)
     from bsi_d2.evaluation import bsi_agreement

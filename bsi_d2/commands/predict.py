@@ -7,7 +7,8 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+
+from bsi_d2.postprocess.rasterize import parse_class_thresholds
 
 HELP = "batch inference, BSI per scan and reports"
 
@@ -64,23 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
     )
-
-
-def parse_class_thresholds(items: list[str] | list[list[Any]]) -> dict[str, float]:
-    """``["lesion=0.3", ...]`` or the config's ``[["lesion", 0.3], ...]`` -> {class: thresh}."""
-    out: dict[str, float] = {}
-    for item in items:
-        if isinstance(item, str):
-            name, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"class threshold {item!r} is not CLASS=VALUE")
-        else:
-            name, value = item
-        try:
-            out[str(name).strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"class threshold {item!r}: {value!r} is not a number") from None
-    return out
 
 
 def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:

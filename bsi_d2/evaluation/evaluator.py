@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from bsi_d2.evaluation.coco_eval import (
 from bsi_d2.evaluation.pixel import PixelAccumulator, category_masks, dice
 from bsi_d2.evaluation.scan import scan_metrics
 from bsi_d2.evaluation.tables import format_pixel_table
+from bsi_d2.postprocess.rasterize import class_thresholds, filter_by_score
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy
 
@@ -35,6 +36,7 @@ def evaluate_dataset(
     taxonomy: Taxonomy,
     output_dir: str | Path | None = None,
     score_thresh: float = 0.5,
+    class_thresh: Mapping[int | str, float] | None = None,
     *,
     iou_types: Sequence[str] = ("segm",),
 ) -> dict:
@@ -43,7 +45,8 @@ def evaluate_dataset(
     ``ground_truth``: COCO instances JSON path or dict, category ids from ``taxonomy``.
     ``predictions``: (image_id, predicted instances); an image without an entry counts as one
     with nothing predicted. Pixel, Dice and scan metrics use instances scoring at least
-    ``score_thresh``; AP uses all of them. ``iou_types`` may add "bbox" to "segm".
+    ``score_thresh`` (or their class's entry in ``class_thresh``, by class name or id, as in
+    post-processing); AP uses all of them. ``iou_types`` may add "bbox" to "segm".
     With ``output_dir``, writes evaluation.json, coco_segm_results.json and pixel_table.md.
     """
     data, where = load_ground_truth(ground_truth)
@@ -72,6 +75,8 @@ def evaluate_dataset(
 
     class_ids = taxonomy.ids
     lesion_ids = taxonomy.lesion_ids
+    thresholds = class_thresholds(taxonomy, score_thresh, class_thresh)
+    lesion_thresh = float(min(thresholds[lesion_ids])) if lesion_ids else float(score_thresh)
     pixel = PixelAccumulator(taxonomy)
     lesion_tp = lesion_fp = lesion_fn = 0
     per_image_dice: list[float] = []
@@ -83,7 +88,8 @@ def evaluate_dataset(
         pred = predicted.get(image_id, Instances.empty(img["height"], img["width"]))
         results.extend(pred.to_coco(image_id))
         gt_masks = category_masks(gt, class_ids)
-        pred_masks = category_masks(pred, class_ids, score_thresh)
+        kept = filter_by_score(pred, taxonomy, score_thresh, class_thresh)
+        pred_masks = category_masks(kept, class_ids)
         pixel.add(gt_masks, pred_masks)
 
         gt_lesion = _union(gt_masks, lesion_ids, gt)
@@ -113,10 +119,11 @@ def evaluate_dataset(
             "fp": lesion_fp,
             "fn": lesion_fn,
         },
-        "scan": scan_metrics(scan_truth, scan_scores, score_thresh),
+        "scan": scan_metrics(scan_truth, scan_scores, lesion_thresh),
         "n_images": len(images),
         "n_predicted_images": len(predicted),
         "score_thresh": float(score_thresh),
+        "class_thresh": {str(k): float(v) for k, v in (class_thresh or {}).items()},
         "taxonomy": taxonomy.name,
     }
     if output_dir is not None:

@@ -7,6 +7,7 @@ scan with tens of instances costs little more than the pixels they cover.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +15,23 @@ from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy
 
 DEFAULT_SCORE_THRESH = 0.5
+
+
+def parse_class_thresholds(items: list[str] | list[list[Any]]) -> dict[str, float]:
+    """``["lesion=0.3", ...]`` or the config's ``[["lesion", 0.3], ...]`` -> {class: thresh}."""
+    out: dict[str, float] = {}
+    for item in items:
+        if isinstance(item, str):
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"class threshold {item!r} is not CLASS=VALUE")
+        else:
+            name, value = item
+        try:
+            out[str(name).strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"class threshold {item!r}: {value!r} is not a number") from None
+    return out
 
 
 def class_thresholds(

@@ -118,6 +118,24 @@ def test_lesion_dice_and_scan_metrics(taxonomy):
     assert result["coco"]["segm"]["per_class"]["lesion"] > 0
 
 
+def test_class_threshold_keeps_low_scoring_lesions_only(taxonomy):
+    preds = [
+        (1, instances([(SPINE, box(6, 20, 6, 10)), (LESION, box(8, 11, 6, 9))], score=0.3)),
+        (2, instances([(LESION, box(2, 4, 4, 7))], score=0.3)),
+        (3, instances([(LESION, box(0, 2, 0, 2))], score=0.1)),  # under the lesion threshold
+    ]
+    plain = evaluate_dataset(coco_gt(), preds, taxonomy, score_thresh=0.5)
+    lowered = evaluate_dataset(
+        coco_gt(), preds, taxonomy, score_thresh=0.5, class_thresh={"lesion": 0.2}
+    )
+    assert plain["lesion"]["tp"] == 0 and plain["scan"]["tp"] == 0
+    assert lowered["lesion"]["dice_pooled"] == pytest.approx(1.0)
+    assert (lowered["scan"]["tp"], lowered["scan"]["fp"]) == (2, 0)
+    # the spine at 0.3 stays below the general threshold
+    assert lowered["pixel"]["per_class"]["spine"]["tp"] == 0
+    assert lowered["class_thresh"] == {"lesion": 0.2}
+
+
 def test_bad_ground_truth_names_the_file(taxonomy, tmp_path):
     bad = tmp_path / "gt.json"
     bad.write_text("{not json")
