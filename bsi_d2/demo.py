@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bsi_d2.io.files import atomic_write_text
 from bsi_d2.structures.instances import Instances
 
 logger = logging.getLogger(__name__)
@@ -68,9 +69,7 @@ class _Stages:
         result = work()
         self.timings[name] = round(time.perf_counter() - start, 1)
         result = {**result, "seconds": self.timings[name]}
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
-        tmp.replace(marker)
+        atomic_write_text(marker, json.dumps(result, indent=2, default=str))
         print(f"[{step}/{total}] {name}: {self.timings[name]:.0f} s", flush=True)
         return result
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bsi_d2.inference import outputs as out
+from bsi_d2.io.files import atomic_path
 from bsi_d2.postprocess.analysis import analyse_scan
 from bsi_d2.postprocess.assign import assign_views
 from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
@@ -373,12 +374,9 @@ class BatchRunner:
 
         image_path = scan_dir / f"{scan.key}.png"
         out.atomic_write_png(image_path, scan.display)
-        json_path = scan_dir / f"{scan.key}.json"
-        tmp = out.temp_path(json_path)
-        write_labelme(
-            tmp, image_path.name, kept.height, kept.width, out.labelme_shapes(kept, self.taxonomy)
-        )
-        tmp.replace(json_path)
+        shapes = out.labelme_shapes(kept, self.taxonomy)
+        with atomic_path(scan_dir / f"{scan.key}.json") as tmp:
+            write_labelme(tmp, image_path.name, kept.height, kept.width, shapes)
 
     # -- the loop -----------------------------------------------------------------------
     def _flush(self, batch: list[_Prepared], bar: Any) -> None:

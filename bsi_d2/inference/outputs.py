@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -19,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from bsi_d2.io.files import atomic_write_bytes, atomic_write_text
 from bsi_d2.structures.instances import Instances
 from bsi_d2.structures.masks import mask_to_polygons, mask_to_rle
 from bsi_d2.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
 
-TMP_MARK = ".tmp-"  # every temp file's name holds this, so leftovers can be found and removed
 RECORD_FILE = "bsi.json"
 PREDICTIONS_FILE = "predictions.json"
 LABELMAP_FILE = "labelmap.png"
@@ -40,27 +39,6 @@ RECORD_KEYS = (
 
 
 # -- atomic files ---------------------------------------------------------------------------
-
-
-def temp_path(path: Path) -> Path:
-    """A sibling temp name unique to this process, removed by :func:`remove_temp_files`."""
-    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so a reader sees the old file or the whole new one."""
-    path = Path(path)
-    tmp = temp_path(path)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
@@ -80,17 +58,6 @@ def atomic_write_png(path: str | Path, image: np.ndarray) -> Path:
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
     return atomic_write_bytes(path, buf.tobytes())
-
-
-def remove_temp_files(folder: Path) -> int:
-    """Delete temp files a killed run left in ``folder``; returns how many."""
-    removed = 0
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if TMP_MARK in p.name and p.is_file():
-                p.unlink(missing_ok=True)
-                removed += 1
-    return removed
 
 
 def reset_scan_dir(scan_dir: Path) -> None:

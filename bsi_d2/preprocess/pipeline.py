@@ -13,7 +13,6 @@ import copy
 import io
 import json
 import logging
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bsi_d2.io.files import atomic_path, atomic_write_bytes
 from bsi_d2.io.readers import ScanImage, SkippedInput, iter_scans
 from bsi_d2.preprocess.merge import (
     KNEE_ROW,
@@ -126,17 +126,6 @@ def _prepare_merged(
 # writing
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def png_bytes(image: np.ndarray) -> bytes:
     """PNG bytes of a uint8 or uint16 grey image (16-bit stays 16-bit)."""
     from PIL import Image
@@ -186,12 +175,8 @@ def write_prepared(
 def _write_empty_labelme(path: Path, image_name: str) -> None:
     from bsi_d2.io.labelme import write_labelme
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         write_labelme(tmp, image_name, MERGED_SHAPE[0], MERGED_SHAPE[1], [])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from PIL import Image
 
 from bsi_d2.inference import outputs as out
 from bsi_d2.inference.batch import in_shard
+from bsi_d2.io.files import remove_temp_files
 from bsi_d2.postprocess.analysis import analyse_scan
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import load_taxonomy
@@ -37,7 +38,7 @@ def test_atomic_writes_leave_no_temp_files(tmp_path):
     assert np.asarray(Image.open(tmp_path / "o.png"))[0, 0].tolist() == [200, 0, 0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "o.png"]
     (tmp_path / ".b.json.tmp-123").write_text("half")
-    assert out.remove_temp_files(tmp_path) == 1
+    assert remove_temp_files(tmp_path) == 1
     with pytest.raises(ValueError, match="uint8"):
         out.atomic_write_png(tmp_path / "f.png", np.zeros((2, 2), np.float32))
 
