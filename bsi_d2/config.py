@@ -44,7 +44,9 @@ def add_bsi_config(cfg: Any) -> None:
     cfg.BSI.DATASET_ROOT = ""  # converter output dir to register; "" -> env BSI_D2_DATASETS
     cfg.BSI.SCORE_THRESH = 0.5  # post-processing score threshold, all classes
     cfg.BSI.CLASS_SCORE_THRESH = []  # per-class overrides [[class_name, thresh], ...]
-    cfg.BSI.COMBINE_VIEWS = "mean"  # how per-view involvement is combined for BSI
+    cfg.BSI.COMBINE_VIEWS = "mean"  # how per-view involvement is combined: mean|max|union|...
+    cfg.BSI.MATCH_VIEWS = True  # a lesion seen in both views is one lesion (seed 003)
+    cfg.BSI.MATCH_RADIUS = 20.0  # pixels, about 45 mm: farthest a lesion's two views may lie
 
     cfg.SOLVER.EPOCHS = 0  # > 0: MAX_ITER (and STEPS from EPOCH_STEPS) derived from dataset size
     cfg.SOLVER.EPOCH_STEPS = ()  # with EPOCHS > 0: epochs after which the LR is multiplied by GAMMA

@@ -91,6 +91,14 @@ def main(args: argparse.Namespace) -> int:
         f"{_fmt(scan['specificity'])}  accuracy {_fmt(scan['accuracy'])}  AUC {_fmt(scan['auc'])}"
         f"  ({scan['n_pos']} positive, {scan['n_neg']} negative)"
     )
+    burden = result["burden"]
+    print(
+        f"lesion count: mean absolute error {_fmt(burden['count_mean_absolute_error'])}  "
+        f"mean error {_fmt(burden['count_mean_signed_error'])}  "
+        f"exact {_fmt(burden['count_exact_agreement'])}; burden group agreement "
+        f"{_fmt(burden['group_agreement'])}  kappa {_fmt(burden['group_kappa'])}"
+        f"  ({burden['n']} scans)"
+    )
     if args.out is not None:
         print(f"written to {args.out}")
     return 0

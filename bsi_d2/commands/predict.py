@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bsi_d2.postprocess.bsi import COMBINE_RULES
 from bsi_d2.postprocess.rasterize import parse_class_thresholds
 
 HELP = "batch inference, BSI per scan and reports"
@@ -40,16 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--combine",
-        choices=("mean", "max", "anterior", "posterior"),
-        help="how per-view involvement is combined (default BSI.COMBINE_VIEWS)",
+        choices=COMBINE_RULES,
+        help="how per-view involvement is combined: mean (the seeds'), max, union (each lesion "
+        "once, from its larger view), anterior, posterior (default BSI.COMBINE_VIEWS)",
     )
     parser.add_argument(
         "--match-views",
-        action="store_true",
-        help="match lesions across views so one seen in both counts once",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="match lesions across views so one seen in both counts once (default "
+        "BSI.MATCH_VIEWS, on); --no-match-views counts each view's lesions apart",
     )
     parser.add_argument(
-        "--match-radius", type=float, default=20.0, help="matching radius in pixels (default 20)"
+        "--match-radius", type=float, help="matching radius in pixels (default BSI.MATCH_RADIUS)"
     )
     parser.add_argument(
         "--cut-below-knee", action="store_true", help="blank rows below the knees (640 of 950)"
@@ -71,20 +75,22 @@ def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:
     """The command line of one worker of ``--num-gpus``: this one, on a shard and a device."""
     argv = [sys.executable, "-m", "bsi_d2.cli", "predict", *map(str, args.inputs)]
     argv += ["--out", str(args.out), "--batch-size", str(args.batch_size)]
-    argv += ["--shard", shard, "--device", device, "--match-radius", str(args.match_radius)]
+    argv += ["--shard", shard, "--device", device]
     for flag, value in (
         ("--config", args.config),
         ("--weights", args.weights),
         ("--score-thresh", args.score_thresh),
         ("--combine", args.combine),
         ("--salt", args.salt),
+        ("--match-radius", args.match_radius),
     ):
         if value is not None:
             argv += [flag, str(value)]
     for item in args.class_thresh:
         argv += ["--class-thresh", item]
+    if args.match_views is not None:
+        argv.append("--match-views" if args.match_views else "--no-match-views")
     for flag, on in (
-        ("--match-views", args.match_views),
         ("--cut-below-knee", args.cut_below_knee),
         ("--no-recursive", args.no_recursive),
         ("--keep-identity", args.keep_identity),
@@ -142,8 +148,10 @@ def main(args: argparse.Namespace) -> int:
         ),
         class_thresh=class_thresh,
         combine=args.combine or str(bsi_cfg.COMBINE_VIEWS),
-        match_views=args.match_views,
-        match_radius=args.match_radius,
+        match_views=bool(bsi_cfg.MATCH_VIEWS) if args.match_views is None else args.match_views,
+        match_radius=(
+            float(bsi_cfg.MATCH_RADIUS) if args.match_radius is None else args.match_radius
+        ),
         cut_below_knee=args.cut_below_knee,
         shard=shard,
         recursive=not args.no_recursive,

@@ -1,4 +1,5 @@
-"""COCO mask (and box) AP per class with pycocotools' COCOeval, quietly."""
+"""COCO ground truth for evaluation, and COCO mask (and box) AP per class with pycocotools'
+COCOeval, quietly (COCOeval itself ignores detections matched to crowd regions)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from bsi_d2.structures.instances import Instances
 from bsi_d2.structures.masks import mask_area, mask_to_bbox, segmentation_to_mask
 from bsi_d2.taxonomy import Taxonomy
 
@@ -59,6 +63,19 @@ def prepare_ground_truth(data: dict, taxonomy: Taxonomy) -> dict:
     return data
 
 
+def ground_truth_instances(
+    annotations: Sequence[dict], height: int, width: int
+) -> tuple[Instances, np.ndarray]:
+    """One image's ground-truth instances and its ignore mask, the union of its crowd regions
+    (``iscrowd: 1``, e.g. Labelme ``__ignore__`` shapes), which are no instance of any class."""
+    things = [a for a in annotations if not a.get("iscrowd", 0)]
+    ignore = np.zeros((height, width), dtype=bool)
+    for ann in annotations:
+        if ann.get("iscrowd", 0):
+            ignore |= segmentation_to_mask(ann["segmentation"], height, width).astype(bool)
+    return Instances.from_coco(things, height, width), ignore
+
+
 def coco_ap(
     ground_truth: dict,
     results: Sequence[dict[str, Any]],
@@ -73,7 +90,8 @@ def coco_ap(
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    gt_ids = sorted({a["category_id"] for a in ground_truth["annotations"]})
+    # a class with crowd regions only has nothing to find: AP None, as pycocotools has it
+    gt_ids = sorted({a["category_id"] for a in ground_truth["annotations"] if not a.get("iscrowd")})
     names = {c.id: c.name for c in taxonomy.classes}
     empty = {k: None for k in SUMMARY_KEYS}
     if not gt_ids:

@@ -14,20 +14,25 @@ from pathlib import Path
 
 import numpy as np
 
+from bsi_d2.evaluation.agreement import burden_agreement
 from bsi_d2.evaluation.coco_eval import (
     GroundTruthError,
     coco_ap,
+    ground_truth_instances,
     load_ground_truth,
     prepare_ground_truth,
 )
 from bsi_d2.evaluation.pixel import PixelAccumulator, category_masks, dice
-from bsi_d2.evaluation.scan import scan_metrics
+from bsi_d2.evaluation.scan import abnormality_score, scan_metrics
 from bsi_d2.evaluation.tables import format_pixel_table
-from bsi_d2.postprocess.rasterize import class_thresholds, filter_by_score
+from bsi_d2.postprocess.analysis import analyse_scan
+from bsi_d2.postprocess.bsi import BURDEN_GROUPS
+from bsi_d2.postprocess.rasterize import filter_by_score
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
+BURDEN_GROUP_NAMES = tuple(name for name, *_ in BURDEN_GROUPS)
 
 
 def evaluate_dataset(
@@ -40,13 +45,19 @@ def evaluate_dataset(
     *,
     iou_types: Sequence[str] = ("segm",),
 ) -> dict:
-    """COCO AP, pixel-wise metrics, lesion Dice and scan-level metastasis metrics.
+    """COCO AP, pixel-wise metrics, lesion Dice, scan-level metastasis metrics and lesion burden.
 
-    ``ground_truth``: COCO instances JSON path or dict, category ids from ``taxonomy``.
+    ``ground_truth``: COCO instances JSON path or dict, category ids from ``taxonomy``. Its
+    crowd annotations (``iscrowd: 1``) are ignore regions, not instances: their union is removed
+    from both sides before the pixel and lesion counts, and they never make a scan positive.
     ``predictions``: (image_id, predicted instances); an image without an entry counts as one
-    with nothing predicted. Pixel, Dice and scan metrics use instances scoring at least
+    with nothing predicted. Pixel, Dice, scan and burden metrics use instances scoring at least
     ``score_thresh`` (or their class's entry in ``class_thresh``, by class name or id, as in
     post-processing); AP uses all of them. ``iou_types`` may add "bbox" to "segm".
+    The scan call, lesion count and burden group of each side are
+    :func:`~bsi_d2.postprocess.analysis.analyse_scan`'s, as in the report (see ``scan``).
+    Keys: coco, pixel, lesion, scan, burden (see :func:`~bsi_d2.evaluation.agreement.
+    burden_agreement`), n_images, n_predicted_images, score_thresh, class_thresh, taxonomy.
     With ``output_dir``, writes evaluation.json, coco_segm_results.json and pixel_table.md.
     """
     data, where = load_ground_truth(ground_truth)
@@ -75,21 +86,20 @@ def evaluate_dataset(
 
     class_ids = taxonomy.ids
     lesion_ids = taxonomy.lesion_ids
-    thresholds = class_thresholds(taxonomy, score_thresh, class_thresh)
-    lesion_thresh = float(min(thresholds[lesion_ids])) if lesion_ids else float(score_thresh)
     pixel = PixelAccumulator(taxonomy)
     lesion_tp = lesion_fp = lesion_fn = 0
     per_image_dice: list[float] = []
-    scan_truth: list[bool] = []
-    scan_scores: list[float] = []
+    truth_records: list[dict] = []
+    called_records: list[dict] = []
+    scan_ranking: list[float] = []
     results: list[dict] = []
     for image_id, img in images.items():
-        gt = Instances.from_coco(annotations[image_id], img["height"], img["width"])
+        gt, ignore = ground_truth_instances(annotations[image_id], img["height"], img["width"])
         pred = predicted.get(image_id, Instances.empty(img["height"], img["width"]))
         results.extend(pred.to_coco(image_id))
-        gt_masks = category_masks(gt, class_ids)
+        gt_masks = _outside(category_masks(gt, class_ids), ignore)
         kept = filter_by_score(pred, taxonomy, score_thresh, class_thresh)
-        pred_masks = category_masks(kept, class_ids)
+        pred_masks = _outside(category_masks(kept, class_ids), ignore)
         pixel.add(gt_masks, pred_masks)
 
         gt_lesion = _union(gt_masks, lesion_ids, gt)
@@ -102,9 +112,13 @@ def evaluate_dataset(
         if image_dice is not None:
             per_image_dice.append(image_dice)
 
-        is_lesion = np.isin(pred.category_ids, lesion_ids)
-        scan_truth.append(bool(np.isin(gt.category_ids, lesion_ids).any()))
-        scan_scores.append(float(pred.scores[is_lesion].max()) if is_lesion.any() else 0.0)
+        # the report's own analysis decides both sides; ground truth scores 1, so all of it counts
+        truth_records.append(analyse_scan(gt, None, taxonomy, score_thresh=0.0).record)
+        called = analyse_scan(
+            pred, None, taxonomy, score_thresh=score_thresh, class_thresh=class_thresh
+        )
+        called_records.append(called.record)
+        scan_ranking.append(abnormality_score(pred, taxonomy, score_thresh, class_thresh))
 
     pooled = 2 * lesion_tp + lesion_fp + lesion_fn
     coco = {t: coco_ap(data, results, taxonomy, t) for t in iou_types}
@@ -119,7 +133,18 @@ def evaluate_dataset(
             "fp": lesion_fp,
             "fn": lesion_fn,
         },
-        "scan": scan_metrics(scan_truth, scan_scores, lesion_thresh),
+        "scan": scan_metrics(
+            [r["abnormal"] for r in truth_records],
+            [r["abnormal"] for r in called_records],
+            scan_ranking,
+        ),
+        "burden": burden_agreement(
+            [r["lesion_count"] for r in called_records],
+            [r["lesion_count"] for r in truth_records],
+            [r["burden_group"] for r in called_records],
+            [r["burden_group"] for r in truth_records],
+            BURDEN_GROUP_NAMES,
+        ),
         "n_images": len(images),
         "n_predicted_images": len(predicted),
         "score_thresh": float(score_thresh),
@@ -129,6 +154,10 @@ def evaluate_dataset(
     if output_dir is not None:
         write_evaluation(evaluation, results, output_dir)
     return evaluation
+
+
+def _outside(masks: dict[int, np.ndarray], ignore: np.ndarray) -> dict[int, np.ndarray]:
+    return {cid: m & ~ignore for cid, m in masks.items()} if ignore.any() else masks
 
 
 def _union(masks: dict[int, np.ndarray], ids: Sequence[int], like: Instances) -> np.ndarray:

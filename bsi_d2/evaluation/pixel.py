@@ -1,9 +1,12 @@
 """Pixel-wise precision, sensitivity and F1 per category, as seed 000 (Tables 2-3) reports them.
 
 Per image, a category's mask is the union of its instances; TP, FP and FN are summed over all
-images before the ratios are taken. Averages are plain means over categories, with and without
-the decoy classes (kidney); "skeleton" pools the counts of every region class. Lesion classes
-are scored per class but kept out of the averages, which describe the anatomy.
+images before the ratios are taken. A ratio without a denominator is None, not 0: sensitivity
+of a class with no ground-truth pixels, precision of one never predicted. Averages are plain
+means over the categories where each measure is defined, with and without the decoy classes
+(kidney, bladder); "skeleton" pools the counts of every region class. Lesion classes are scored
+per class but kept out of the averages, which describe the anatomy. Pixels under a ground-truth
+ignore region (COCO ``iscrowd``) are removed from both sides before counting (see ``evaluator``).
 """
 
 from __future__ import annotations
@@ -30,14 +33,13 @@ def confusion_counts(gt: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
 
 
 def ratios(tp: int, fp: int, fn: int) -> dict[str, float | None]:
-    """Precision, sensitivity and F1; all None when the category is absent from both sides,
-    otherwise an undefined ratio counts as 0 (a class never predicted has precision 0)."""
-    if tp + fp + fn == 0:
-        return {"precision": None, "sensitivity": None, "f1": None}
+    """Precision, sensitivity and F1, each None where undefined: precision without predicted
+    pixels, sensitivity without ground-truth pixels, F1 only where the class is absent from both
+    sides (a class in the ground truth but never predicted has sensitivity 0 and F1 0)."""
     return {
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "sensitivity": tp / (tp + fn) if tp + fn else 0.0,
-        "f1": 2 * tp / (2 * tp + fp + fn),
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "sensitivity": tp / (tp + fn) if tp + fn else None,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None,
     }
 
 
@@ -115,11 +117,12 @@ class PixelAccumulator:
 
 
 def _mean_of(per_class: dict[str, dict], names: Sequence[str]) -> dict:
-    """Mean over the categories that occur at all (absent ones would be undefined, not 0)."""
-    scored = [per_class[n] for n in names if per_class[n]["f1"] is not None]
-    out: dict = {"n_classes": len(scored)}
+    """Each measure's mean over the categories where it is defined (see :func:`ratios`);
+    ``n_classes`` counts the categories that occur at all, on either side."""
+    out: dict = {"n_classes": sum(per_class[n]["f1"] is not None for n in names)}
     for key in ("precision", "sensitivity", "f1"):
-        out[key] = float(np.mean([s[key] for s in scored])) if scored else None
+        defined = [per_class[n][key] for n in names if per_class[n][key] is not None]
+        out[key] = float(np.mean(defined)) if defined else None
     return out
 
 

@@ -1,16 +1,32 @@
 """Per-scan metastasis yes/no: sensitivity, specificity, accuracy and AUC (seed 002).
 
-A scan is positive when its ground truth holds any lesion instance, and predicted positive when
-any predicted lesion instance scores at least the threshold; the AUC ranks scans by their
-highest lesion score (0 for a scan with no predicted lesion).
+A scan is positive when the report would call it abnormal, decided for both sides by the one
+function the report uses, :func:`bsi_d2.postprocess.analysis.analyse_scan`: on the scan's
+ground-truth instances (ignore regions are not instances; every score counts) for the truth, on
+its predicted instances at the evaluation's score thresholds for the call. Abnormal means a
+lesion on bone or outside every region; uptake in a decoy organ (kidney, bladder) does not make
+a scan positive. Which lesion is which is post-processing's rule, not repeated here.
+
+The AUC ranks scans by :func:`abnormality_score`: the highest lesion threshold at which the
+report would still call the scan abnormal, region and decoy thresholds held fixed, so in effect
+the best score among the predicted lesions that are not decoy uptake of the kept decoys (0 for a
+scan no lesion threshold makes abnormal). Lowering the lesion threshold only adds lesion pixels,
+which can turn a scan abnormal but never back, so at lesion threshold t the call is exactly
+"abnormality_score >= t": the ROC curve is that of the graded decision, with every lesion
+class's threshold moved together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy.stats import rankdata
+
+from bsi_d2.postprocess.analysis import analyse_scan
+from bsi_d2.postprocess.rasterize import class_thresholds
+from bsi_d2.structures.instances import Instances
+from bsi_d2.taxonomy import Taxonomy
 
 
 def roc_auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
@@ -27,19 +43,58 @@ def roc_auc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
     return float(u / (n_pos * n_neg))
 
 
+def abnormality_score(
+    instances: Instances,
+    taxonomy: Taxonomy,
+    score_thresh: float = 0.5,
+    class_thresh: Mapping[int | str, float] | None = None,
+) -> float:
+    """The highest lesion threshold at which ``analyse_scan`` still calls the scan abnormal, 0.0
+    if none does.
+
+    Region and decoy classes keep their thresholds; the lesion classes' common threshold is
+    searched over the predicted lesion scores, by bisection since lowering it only adds lesions.
+    """
+    table = class_thresholds(taxonomy, score_thresh, class_thresh)
+    lesion_ids = taxonomy.lesion_ids
+    candidates = np.unique(instances.scores[np.isin(instances.category_ids, lesion_ids)])
+
+    def abnormal_at(lesion_thresh: float) -> bool:
+        by_id = {int(cid): float(table[cid]) for cid in taxonomy.ids}
+        by_id.update({int(cid): lesion_thresh for cid in lesion_ids})
+        analysis = analyse_scan(
+            instances, None, taxonomy, score_thresh=score_thresh, class_thresh=by_id
+        )
+        return bool(analysis.record["abnormal"])
+
+    if candidates.size == 0 or not abnormal_at(float(candidates[0])):
+        return 0.0
+    lo, hi = 0, candidates.size - 1  # abnormal at candidates[lo]; the answer is in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if abnormal_at(float(candidates[mid])):
+            lo = mid
+        else:
+            hi = mid - 1
+    return float(candidates[lo])
+
+
 def scan_metrics(
-    positive: Sequence[bool], max_scores: Sequence[float], score_thresh: float = 0.5
+    positive: Sequence[bool], called: Sequence[bool], ranking: Sequence[float]
 ) -> dict:
-    """Scan-level metrics from ground-truth labels and each scan's highest lesion score."""
+    """Scan-level metrics from the truth, the decisions graded, and scores ranking the scans
+    for the AUC (see :func:`abnormality_score`)."""
     truth = np.asarray(positive, dtype=bool)
-    scores = np.asarray(max_scores, dtype=np.float64)
-    if truth.shape != scores.shape:
-        raise ValueError(f"{truth.size} labels but {scores.size} scores")
-    called = scores >= score_thresh
-    tp = int(np.count_nonzero(truth & called))
-    tn = int(np.count_nonzero(~truth & ~called))
-    fp = int(np.count_nonzero(~truth & called))
-    fn = int(np.count_nonzero(truth & ~called))
+    decision = np.asarray(called, dtype=bool)
+    scores = np.asarray(ranking, dtype=np.float64)
+    if decision.shape != truth.shape or scores.shape != truth.shape:
+        raise ValueError(
+            f"{truth.size} labels but {decision.size} decisions and {scores.size} scores"
+        )
+    tp = int(np.count_nonzero(truth & decision))
+    tn = int(np.count_nonzero(~truth & ~decision))
+    fp = int(np.count_nonzero(~truth & decision))
+    fn = int(np.count_nonzero(truth & ~decision))
     n_pos, n_neg = tp + fn, tn + fp
     return {
         "sensitivity": tp / n_pos if n_pos else None,
@@ -52,5 +107,4 @@ def scan_metrics(
         "fp": fp,
         "tn": tn,
         "fn": fn,
-        "score_thresh": float(score_thresh),
     }

@@ -26,7 +26,8 @@ def pixel_table_rows(result: dict) -> list[tuple[str, ...]]:
 
 
 def format_pixel_table(result: dict) -> str:
-    """A Markdown table of pixel-wise metrics in percent; "-" where a class never occurs."""
+    """A Markdown table of pixel-wise metrics in percent; "-" where a measure is undefined (a
+    class that never occurs, sensitivity without ground truth, precision without predictions)."""
     rows = pixel_table_rows(result)
     widths = [max(len(r[i]) for r in [HEADERS, *rows]) for i in range(len(HEADERS))]
     lines = [

@@ -27,7 +27,7 @@ from bsi_d2.io.files import atomic_path
 from bsi_d2.postprocess.analysis import analyse_scan
 from bsi_d2.postprocess.assign import assign_views
 from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
-from bsi_d2.postprocess.rasterize import DEFAULT_SCORE_THRESH, label_image, passes_thresholds
+from bsi_d2.postprocess.rasterize import DEFAULT_SCORE_THRESH, passes_thresholds
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy
 
@@ -46,7 +46,7 @@ class BatchOptions:
     score_thresh: float = DEFAULT_SCORE_THRESH
     class_thresh: Mapping[int | str, float] | None = None
     combine: str = "mean"
-    match_views: bool = False
+    match_views: bool = True
     match_radius: float = DEFAULT_MATCH_RADIUS
     cut_below_knee: bool = False
     shard: tuple[int, int] = (0, 1)
@@ -125,12 +125,13 @@ def _input_key(path: str | Path, salt: str | None) -> str:
 
 
 def is_done(scan_dir: Path) -> bool:
-    """A scan is finished when its bsi.json is in place and says ``ok``."""
+    """A scan is finished when its bsi.json is in place and says it was analysed (``ok``, or
+    ``not_assessed`` where no skeleton was found); a failed scan is redone."""
     try:
         record = json.loads((scan_dir / out.RECORD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return record.get("status") == "ok"
+    return record.get("status") in out.FINISHED_STATUSES
 
 
 def record_error(
@@ -188,6 +189,7 @@ class _Prepared:
     source: list[str]  # the record's "source" entries (see source_labels)
     counts: np.ndarray
     display: np.ndarray
+    counts_source: str = "counts"  # "display" where display values stand in for counts
 
 
 def _prefetch(items: Iterable[Any], depth: int) -> Iterator[Any]:
@@ -301,7 +303,14 @@ class BatchRunner:
                 self._fail(key, paths, source, "preprocess", err)
                 yield None
                 continue
-            yield _Prepared(key, paths, source, prepared.counts, prepared.display)
+            yield _Prepared(
+                key,
+                paths,
+                source,
+                prepared.counts,
+                prepared.display,
+                str(prepared.metadata.get("counts_source", "counts")),
+            )
 
     # -- bookkeeping --------------------------------------------------------------------
     def _error(self, key: str, path: str | Path, stage: str, reason: str, source=()) -> None:
@@ -342,6 +351,7 @@ class BatchRunner:
             combine=opts.combine,
             match_views=opts.match_views,
             match_radius=opts.match_radius,
+            counts_source=scan.counts_source,
         )
         kept = passes_thresholds(
             instances.category_ids, instances.scores, tax, opts.score_thresh, opts.class_thresh
@@ -351,15 +361,11 @@ class BatchRunner:
             scan_dir / out.PREDICTIONS_FILE,
             out.predictions_document(scan.key, instances, tax, views, kept),
         )
-        lesion_id = tax.lesion_ids[0] if tax.lesion_ids else 255
-        out.atomic_write_png(
-            scan_dir / out.LABELMAP_FILE,
-            label_image(analysis.region_map, analysis.lesion_mask, lesion_id),
-        )
+        out.atomic_write_png(scan_dir / out.LABELMAP_FILE, analysis.label_map(tax))
         from bsi_d2.report.html import write_scan_report
         from bsi_d2.report.overlay import render_overlay
 
-        image = render_overlay(scan.display, analysis.region_map, analysis.lesion_mask, tax)
+        image = render_overlay(scan.display, analysis.area_map(), analysis.lesion_mask, tax)
         out.atomic_write_png(scan_dir / out.OVERLAY_FILE, image)
         self._write_labelme_files(scan_dir, scan, analysis.instances)
         record = out.scan_record(scan.key, scan.source, opts.model, analysis=analysis.record)

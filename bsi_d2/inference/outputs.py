@@ -2,7 +2,9 @@
 
 A scan's folder ``OUT/scans/<key>/`` holds predictions.json, labelmap.png, overlay.png, the
 Labelme files ``<key>.json`` + ``<key>.png``, report.html and, written last, bsi.json: a scan is
-finished exactly when its bsi.json says ``"status": "ok"``.
+finished exactly when its bsi.json says ``"status": "ok"`` or ``"not_assessed"`` (analysed, but
+no skeletal region was found, so it has no indices). A failed or unassessed scan's indices are
+None — empty in the CSV — never zeros that read like a healthy scan.
 """
 
 from __future__ import annotations
@@ -31,11 +33,22 @@ LABELMAP_FILE = "labelmap.png"
 OVERLAY_FILE = "overlay.png"
 SUMMARY_FILE = "bsi_summary.csv"
 ERRORS_FILE = "errors.jsonl"
+STATUS_OK = "ok"
+STATUS_NOT_ASSESSED = "not_assessed"  # analysed, but no skeletal region was found
+STATUS_FAILED = "failed"
+FINISHED_STATUSES = (STATUS_OK, STATUS_NOT_ASSESSED)
+NOT_ASSESSED_REASON = "no skeletal region was found by the model: the scan cannot be assessed"
 RECORD_KEYS = (
-    "key", "status", "source", "model", "bsi", "bstbi", "lesion_count", "lesion_count_matched",
-    "burden_group", "abnormal", "regions", "lesions_by_region", "lesion_pixels_outside",
+    "key", "status", "source", "model", "bsi", "bsi_coverage", "combine", "regions_not_assessed",
+    "bstbi", "bstbi_anterior", "bstbi_posterior", "bstbi_notes", "counts_source", "lesion_count",
+    "lesion_instances", "views_matched", "lesions_in_decoys", "burden_group", "abnormal", "sites",
+    "regions", "lesions", "lesions_by_region", "lesion_pixels_counted", "lesion_pixels_outside",
     "lesion_pixels_in_decoys", "overlay", "error",
 )  # fmt: skip
+# the decisions a scan without an assessable skeleton must not carry
+DECISION_KEYS = ("bsi", "bstbi", "bstbi_anterior", "bstbi_posterior", "lesion_count",
+                 "burden_group", "abnormal")  # fmt: skip
+_LIST_KEYS = ("regions_not_assessed", "bstbi_notes", "sites", "regions", "lesions")
 
 
 # -- atomic files ---------------------------------------------------------------------------
@@ -79,28 +92,29 @@ def scan_record(
     overlay: str | None = OVERLAY_FILE,
 ) -> dict[str, Any]:
     """A scan's bsi.json record, exactly :data:`RECORD_KEYS`; ``analysis`` is
-    ``ScanAnalysis.record`` for a finished scan, None for a failed one."""
-    ok = analysis is not None and error is None
-    base: dict[str, Any] = {
-        "key": key,
-        "status": "ok" if ok else "failed",
-        "source": [str(s) for s in source],
-        "model": dict(model),
-        "bsi": 0.0,
-        "bstbi": None,
-        "lesion_count": 0,
-        "lesion_count_matched": None,
-        "burden_group": "none",
-        "abnormal": False,
-        "regions": [],
-        "lesions_by_region": {},
-        "lesion_pixels_outside": 0,
-        "lesion_pixels_in_decoys": 0,
-        "overlay": overlay if ok else None,
-        "error": error,
-    }
-    if analysis is not None:
+    ``ScanAnalysis.record`` for an analysed scan, None for a failed one. An analysed scan
+    without any assessed region is ``not_assessed``, its decisions None."""
+    if analysis is None or error is not None:
+        status = STATUS_FAILED
+    elif analysis.get("bsi") is None:
+        status, error = STATUS_NOT_ASSESSED, NOT_ASSESSED_REASON
+    else:
+        status = STATUS_OK
+    base: dict[str, Any] = dict.fromkeys(RECORD_KEYS)
+    base.update({k: [] for k in _LIST_KEYS})
+    base["lesions_by_region"] = {}
+    if analysis is not None and status != STATUS_FAILED:
         base.update({k: v for k, v in analysis.items() if k in RECORD_KEYS})
+    if status == STATUS_NOT_ASSESSED:
+        base.update(dict.fromkeys(DECISION_KEYS))
+    base.update(
+        key=key,
+        status=status,
+        source=[str(s) for s in source],
+        model=dict(model),
+        overlay=overlay if status != STATUS_FAILED else None,
+        error=error,
+    )
     return {k: base[k] for k in RECORD_KEYS}
 
 
@@ -185,31 +199,38 @@ def read_records(scans_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
+SUMMARY_HEAD = (
+    "key", "status", "bsi", "bsi_coverage", "bstbi", "bstbi_anterior", "bstbi_posterior",
+    "counts_source", "lesion_count", "lesion_instances", "lesions_in_decoys", "burden_group",
+    "abnormal", "sites", "lesion_pixels_counted", "lesion_pixels_outside",
+    "lesion_pixels_in_decoys",
+)  # fmt: skip
+PER_BONE = ("assessed", "involvement", "bsi")
+
+
 def summary_columns(records: Iterable[dict[str, Any]]) -> list[str]:
     bones: list[str] = []
     for record in records:
-        for row in record.get("regions", []):
+        for row in record.get("regions") or []:
             if row["bone"] not in bones:
                 bones.append(row["bone"])
-    head = [
-        "key", "status", "bsi", "bstbi", "lesion_count", "lesion_count_matched", "burden_group",
-        "abnormal", "lesion_pixels_outside", "lesion_pixels_in_decoys",
-    ]  # fmt: skip
-    per_bone = [f"{what}_{bone}" for bone in bones for what in ("involvement", "bsi")]
-    return [*head, *per_bone, "error"]
+    per_bone = [f"{what}_{bone}" for bone in bones for what in PER_BONE]
+    return [*SUMMARY_HEAD, *per_bone, "error"]
 
 
 def summary_csv(records: Sequence[dict[str, Any]]) -> str:
-    """bsi_summary.csv text: one row per scan, per-bone involvement and BSI as columns."""
+    """bsi_summary.csv text: one row per scan, per-bone assessment, involvement and BSI as
+    columns; a value that does not exist (failed scan, region not assessed) is empty."""
     columns = summary_columns(records)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for record in records:
         row = {c: record.get(c) for c in columns}
-        for region in record.get("regions", []):
-            row[f"involvement_{region['bone']}"] = region["involvement"]
-            row[f"bsi_{region['bone']}"] = region["bsi"]
+        row["sites"] = "; ".join(record.get("sites") or [])
+        for region in record.get("regions") or []:
+            for what in PER_BONE:
+                row[f"{what}_{region['bone']}"] = region.get(what)
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     return buf.getvalue()
 

@@ -189,7 +189,9 @@ def attach_counts(scan: ScanImage, counts_path: Path | None) -> None:
     counts, bits = image_array(counts_path.read_bytes(), counts_path)
     if counts.shape == scan.merged.shape:
         scan.merged = counts.astype(np.float32)
-        scan.metadata.update(bit_depth=bits, counts=count_stats(scan.merged))
+        scan.metadata.update(
+            bit_depth=bits, counts=count_stats(scan.merged), counts_source="counts"
+        )
         scan.sources.append(str(counts_path))
 
 
@@ -447,6 +449,9 @@ def image_scan(data: bytes, path: Path, salt: str | None = None) -> ScanImage:
         "matrix": list(array.shape),
         "pixel_spacing_mm": None,
         "warnings": [],
+        # 8-bit values are display values (a merged PNG without its counts companion), not the
+        # raw counts BSTBI needs; outputs say so
+        "counts_source": "display" if bits == 8 else "counts",
     }
     key = study_key(fallback=digest, salt=salt)
     metadata["study_key"] = key

@@ -110,7 +110,7 @@ def generate_phantom(
     kidney_uptake = float(rng.uniform(0.6, 1.8))
     views = _render_views(anatomy, metastases, hot_spots, count_level, kidney_uptake, rng)
     merged = merge_views(views["anterior"], views["posterior"])
-    instances = _instances(anatomy, metastases, merged, taxonomy)
+    instances = _instances(anatomy, metastases, hot_spots, merged, taxonomy)
     measured = build_truth(instances, merged.counts, taxonomy)
     identity = SyntheticIdentity.sample(rng, uid_seed=f"bsi_d2-phantom-{seed}-{index}")
     parameters = {
@@ -188,13 +188,20 @@ def _render_views(
 
 
 def _instances(
-    anatomy: Anatomy, metastases: list[Metastasis], merged: MergedScan, taxonomy: Taxonomy
+    anatomy: Anatomy,
+    metastases: list[Metastasis],
+    hot_spots: list[HotSpot],
+    merged: MergedScan,
+    taxonomy: Taxonomy,
 ) -> list[LabeledInstance]:
     height = merged.counts.shape[0]
     outlines = dict(anatomy.regions)
     outlines.update({f"kidney_{k}": g for k, g in anatomy.kidneys.items()})
     # an annotator clicks a few dozen points, not every vertex of a buffered outline
     outlines = {k: g.simplify(OUTLINE_TOLERANCE_PX) for k, g in outlines.items()}
+    # the blurred bladder falls to half its height at its outline, where the eye puts the edge
+    bladders = [h.outline.simplify(OUTLINE_TOLERANCE_PX) for h in hot_spots if h.kind == "bladder"]
+    bladder_name = _decoy_name("bladder", taxonomy)
     instances: list[LabeledInstance] = []
     for placement in merged.placements:
         view = placement.view
@@ -204,6 +211,12 @@ def _instances(
             polys = polygon_points(to_merged(geom, placement, height)) if name else []
             if polys:
                 instances.append(LabeledInstance(name, view, polys))
+        # not made disjoint: the bladder lies over the pelvis in projection, as decoys may
+        for bladder in bladders if bladder_name else []:
+            geom = bladder if view == "anterior" else mirror(bladder)
+            polys = polygon_points(to_merged(geom, placement, height))
+            if polys:
+                instances.append(LabeledInstance(bladder_name, view, polys))
     lesion_name = taxonomy.by_id(taxonomy.lesion_ids[0]).name if taxonomy.lesion_ids else None
     for m in metastases if lesion_name else []:
         for placement in merged.placements:
@@ -222,12 +235,17 @@ def _instances(
 def _category(key: str, view: str, taxonomy: Taxonomy) -> str | None:
     """The taxonomy class an outline is labelled with: by bone and view, or kidney decoy."""
     if key.startswith("kidney"):
-        cls = taxonomy.resolve_label("kidney")
-        return cls.name if cls is not None and cls.is_decoy else None
+        return _decoy_name("kidney", taxonomy)
     for cls in taxonomy.region_classes:
         if cls.bone == key and cls.view in (None, view):
             return cls.name
     return None
+
+
+def _decoy_name(label: str, taxonomy: Taxonomy) -> str | None:
+    """The decoy class ``label`` spells in ``taxonomy``, or None where it has none (no instance)."""
+    cls = taxonomy.resolve_label(label)
+    return cls.name if cls is not None and cls.is_decoy else None
 
 
 def _lesion_record(m: Metastasis, merged: MergedScan, views: list[str]) -> dict:
@@ -388,6 +406,8 @@ def write_phantoms(
             "truth": "truth/<id>.json",
         },
         "kidney_instances": "one kidney instance per kidney per view",
+        "bladder_instances": "one bladder instance per view (a decoy, category bladder, id 12 in "
+        "the default taxonomy); its mask may overlap the pelvis region, region masks never overlap",
         "summary": {
             "patients_without_lesion": sum(1 for c in counts if c == 0),
             "lesions_min": min(counts, default=0),

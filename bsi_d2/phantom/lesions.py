@@ -151,7 +151,7 @@ def _point_in(geometry, rng: np.random.Generator) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class HotSpot:
-    """A benign focal uptake: not a lesion, never labelled."""
+    """A benign focal uptake, never labelled a lesion; the bladder is labelled as a decoy."""
 
     kind: str  # injection, degenerative_knee, degenerative_shoulder, degenerative_spine, bladder
     outline: Polygon  # anterior view

@@ -2,7 +2,8 @@
 
 The polygons written to Labelme are the truth: instance masks are their pycocotools
 rasterisation, so the converter reproduces them pixel for pixel. Region and kidney polygons are
-made disjoint in a fixed priority order with a small gap; lesions lie over them.
+made disjoint in a fixed priority order with a small gap; the bladder, a decoy, may lie over a
+region as it does in projection; lesions lie over them all.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from shapely.geometry import LineString, Polygon, box
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import split, unary_union
 
-from bsi_d2.postprocess.bsi import burden_group, compute_bsi
+from bsi_d2.postprocess.bsi import burden_group
 from bsi_d2.preprocess.merge import VIEW_WIDTH, ViewPlacement
 from bsi_d2.structures.masks import mask_area, mask_to_bbox, mask_to_rle, polygons_to_mask
 from bsi_d2.taxonomy import Taxonomy
@@ -139,25 +140,36 @@ def build_truth(
 ) -> dict:
     """Instance masks, per-region involvement, BSI, BSTBI and lesion burden of one image.
 
-    Raises ValueError if two region/decoy masks share a pixel: the truth would be ambiguous.
+    The indices come from the toolkit's own post-processing (:func:`analyse_scan` on the masks
+    as if predicted with score 1), so the exactness test that feeds them back is a plumbing
+    test: it checks that nothing between a mask and a record is lost, not the definitions.
+    The lesion count is the truth's own: appearances of one metastasis share a ``lesion_id``;
+    a metastasis every appearance of which lies inside a decoy outline (behind the bladder) is
+    one a reader cannot tell from the decoy's uptake, so it is counted apart as hidden.
+
+    Raises ValueError if two region masks or two decoy masks share a pixel: the truth would be
+    ambiguous. A decoy may overlap a region (the bladder lies over the pelvis in projection).
     """
+    from bsi_d2.postprocess.analysis import analyse_scan
+    from bsi_d2.structures.instances import Instances
+
     height, width = counts.shape
-    region_map = np.zeros((height, width), dtype=np.int32)
-    lesion_mask = np.zeros((height, width), dtype=bool)
-    records = []
+    # regions and decoys are checked apart: only a clash of the same kind is ambiguous
+    kind_maps = {kind: np.zeros((height, width), dtype=np.int32) for kind in ("region", "decoy")}
+    records, masks = [], []
     for inst in instances:
         cls = taxonomy.by_name(inst.category)
         mask = polygons_to_mask(inst.flat(), height, width)
-        if cls.is_lesion:
-            lesion_mask |= mask
-        else:
-            clash = mask & (region_map > 0)
+        if not cls.is_lesion:
+            kind_map = kind_maps["decoy" if cls.is_decoy else "region"]
+            clash = mask & (kind_map > 0)
             if clash.any():
-                other = taxonomy.by_id(int(region_map[clash].flat[0])).name
+                other = taxonomy.by_id(int(kind_map[clash].flat[0])).name
                 raise ValueError(
                     f"{inst.category} ({inst.view}) overlaps {other} on {int(clash.sum())} pixels"
                 )
-            region_map[mask] = cls.id
+            kind_map[mask] = cls.id
+        masks.append(mask)
         records.append(
             {
                 "category_id": cls.id,
@@ -170,12 +182,29 @@ def build_truth(
                 "lesion_id": inst.lesion_id,
             }
         )
-    result = compute_bsi(region_map, lesion_mask, taxonomy, counts=counts)
-    lesions = [i for i in instances if taxonomy.by_name(i.category).is_lesion]
-    # appearances of one metastasis share a lesion_id; one without an id counts on its own
-    count = len({i.lesion_id for i in lesions if i.lesion_id is not None}) + sum(
-        1 for i in lesions if i.lesion_id is None
+    truth_instances = Instances(
+        height,
+        width,
+        np.array([_xyxy(r["bbox"]) for r in records], np.float32).reshape(-1, 4),
+        np.ones(len(records), np.float32),
+        np.array([r["category_id"] for r in records], np.int64),
+        np.stack(masks) if masks else np.zeros((0, height, width), bool),
     )
+    analysis = analyse_scan(truth_instances, counts, taxonomy, score_thresh=0.0)
+    result, record = analysis.bsi, analysis.record
+    lesions = [
+        (inst, mask)
+        for inst, mask in zip(instances, masks, strict=True)
+        if taxonomy.by_name(inst.category).is_lesion
+    ]
+    decoy = kind_maps["decoy"] > 0
+    hidden_by_id: dict[object, bool] = {}
+    for k, (inst, mask) in enumerate(lesions):
+        key = inst.lesion_id if inst.lesion_id is not None else ("single", k)
+        inside = not (mask & ~decoy).any()
+        hidden_by_id[key] = hidden_by_id.get(key, True) and inside
+    hidden = sum(hidden_by_id.values())
+    count = len(hidden_by_id) - hidden
     return {
         "instances": records,
         "bsi": result.bsi,
@@ -188,8 +217,18 @@ def build_truth(
             for b, v in result.bones.items()
         },
         "bstbi": result.bstbi,
+        "bstbi_per_view": dict(result.bstbi_per_view),
         "lesion_instances": len(lesions),
         "lesion_count": count,
+        "lesions_hidden_by_decoys": hidden,
         "burden_group": burden_group(count),
+        "lesion_pixels_counted": record["lesion_pixels_counted"],
+        "lesion_pixels_outside": record["lesion_pixels_outside"],
+        "lesion_pixels_in_decoys": record["lesion_pixels_in_decoys"],
         "bsi_detail": result.to_dict(),
     }
+
+
+def _xyxy(xywh: list[float]) -> list[float]:
+    x, y, w, h = xywh
+    return [x, y, x + w, y + h]

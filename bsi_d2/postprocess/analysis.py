@@ -1,7 +1,8 @@
-"""One scan's instances -> region map, lesion mask, BSI, BSTBI and lesion burden. NumPy only.
+"""One scan's instances -> region and decoy maps, the lesion model, BSI, BSTBI and lesion burden.
 
-:func:`analyse_scan` is the single scan-level computation: batch inference, the evaluation of
-BSI against ground truth and the tests all call it, so they cannot disagree.
+:func:`analyse_scan` is the single scan-level computation: batch inference, ``bsi-d2 bsi`` on
+annotations, the evaluation and the tests all call it, so they cannot disagree. Every lesion
+output is read from one :class:`~bsi_d2.postprocess.lesions.LesionModel`.
 """
 
 from __future__ import annotations
@@ -12,23 +13,22 @@ from typing import Any
 
 import numpy as np
 
-from bsi_d2.postprocess.assign import (
-    assign_views,
-    count_lesions_by_region,
-    is_abnormal,
-    lesion_regions,
+from bsi_d2.postprocess.assign import assign_views
+from bsi_d2.postprocess.bsi import BSTBI_K, NOT_ASSESSED, BSIResult, burden_group, compute_bsi
+from bsi_d2.postprocess.lesions import (
+    OTHER_SITE,
+    SITE_BONE,
+    SITE_DECOY,
+    SITE_OUTSIDE,
+    LesionModel,
+    build_lesion_model,
+    site_name,
 )
-from bsi_d2.postprocess.bsi import BSTBI_K, BSIResult, burden_group, compute_bsi
-from bsi_d2.postprocess.match import (
-    DEFAULT_MATCH_RADIUS,
-    count_matched_lesions,
-    instance_centroids,
-    view_midlines,
-)
+from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
 from bsi_d2.postprocess.rasterize import (
     DEFAULT_SCORE_THRESH,
     filter_by_score,
-    lesion_union,
+    label_image,
     mask_boxes,
     rasterize_regions,
 )
@@ -36,26 +36,51 @@ from bsi_d2.preprocess.merge import VIEW_ORDER
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy
 
+COUNTS_FROM_DISPLAY = "display"  # counts_source of a scan whose raw counts were not available
+
 
 @dataclass
 class ScanAnalysis:
     """Everything post-processing knows about one scan; ``record`` is JSON-ready."""
 
     instances: Instances  # kept after the score thresholds
-    region_map: np.ndarray  # (H, W) uint8 class ids of regions and decoys, 0 for none
-    lesion_mask: np.ndarray  # (H, W) bool
+    region_map: np.ndarray  # (H, W) uint8 class ids of skeletal regions, 0 for none
+    decoy_map: np.ndarray  # (H, W) uint8 class ids of decoys (kidney, bladder), 0 for none
+    lesions: LesionModel
     bsi: BSIResult
     views: list[str]  # per kept instance
-    lesion_count: int
-    lesion_count_matched: int | None
-    matched_pairs: list[tuple[int, int]]  # indices into ``instances`` (anterior, posterior)
-    lesions_by_region: dict[str, int]  # report name of the site -> lesion count
-    abnormal: bool  # a lesion outside the decoys (see assign.is_abnormal)
     record: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def lesion_mask(self) -> np.ndarray:
+        """(H, W) bool: every pixel of a kept lesion, wherever it lies."""
+        return self.lesions.labels > 0
 
-def region_rows(result: BSIResult, taxonomy: Taxonomy) -> list[dict[str, Any]]:
-    """The record's ``regions`` list: one row per bone, in the taxonomy's weight order."""
+    @property
+    def lesion_count(self) -> int:
+        return self.lesions.count
+
+    @property
+    def abnormal(self) -> bool:
+        return self.lesions.count > 0
+
+    def area_map(self) -> np.ndarray:
+        """(H, W) uint8 region ids with decoy ids drawn over them, as an annotator outlines a
+        kidney over the ribs: what the overlay colours."""
+        return np.where(self.decoy_map > 0, self.decoy_map, self.region_map).astype(np.uint8)
+
+    def label_map(self, taxonomy: Taxonomy) -> np.ndarray:
+        """The uint8 image of ``labelmap.png``: :meth:`area_map` with lesion pixels as the
+        lesion class id."""
+        lesion_id = taxonomy.lesion_ids[0] if taxonomy.lesion_ids else 255
+        return label_image(self.area_map(), self.lesion_mask, lesion_id)
+
+
+def region_rows(
+    result: BSIResult, taxonomy: Taxonomy, involved: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """The record's ``regions`` list: one row per bone, in the taxonomy's weight order;
+    ``involved`` are the bones holding counted lesion pixels."""
     report_of_bone: dict[str, str] = {}
     for c in taxonomy.region_classes:
         if c.bone:
@@ -67,10 +92,16 @@ def region_rows(result: BSIResult, taxonomy: Taxonomy) -> list[dict[str, Any]]:
                 "bone": bone,
                 "report_name": report_of_bone.get(bone, bone),
                 "weight": b.weight,
+                "assessed": b.assessed,
+                "region_pixels_anterior": b.region_pixels[VIEW_ORDER[0]],
+                "region_pixels_posterior": b.region_pixels[VIEW_ORDER[1]],
+                "lesion_pixels_anterior": b.lesion_pixels[VIEW_ORDER[0]],
+                "lesion_pixels_posterior": b.lesion_pixels[VIEW_ORDER[1]],
                 "involvement_anterior": b.involvement_per_view.get(VIEW_ORDER[0]),
                 "involvement_posterior": b.involvement_per_view.get(VIEW_ORDER[1]),
                 "involvement": b.involvement,
                 "bsi": b.bsi,
+                "involved": bone in (involved or set()),
             }
         )
     return rows
@@ -83,17 +114,20 @@ def analyse_scan(
     score_thresh: float = DEFAULT_SCORE_THRESH,
     class_thresh: Mapping[int | str, float] | None = None,
     combine: str = "mean",
-    match_views: bool = False,
+    match_views: bool = True,
     match_radius: float = DEFAULT_MATCH_RADIUS,
     k: float = BSTBI_K,
+    counts_source: str | None = None,
 ) -> ScanAnalysis:
-    """Per-region BSI, BSTBI (on raw ``counts``, if given) and lesion burden of one merged scan.
+    """Per-region BSI, per-view BSTBI (on raw ``counts``, if given) and lesion burden of one
+    merged scan.
 
-    Instances below their class's score threshold are dropped; region and decoy instances are
-    rasterised (higher score wins an overlap) and lesions united; involvement is measured per
-    view and combined with ``combine``; lesions are counted per instance and, with
-    ``match_views``, once more with anterior/posterior pairs counted once (the burden group
-    then uses that count). ``abnormal`` means a kept lesion lies outside the decoy organs.
+    Instances below their class's score threshold are dropped; skeletal regions and decoys are
+    rasterised into separate maps (the higher score wins an overlap within each); the lesion
+    model (:mod:`bsi_d2.postprocess.lesions`) finds each lesion once — matched across views
+    unless ``match_views`` is False — and assigns it to a region, a decoy or "outside";
+    involvement is measured per view on its counted pixels and combined with ``combine``.
+    ``counts_source`` ("display" where display values stand in for counts) is recorded.
     """
     if counts is not None and np.shape(counts) != (instances.height, instances.width):
         raise ValueError(
@@ -107,57 +141,100 @@ def analyse_scan(
         )  # fmt: skip
     kept = filter_by_score(instances, taxonomy, score_thresh, class_thresh)
     boxes = mask_boxes(kept.masks)
-    region_map = rasterize_regions(kept, taxonomy, boxes)
-    lesion_mask = lesion_union(kept, taxonomy, boxes)
-    result = compute_bsi(region_map, lesion_mask, taxonomy, combine=combine, counts=counts, k=k)
-    views = assign_views(kept, boxes)
-    is_lesion = np.isin(kept.category_ids, taxonomy.lesion_ids)
-    lesion_count = int(np.count_nonzero(is_lesion))
-    sites = lesion_regions(kept, region_map, taxonomy, boxes)
-
-    matched_count: int | None = None
-    pairs: list[tuple[int, int]] = []
-    if match_views:
-        lesion_idx = np.flatnonzero(is_lesion)
-        centroids = instance_centroids(kept, boxes, lesion_idx)
-        matched_count, local = count_matched_lesions(
-            centroids, [views[i] for i in lesion_idx], view_midlines(region_map), match_radius
-        )
-        pairs = [(int(lesion_idx[a]), int(lesion_idx[p])) for a, p in local]
-
+    region_map = rasterize_regions(kept, taxonomy, boxes, kinds=("region",))
+    decoy_map = rasterize_regions(kept, taxonomy, boxes, kinds=("decoy",))
+    model = build_lesion_model(
+        kept, region_map, decoy_map, taxonomy, match_views, match_radius, boxes
+    )
+    result = compute_bsi(
+        region_map,
+        model.counted,
+        taxonomy,
+        combine=combine,
+        counts=counts,
+        k=k,
+        decoy_map=decoy_map,
+        lesion_labels=model.labels,
+    )
     analysis = ScanAnalysis(
         instances=kept,
         region_map=region_map,
-        lesion_mask=lesion_mask,
+        decoy_map=decoy_map,
+        lesions=model,
         bsi=result,
-        views=views,
-        lesion_count=lesion_count,
-        lesion_count_matched=matched_count,
-        matched_pairs=pairs,
-        lesions_by_region=count_lesions_by_region(sites, taxonomy),
-        abnormal=is_abnormal(sites, taxonomy),
+        views=assign_views(kept, boxes),
     )
-    analysis.record = analysis_record(analysis, taxonomy)
+    analysis.record = analysis_record(analysis, taxonomy, counts_source)
     return analysis
 
 
-def analysis_record(analysis: ScanAnalysis, taxonomy: Taxonomy) -> dict[str, Any]:
+def lesions_by_site(model: LesionModel, taxonomy: Taxonomy) -> dict[str, int]:
+    """Lesion count per report name of the site (region, decoy, or "other"), in taxonomy
+    order with "other" last; sites without lesions are left out."""
+    counts: dict[str, int] = {}
+    for lesion in model.lesions:
+        name = site_name(lesion, taxonomy)
+        counts[name] = counts.get(name, 0) + 1
+    order = [c.report for c in taxonomy.classes] + [OTHER_SITE]
+    return {name: counts[name] for name in dict.fromkeys(order) if name in counts}
+
+
+def involved_sites(rows: list[dict[str, Any]], model: LesionModel) -> list[str]:
+    """Report names of the regions holding counted lesion pixels, in row order, then "other"
+    where a lesion lies outside every region: what the report's sites sentence names."""
+    names = [r["report_name"] for r in rows if r["involved"]]
+    if model.of_site(SITE_OUTSIDE):
+        names.append(OTHER_SITE)
+    return list(dict.fromkeys(names))
+
+
+def bstbi_notes(
+    analysis: ScanAnalysis, taxonomy: Taxonomy, counts_given: bool, counts_source: str | None
+) -> list[str]:
+    """What a reader of the BSTBI must know: no counts, no bladder, display values as counts."""
+    if not counts_given:
+        return ["not computed: no raw counts"]
+    notes = []
+    exclude = taxonomy.burden_exclude_ids
+    if not exclude:
+        notes.append("the taxonomy has no bladder class: bladder counts are not subtracted")
+    elif not np.isin(analysis.decoy_map, exclude).any():
+        notes.append("no bladder was segmented: bladder counts are not subtracted")
+    if counts_source == COUNTS_FROM_DISPLAY:
+        notes.append("display values stood in for raw counts (no counts companion file)")
+    return notes
+
+
+def analysis_record(
+    analysis: ScanAnalysis, taxonomy: Taxonomy, counts_source: str | None = None
+) -> dict[str, Any]:
     """The post-processing part of a scan's ``bsi.json`` record (see ``inference.outputs``)."""
-    result = analysis.bsi
-    burden_count = (
-        analysis.lesion_count_matched
-        if analysis.lesion_count_matched is not None
-        else analysis.lesion_count
-    )
+    result, model = analysis.bsi, analysis.lesions
+    involved = {bone for bone, b in result.bones.items() if sum(b.lesion_pixels.values()) > 0}
+    rows = region_rows(result, taxonomy, involved)
+    per_view = result.bstbi_per_view
     return {
-        "bsi": float(result.bsi),
+        "bsi": None if result.bsi is None else float(result.bsi),
+        "bsi_coverage": float(result.coverage),
+        "combine": result.combine,
+        "regions_not_assessed": [r["bone"] for r in rows if r["assessed"] == NOT_ASSESSED],
         "bstbi": None if result.bstbi is None else float(result.bstbi),
-        "lesion_count": int(analysis.lesion_count),
-        "lesion_count_matched": analysis.lesion_count_matched,
-        "burden_group": burden_group(burden_count),
+        "bstbi_anterior": per_view.get(VIEW_ORDER[0]),
+        "bstbi_posterior": per_view.get(VIEW_ORDER[1]),
+        "bstbi_notes": bstbi_notes(analysis, taxonomy, bool(per_view), counts_source),
+        "counts_source": counts_source,
+        "lesion_count": int(model.count),
+        "lesion_instances": int(model.instances_used),
+        "views_matched": bool(model.matched),
+        "lesions_in_decoys": len(model.of_site(SITE_DECOY)),
+        "burden_group": burden_group(model.count),
         "abnormal": bool(analysis.abnormal),
-        "regions": region_rows(result, taxonomy),
-        "lesions_by_region": dict(analysis.lesions_by_region),
-        "lesion_pixels_outside": int(result.lesion_pixels_outside),
-        "lesion_pixels_in_decoys": int(result.lesion_pixels_in_decoys),
+        "sites": involved_sites(rows, model),
+        "regions": rows,
+        "lesions": [lesion.to_dict(taxonomy) for lesion in model.lesions],
+        "lesions_by_region": lesions_by_site(model, taxonomy),
+        "lesion_pixels_counted": int(np.count_nonzero(model.counted)),
+        "lesion_pixels_outside": int(model.pixels_where(SITE_BONE, SITE_OUTSIDE))
+        - int(np.count_nonzero(model.counted)),
+        "lesion_pixels_in_decoys": int(model.pixels_where(SITE_DECOY)),
     }

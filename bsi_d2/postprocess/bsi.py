@@ -1,12 +1,17 @@
 """Bone Scan Index, BSTBI and lesion burden from label maps: NumPy in, NumPy/dicts out.
 
 Conventions (DOMAIN.md section 5):
-- ``region_map``: (H, W) int, the taxonomy class id of the region or decoy at each pixel, 0 for
+- ``region_map``: (H, W) int, the taxonomy class id of the skeletal region at each pixel, 0 for
   none. The merged image's left half is the anterior view, the right half the posterior one.
-- ``lesion_mask``: (H, W) bool, every lesion pixel, regardless of region.
-- involvement(bone, view) = lesion area inside the bone's region in that view / region area;
-  the views are combined (mean by default) and weighted by the bone's share of skeletal mass.
-  The two views' weights are never added.
+  Decoy ids found in it are not bone (older callers paint decoys into the same map).
+- ``lesion_mask``: (H, W) bool, the lesion pixels to count (the lesion model's counted pixels:
+  those of bone lesions on a skeletal region, :mod:`bsi_d2.postprocess.lesions`).
+- involvement(bone, view) = lesion area inside the bone's region in that view / region area.
+  The views are combined by a rule (:data:`COMBINE_RULES`) and weighted by the bone's share of
+  skeletal mass; the two views' weights are never added.
+- A bone found in one view only is assessed from that view ("one view"); a bone found in
+  neither is "not assessed": its involvement and BSI are None, never 0, and the BSI sums the
+  assessed bones only (``coverage`` says what share of the skeleton they carry).
 """
 
 from __future__ import annotations
@@ -19,7 +24,13 @@ from bsi_d2.preprocess.merge import VIEW_ORDER
 from bsi_d2.taxonomy import Taxonomy
 
 BSTBI_K = 5.0
-COMBINE_RULES = ("mean", "max", "anterior", "posterior")
+# mean: seeds 000-003; max: the view that shows more; union: each lesion once, from the view
+# where it covers more of the region (a lesion seen in one view counts in full);
+# anterior / posterior: that view, the other where the bone is missing in it
+COMBINE_RULES = ("mean", "max", "union", "anterior", "posterior")
+ASSESSED_BOTH = "both views"
+ASSESSED_ONE = "one view"
+NOT_ASSESSED = "not assessed"
 BURDEN_GROUPS = (("none", 0, 0), ("few", 1, 3), ("medium", 4, 6), ("extensive", 7, None))
 
 
@@ -30,20 +41,23 @@ class BoneInvolvement:
     region_pixels: dict[str, int]  # per view
     lesion_pixels: dict[str, int]  # per view, inside the region
     involvement_per_view: dict[str, float | None]  # None where the region is absent in that view
-    involvement: float  # views combined, 0..1
-    bsi: float  # involvement x weight, percent
+    involvement: float | None  # views combined, 0..1; None when not assessed
+    bsi: float | None  # involvement x weight, percent; None when not assessed
+    assessed: str = ASSESSED_BOTH  # ASSESSED_BOTH, ASSESSED_ONE or NOT_ASSESSED
 
 
 @dataclass
 class BSIResult:
-    bsi: float  # percent of total skeletal mass
+    bsi: float | None  # percent of total skeletal mass; None when no bone was assessed
     bones: dict[str, BoneInvolvement]
     lesion_pixels_total: int
     lesion_pixels_in_regions: int
     lesion_pixels_in_decoys: int
     lesion_pixels_outside: int
     combine: str
-    bstbi: float | None = None
+    coverage: float = 0.0  # percent of skeletal mass carried by the assessed bones
+    bstbi: float | None = None  # mean of the views' BSTBI
+    bstbi_per_view: dict[str, float | None] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -56,17 +70,26 @@ def view_columns(width: int) -> dict[str, slice]:
     return {VIEW_ORDER[0]: slice(0, half), VIEW_ORDER[1]: slice(half, width)}
 
 
-def combine_views(values: dict[str, float | None], rule: str = "mean") -> float:
-    """Combine per-view involvements; views where the region is absent are left out."""
+def combine_views(
+    values: dict[str, float | None], rule: str = "mean", per_lesion: np.ndarray | None = None
+) -> float | None:
+    """Combine per-view involvements; views where the region is absent are left out, and a
+    region absent from both gives None. ``per_lesion`` ((N, views) involvement of each lesion
+    per view, NaN where the region is absent) is what the union rule reads; without it the
+    union rule sees all lesion pixels of a view as one lesion, which is the max rule."""
     if rule not in COMBINE_RULES:
         raise ValueError(f"combine rule {rule!r} is not one of {COMBINE_RULES}")
     present = {v: x for v, x in values.items() if x is not None}
     if not present:
-        return 0.0
+        return None
     if rule == "mean":
         return float(np.mean(list(present.values())))
-    if rule == "max":
+    if rule == "max" or (rule == "union" and per_lesion is None):
         return float(max(present.values()))
+    if rule == "union":
+        if per_lesion.size == 0:
+            return 0.0
+        return float(min(1.0, np.nansum(np.nanmax(per_lesion, axis=1))))
     return float(present.get(rule, np.mean(list(present.values()))))
 
 
@@ -77,8 +100,15 @@ def compute_bsi(
     combine: str = "mean",
     counts: np.ndarray | None = None,
     k: float = BSTBI_K,
+    decoy_map: np.ndarray | None = None,
+    lesion_labels: np.ndarray | None = None,
 ) -> BSIResult:
-    """Per-bone involvement and the BSI; BSTBI too where raw ``counts`` are given."""
+    """Per-bone involvement and the BSI; per-view BSTBI too where raw ``counts`` are given.
+
+    ``decoy_map`` ((H, W) decoy class ids) may overlap bone; its burden-excluded classes
+    (bladder) are BSTBI's B. ``lesion_labels`` ((H, W) int lesion ids, the same id in both views
+    for a matched lesion) let the union rule take each lesion once.
+    """
     region_map = np.asarray(region_map)
     lesion_mask = np.asarray(lesion_mask, dtype=bool)
     if region_map.shape != lesion_mask.shape:
@@ -87,9 +117,11 @@ def compute_bsi(
         )
     if region_map.size and region_map.min() < 0:
         raise ValueError("region map holds negative class ids")
+    decoy_map = np.zeros_like(region_map) if decoy_map is None else np.asarray(decoy_map)
     bone_of_class = {c.id: c.bone for c in taxonomy.region_classes if c.bone}
     columns = view_columns(region_map.shape[1])
-    size = max([int(region_map.max(initial=0)), *taxonomy.ids]) + 1
+    size = max([int(region_map.max(initial=0)), int(decoy_map.max(initial=0)), *taxonomy.ids])
+    size += 1
     # One histogram over codes (region id, lesion?, view) gives every pixel count needed.
     code = region_map.astype(np.int64 if size > 2**14 else np.uint16)
     code[lesion_mask] += size
@@ -97,6 +129,7 @@ def compute_bsi(
     hist = np.bincount(code.ravel(), minlength=4 * size).reshape(2, 2, size)  # view, lesion, id
     region_hist = {v: hist[k].sum(axis=0) for k, v in enumerate(VIEW_ORDER)}
     lesion_hist = {v: hist[k, 1] for k, v in enumerate(VIEW_ORDER)}
+    per_lesion = _per_lesion_pixels(region_map, lesion_mask, lesion_labels, size, columns)
     bones: dict[str, BoneInvolvement] = {}
     for bone, weight in taxonomy.weights.items():
         ids = [cid for cid, b in bone_of_class.items() if b == bone]
@@ -108,28 +141,72 @@ def compute_bsi(
             hit = int(lesion_hist[view][ids].sum())
             region_px[view], lesion_px[view] = area, hit
             per_view[view] = hit / area if area else None
-        involvement = combine_views(per_view, combine)
+        fractions = None
+        if per_lesion is not None:
+            areas = np.array([region_px[v] or np.nan for v in columns], dtype=np.float64)
+            fractions = per_lesion[:, :, ids].sum(axis=2) / areas
+        involvement = combine_views(per_view, combine, fractions)
+        present = sum(1 for v in per_view.values() if v is not None)
+        assessed = (NOT_ASSESSED, ASSESSED_ONE, ASSESSED_BOTH)[min(present, 2)]
         bones[bone] = BoneInvolvement(
-            bone, float(weight), region_px, lesion_px, per_view, involvement, involvement * weight
+            bone,
+            float(weight),
+            region_px,
+            lesion_px,
+            per_view,
+            involvement,
+            None if involvement is None else involvement * weight,
+            assessed,
         )
     lesion_by_id = sum(lesion_hist.values())
     total = int(np.count_nonzero(lesion_mask))
     in_regions = int(lesion_by_id[list(bone_of_class)].sum())
-    in_decoys = int(lesion_by_id[taxonomy.decoy_ids].sum())
+    decoy_ids = taxonomy.decoy_ids
+    in_decoys = int(np.count_nonzero(lesion_mask & np.isin(decoy_map, decoy_ids)))
+    in_decoys += int(lesion_by_id[decoy_ids].sum())  # decoys painted into the region map
+    assessed_bones = [b for b in bones.values() if b.bsi is not None]
     result = BSIResult(
-        bsi=float(sum(b.bsi for b in bones.values())),
+        bsi=float(sum(b.bsi for b in assessed_bones)) if assessed_bones else None,
         bones=bones,
         lesion_pixels_total=total,
         lesion_pixels_in_regions=in_regions,
         lesion_pixels_in_decoys=in_decoys,
         lesion_pixels_outside=total - in_regions - in_decoys,
         combine=combine,
+        coverage=float(sum(b.weight for b in assessed_bones)),
     )
     if counts is not None:
+        counts = np.asarray(counts, dtype=np.float64)
         exclude_ids = taxonomy.burden_exclude_ids
-        excluded = np.isin(region_map, exclude_ids) if exclude_ids else None
-        result.bstbi = compute_bstbi(counts, lesion_mask, excluded, k)
+        excluded = np.isin(decoy_map, exclude_ids) | np.isin(region_map, exclude_ids)
+        for view, cols in columns.items():
+            result.bstbi_per_view[view] = compute_bstbi(
+                counts[:, cols], lesion_mask[:, cols], excluded[:, cols], k
+            )
+        values = [v for v in result.bstbi_per_view.values() if v is not None]
+        result.bstbi = float(np.mean(values)) if values else None
     return result
+
+
+def _per_lesion_pixels(
+    region_map: np.ndarray,
+    lesion_mask: np.ndarray,
+    lesion_labels: np.ndarray | None,
+    size: int,
+    columns: dict[str, slice],
+) -> np.ndarray | None:
+    """(lesions, views, class ids) counted pixels of each lesion, from the lesion pixels only."""
+    if lesion_labels is None:
+        return None
+    labels = np.where(lesion_mask, np.asarray(lesion_labels), 0)
+    flat = np.flatnonzero(labels)
+    n = int(labels.max(initial=0))
+    if n == 0:
+        return np.zeros((0, len(columns), size))
+    lesion = labels.ravel()[flat].astype(np.int64) - 1
+    posterior = (flat % labels.shape[1]) >= columns[VIEW_ORDER[1]].start
+    code = (lesion * 2 + posterior) * size + region_map.ravel()[flat].astype(np.int64)
+    return np.bincount(code, minlength=n * 2 * size).reshape(n, 2, size).astype(np.float64)
 
 
 def compute_bstbi(
@@ -137,14 +214,23 @@ def compute_bstbi(
     lesion_mask: np.ndarray,
     bladder_mask: np.ndarray | None = None,
     k: float = BSTBI_K,
-) -> float:
-    """Seed 002's bone scan tumour burden index on raw counts, in [0, 1]:
-    K * sum_L u / ((K - 1) * sum_L u + sum_R u - sum_B u)."""
+) -> float | None:
+    """Seed 002's bone scan tumour burden index of one view on raw counts, in [0, 1]:
+    K * sum_L u / ((K - 1) * sum_L u + sum_R u - sum_B u), with the bladder's pixels B left out
+    of L; None for a view without counts."""
     u = np.asarray(counts, dtype=np.float64)
-    lesion_sum = float(u[np.asarray(lesion_mask, dtype=bool)].sum())
-    bladder_sum = float(u[bladder_mask].sum()) if bladder_mask is not None else 0.0
+    lesion = np.asarray(lesion_mask, dtype=bool)
+    bladder_sum = 0.0
+    if bladder_mask is not None:
+        bladder = np.asarray(bladder_mask, dtype=bool)
+        lesion = lesion & ~bladder
+        bladder_sum = float(u[bladder].sum())
+    lesion_sum = float(u[lesion].sum())
     denominator = (k - 1.0) * lesion_sum + float(u.sum()) - bladder_sum
-    return k * lesion_sum / denominator if denominator > 0 else 0.0
+    if denominator <= 0:
+        return None if lesion_sum <= 0 and float(u.sum()) <= 0 else 0.0
+    # non-negative counts keep it in [0, 1]; the clip guards against rounding only
+    return float(np.clip(k * lesion_sum / denominator, 0.0, 1.0))
 
 
 def burden_group(lesion_count: int) -> str:

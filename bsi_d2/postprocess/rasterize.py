@@ -108,14 +108,19 @@ def _paint_order(scores: np.ndarray) -> np.ndarray:
 
 
 def rasterize_regions(
-    instances: Instances, taxonomy: Taxonomy, boxes: np.ndarray | None = None
+    instances: Instances,
+    taxonomy: Taxonomy,
+    boxes: np.ndarray | None = None,
+    kinds: tuple[str, ...] = ("region", "decoy"),
 ) -> np.ndarray:
-    """(H, W) uint8 region map of region and decoy instances (class id, 0 for none); where
-    instances overlap the higher score wins. ``boxes`` are :func:`mask_boxes`, if known."""
+    """(H, W) uint8 map of the instances of the classes of ``kinds`` (class id, 0 for none);
+    where instances overlap the higher score wins. ``boxes`` are :func:`mask_boxes`, if known.
+    Post-processing rasterises skeletal regions and decoys into separate maps, so a decoy
+    never hides the bone under it."""
     if max(taxonomy.ids) > 255:
         raise ValueError("class ids above 255 do not fit the uint8 region map")
     region_map = np.zeros((instances.height, instances.width), dtype=np.uint8)
-    area_ids = [c.id for c in taxonomy.classes if c.is_region or c.is_decoy]
+    area_ids = [c.id for c in taxonomy.classes if c.kind in kinds]
     boxes = mask_boxes(instances.masks) if boxes is None else boxes
     ids = np.asarray(instances.category_ids)
     for i in _paint_order(np.asarray(instances.scores, dtype=np.float64)):

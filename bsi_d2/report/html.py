@@ -23,6 +23,10 @@ AID_LINE = (
     "it; it is not a diagnosis."
 )
 NORMAL_FINDING = "No abnormal uptake suggestive of metastasis was detected by the model."
+NOT_ASSESSED_FINDING = (
+    "The model found no skeletal region in this scan, so it could not assess it; this is not a "
+    "normal finding."
+)
 # the order seed 002's template names sites in; other report names follow, "other" last
 SITE_ORDER = ("skull", "spine", "chest/ribs", "humerus", "pelvis", "femur")
 OTHER_SITE = "other"
@@ -91,16 +95,12 @@ def _table(
 
 
 def lesion_sites(record: dict, taxonomy: Taxonomy | None = None) -> list[str]:
-    """Report names of the sites with lesions, in seed 002's order; names that are not a
-    skeletal region of the record are "other", and decoy sites (kidney) are left out."""
+    """Report names of the sites the lesion model found lesions in (the record's ``sites``:
+    every region holding counted lesion pixels, "other" for lesions outside every region), in
+    seed 002's order. Decoy uptake is never a site."""
     taxonomy = taxonomy or _default_taxonomy()
     decoys = {name for c in taxonomy.of_kind("decoy") for name in (c.report, c.name)}
-    regions = {r.get("report_name") for r in record.get("regions") or []}
-    sites: set[str] = set()
-    for name, count in (record.get("lesions_by_region") or {}).items():
-        if not count or name in decoys:
-            continue
-        sites.add(name if name in regions and name != OTHER_SITE else OTHER_SITE)
+    sites = {s for s in record.get("sites") or [] if s not in decoys}
     known = [s for s in SITE_ORDER if s in sites]
     rest = sorted(s for s in sites if s not in SITE_ORDER and s != OTHER_SITE)
     return known + rest + ([OTHER_SITE] if OTHER_SITE in sites else [])
@@ -111,10 +111,11 @@ def _default_taxonomy() -> Taxonomy:
     return load_taxonomy()
 
 
-def lesion_number(record: dict) -> int:
-    """Lesions counted once across views where matching ran, else instances counted."""
-    matched = record.get("lesion_count_matched")
-    return int(matched if matched is not None else record.get("lesion_count") or 0)
+def lesion_number(record: dict) -> int | None:
+    """Lesions found (seen in both views counted once unless matching was off); None for a
+    scan without a result."""
+    count = record.get("lesion_count")
+    return None if count is None else int(count)
 
 
 def _join(words: Sequence[str]) -> str:
@@ -125,6 +126,8 @@ def _join(words: Sequence[str]) -> str:
 
 def finding_text(record: dict, taxonomy: Taxonomy | None = None) -> tuple[str, str]:
     """(css class, sentence) summarising the model's finding in seed 002's report wording."""
+    if record.get("status") == "not_assessed":
+        return "failed", NOT_ASSESSED_FINDING
     if record.get("status") != "ok":
         return "failed", "The analysis of this scan failed; the model gives no result for it."
     if not record.get("abnormal"):
@@ -145,15 +148,22 @@ def _region_rows(record: dict) -> tuple[list[list[str]], list[str]]:
     rows, classes = [], []
     for r in record.get("regions") or []:
         label = _e(str(r.get("bone") or r.get("report_name") or "").replace("_", " "))
-        involved = (r.get("involvement") or 0) > 0
+        assessed = r.get("assessed") or ""
+        if r.get("involved"):
+            label = f'<span class="flag">{label}</span>'
+        if assessed == "not assessed":
+            rows.append([label, "not assessed", "", "", _num(r.get("weight"), 2, "&nbsp;%"), ""])
+            classes.append("muted")
+            continue
+        note = ' <span class="muted">(one view)</span>' if assessed == "one view" else ""
         rows.append(
             [
-                f'<span class="flag">{label}</span>' if involved else label,
+                label + note,
                 _pct(r.get("involvement_anterior")),
                 _pct(r.get("involvement_posterior")),
                 _pct(r.get("involvement")),
                 _num(r.get("weight"), 2, "&nbsp;%"),
-                _num(r.get("bsi"), 3, "&nbsp;%"),
+                _num(r.get("bsi"), 2, "&nbsp;%"),
             ]
         )
         classes.append("")
@@ -163,14 +173,38 @@ def _region_rows(record: dict) -> tuple[list[list[str]], list[str]]:
             "",
             "",
             "",
-            _num(
-                sum(float(r.get("weight") or 0) for r in record.get("regions") or []), 2, "&nbsp;%"
-            ),
-            _num(record.get("bsi"), 3, "&nbsp;%"),
+            _num(record.get("bsi_coverage"), 2, "&nbsp;%"),
+            _num(record.get("bsi"), 2, "&nbsp;%"),
         ]
     )
     classes.append("total")
     return rows, classes
+
+
+def coverage_text(record: dict) -> str:
+    """The sentence that says how much of the skeleton the BSI speaks for."""
+    regions = record.get("regions") or []
+    missing = [str(r.get("bone")).replace("_", " ") for r in regions if r.get("assessed") ==
+               "not assessed"]  # fmt: skip
+    one_view = [str(r.get("bone")).replace("_", " ") for r in regions if r.get("assessed") ==
+                "one view"]  # fmt: skip
+    text = (
+        f"Regions assessed cover {float(record.get('bsi_coverage') or 0):.1f} % of skeletal "
+        "mass; the rest of the skeleton (distal arms and legs, hands, feet) is not part of the "
+        "index."
+    )
+    if missing:
+        text += f" Not found in either view, so not assessed: {', '.join(missing)}."
+    if one_view:
+        text += f" Found in one view only, assessed from it: {', '.join(one_view)}."
+    return text
+
+
+def _bstbi_text(record: dict) -> str:
+    if record.get("bstbi") is None:
+        notes = "; ".join(record.get("bstbi_notes") or []) or "not computed"
+        return _e(notes)
+    return _num(record.get("bstbi"), 4) + " (mean of the views)"
 
 
 def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
@@ -185,7 +219,8 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
             "<p>This scan needs to be read without the model.</p></div>"
         )
         parts.append(_model_section(record))
-        return render_page(f"Bone scan report: {key}", "Analysis failed", "\n".join(parts))
+        subtitle = "Not assessed" if status == "not_assessed" else "Analysis failed"
+        return render_page(f"Bone scan report: {key}", subtitle, "\n".join(parts))
     if record.get("abnormal"):
         parts.append(
             "<p>Possible bone metastases at the sites named, for the physician to confirm or "
@@ -193,19 +228,23 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
         )
     parts.append("</div>")
 
-    bstbi = record.get("bstbi")
     facts = [
-        ("Bone Scan Index (BSI)", _num(record.get("bsi"), 3, "&nbsp;% of skeletal mass")),
-        (
-            "Tumour burden index (BSTBI)",
-            _num(bstbi, 4) if bstbi is not None else "not computed (no raw counts)",
-        ),
+        ("Bone Scan Index (BSI)", _num(record.get("bsi"), 2, "&nbsp;% of skeletal mass")),
+        ("Tumour burden index (BSTBI)", _bstbi_text(record)),
+        ("BSTBI anterior", _num(record.get("bstbi_anterior"), 4)),
+        ("BSTBI posterior", _num(record.get("bstbi_posterior"), 4)),
         ("Lesions", _lesion_count_text(record)),
         ("Burden group", _e(record.get("burden_group") or "none")),
     ]
     sites = lesion_sites(record, taxonomy)
     if sites:
         facts.append(("Sites", _e(", ".join(sites))))
+    if record.get("lesions_in_decoys"):
+        facts.append(
+            ("Uptake in kidney / bladder", _e(f"{record['lesions_in_decoys']} (not counted)"))
+        )
+    if record.get("bstbi") is not None and record.get("bstbi_notes"):
+        facts.append(("BSTBI notes", _e("; ".join(record["bstbi_notes"]))))
     facts_html = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in facts)
 
     figure = ""
@@ -226,9 +265,11 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
             row_classes=classes,
         )
     )
+    side.append(f'<p class="coverage">{_e(coverage_text(record))}</p>')
     side.append(
-        '<p class="muted">Involvement = lesion area / region area per view, views combined; '
-        "weight = the region's share of total skeletal mass.</p>"
+        '<p class="muted">Involvement = lesion area / region area per view, views combined '
+        f"({_e(record.get('combine') or 'mean')}); weight = the region's share of total skeletal "
+        "mass. A lesion seen in both views is one lesion.</p>"
     )
     side.append("<h2>Lesion pixels not counted in the BSI</h2>")
     side.append(
@@ -258,10 +299,11 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
 
 def _lesion_count_text(record: dict) -> str:
     count = int(record.get("lesion_count") or 0)
-    matched = record.get("lesion_count_matched")
-    if matched is None:
-        return _e(f"{count} (instances)")
-    return _e(f"{int(matched)} after matching views ({count} instances)")
+    instances = record.get("lesion_instances")
+    how = "matched across views" if record.get("views_matched") else "views counted apart"
+    if instances is None:
+        return _e(str(count))
+    return _e(f"{count} ({instances} outlined in the views, {how})")
 
 
 def _model_section(record: dict) -> str:
@@ -303,7 +345,7 @@ def index_html(records: Sequence[dict], taxonomy: Taxonomy | None = None) -> str
     flagged = sum(1 for r in ok if r.get("abnormal"))
     subtitle = (
         f"{len(ok)} scan(s) analysed, {flagged} with abnormal uptake flagged, "
-        f"{len(failed)} failed or skipped"
+        f"{len(failed)} failed or not assessed"
     )
     rows = []
     for r in ok:
@@ -319,7 +361,7 @@ def index_html(records: Sequence[dict], taxonomy: Taxonomy | None = None) -> str
                 finding,
                 _e(sites) or '<span class="muted">&mdash;</span>',
                 _e(r.get("burden_group") or "none"),
-                _num(r.get("bsi"), 3),
+                _num(r.get("bsi"), 2),
                 _num(r.get("bstbi"), 4),
                 _e(lesion_number(r)),
             ]
@@ -336,7 +378,7 @@ def index_html(records: Sequence[dict], taxonomy: Taxonomy | None = None) -> str
     else:
         parts.append('<p class="muted">No scan was analysed.</p>')
     if failed:
-        parts.append("<h2>Failed or skipped inputs</h2>")
+        parts.append("<h2>Failed or not assessed: no result, to be read without the model</h2>")
         parts.append(
             _table(
                 ["Key", "Status", "Reason"],

@@ -164,7 +164,7 @@ def test_unknown_category_names_the_file(tmp_path):
     root = _write_layout(tmp_path / "bsi")
     path = root / "annotations" / "instances_val.json"
     data = json.loads(path.read_text())
-    data["categories"].append({"id": 99, "name": "bladder"})
+    data["categories"].append({"id": 99, "name": "urine_bag"})
     data["annotations"][0]["category_id"] = 99
     path.write_text(json.dumps(data))
     with pytest.raises(D.DatasetError, match=r"instances_val\.json.*\[99\]"):
@@ -186,4 +186,4 @@ def test_registered_in_detectron2_too(tmp_path):
     root = _write_layout(tmp_path / "bsi")
     D.register_all(root)
     assert len(DatasetCatalog.get("bsi_all")) == 3
-    assert MetadataCatalog.get("bsi_all").thing_classes[-1] == "lesion"
+    assert MetadataCatalog.get("bsi_all").thing_classes[-1] == "bladder"

@@ -39,7 +39,7 @@ def test_the_expected_configs_exist():
 def test_config_loads_without_detectron2(path):
     cfg = get_cfg(subset=True)
     cfg.merge_from_file(str(path))
-    assert cfg.MODEL.MASK_ON and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 11
+    assert cfg.MODEL.MASK_ON and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 12
     assert cfg.MODEL.WEIGHTS == ""  # no downloads on machines without network
     assert not cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS  # negative samples are kept
 
@@ -51,7 +51,7 @@ def test_config_loads_with_detectron2(path):
     cfg = get_cfg(subset=False)
     assert not is_subset_cfg(cfg)
     cfg.merge_from_file(str(path))
-    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 11
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 12
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)

@@ -27,9 +27,9 @@ def cfg():
 def test_model_follows_the_config(cfg):
     cfg.MODEL.BACKBONE.FREEZE_AT = 2
     model = build_tv_model(cfg)
-    # torchvision counts background: 11 classes + 1
-    assert model.roi_heads.box_predictor.cls_score.out_features == 12
-    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 12
+    # torchvision counts background: 12 classes + 1
+    assert model.roi_heads.box_predictor.cls_score.out_features == 13
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 13
     assert model.backbone.out_channels == 32
     assert model.rpn.anchor_generator.sizes == tuple(
         tuple(level) for level in cfg.MODEL.ANCHOR_GENERATOR.SIZES

@@ -92,10 +92,13 @@ def test_missed_class_has_zero_sensitivity(taxonomy):
     result = pixel_metrics(gt, pred, taxonomy)
     kidney = result["per_class"]["kidney"]
     assert kidney["sensitivity"] == 0.0
-    assert kidney["precision"] == 0.0
+    # nothing predicted: precision is undefined, not 0
+    assert kidney["precision"] is None
     assert kidney["f1"] == 0.0
     assert result["mean_without_decoys"]["f1"] == 1.0
     assert result["mean"]["f1"] == pytest.approx(2 / 3)
+    assert result["mean"]["sensitivity"] == pytest.approx(2 / 3)
+    assert result["mean"]["precision"] == 1.0
 
 
 def test_perfect_prediction_gives_f1_one(taxonomy):
@@ -146,3 +149,21 @@ def test_table_has_seed_000_shape(taxonomy):
     assert "Average" in rows and "Average (w/o decoys)" in rows and "Skeleton (pooled)" in rows
     names = list(rows)
     assert names.index("kidney") < names.index("Average") < names.index("lesion")
+
+
+def test_undefined_ratios_are_none_and_left_out_of_means(taxonomy):
+    gt = {"skull": draw(GT)["skull"], "spine": draw(GT)["spine"]}
+    # kidney predicted where there is none: no ground truth, so no sensitivity
+    pred = {**gt, "kidney": draw(GT)["kidney"]}
+    result = pixel_metrics(gt, pred, taxonomy)
+    kidney = result["per_class"]["kidney"]
+    # old code: sensitivity 0.0, pulling the mean sensitivity down to 2/3
+    assert kidney["sensitivity"] is None
+    assert kidney["precision"] == 0.0 and kidney["f1"] == 0.0
+    mean = result["mean"]
+    assert mean["sensitivity"] == 1.0
+    assert mean["precision"] == pytest.approx(2 / 3) and mean["f1"] == pytest.approx(2 / 3)
+    assert mean["n_classes"] == 3
+    table = format_pixel_table(result)
+    kidney_row = next(ln for ln in table.splitlines() if ln.startswith("| kidney"))
+    assert [c.strip() for c in kidney_row.strip("|").split("|")][1:] == ["0.00", "-", "0.00"]

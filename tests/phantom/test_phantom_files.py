@@ -38,6 +38,7 @@ def test_layout_and_manifest(written):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["ids"] == ["phantom_0000", "phantom_0001"]
     assert manifest["seed"] == 0 and manifest["version"] and manifest["failed"] == []
+    assert "bladder" in manifest["bladder_instances"] and "pelvis" in manifest["bladder_instances"]
 
 
 def test_two_frame_dicom_reads_back(written):
@@ -113,15 +114,18 @@ def test_labelme_converts_without_repair_to_the_truth_masks(written, tmp_path):
     assert labelme["imagePath"] == "phantom_0000.png" and labelme["imageData"] is None
     assert (labelme["imageHeight"], labelme["imageWidth"]) == (950, 512)
     report = convert.convert_labelme_folder(out / "labelme", tmp_path / "coco", workers=1)
-    assert report.ok and report.files_converted == 2
+    assert report.ok and report.errors == [] and report.files_converted == 2
     assert report.repairs == [] and report.skipped_shapes == [] and report.unknown_labels == {}
+    assert report.instances_per_class["bladder"] == 4  # one per view, two scans
     coco = json.loads((tmp_path / "coco" / "annotations" / "instances_all.json").read_text())
+    assert {"id": 12, "name": "bladder", "supercategory": "decoy"} in coco["categories"]
     for image in coco["images"]:
         truth = json.loads(
             (out / "truth" / image["file_name"].replace(".png", ".json")).read_text()
         )
         anns = [a for a in coco["annotations"] if a["image_id"] == image["id"]]
         assert len(anns) == len(truth["instances"])
+        assert sum(a["category_id"] == 12 for a in anns) == 2
         expected = sorted(
             (r["category_id"], rle_to_mask(r["segmentation"]).tobytes()) for r in truth["instances"]
         )

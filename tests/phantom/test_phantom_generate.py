@@ -3,6 +3,7 @@
 import json
 from collections import Counter
 
+import cv2
 import numpy as np
 import pytest
 from shapely.geometry import Polygon
@@ -11,7 +12,7 @@ from bsi_d2.phantom import generate_phantom
 from bsi_d2.phantom.lesions import MAX_LESIONS
 from bsi_d2.postprocess.bsi import burden_group
 from bsi_d2.structures.masks import polygons_to_mask, rle_to_mask
-from bsi_d2.taxonomy import load_taxonomy
+from bsi_d2.taxonomy import load_taxonomy, taxonomy_from_dict
 
 TAX = load_taxonomy()
 N = 20
@@ -106,14 +107,53 @@ def test_each_region_once_per_view_with_the_left_right_convention(phantoms):
 def test_region_and_kidney_masks_are_disjoint_and_in_their_view(phantoms):
     for p in phantoms:
         cover = np.zeros((950, 512), dtype=int)
+        decoy_cover = np.zeros((950, 512), dtype=int)
         for r in p.truth["instances"]:
             mask = rle_to_mask(r["segmentation"])
             assert mask.any() and mask.sum() == r["area"]
             cols = np.flatnonzero(mask.any(axis=0))
             assert (cols < 256).all() if r["view"] == "anterior" else (cols >= 256).all()
-            if r["category_name"] != "lesion":
+            if r["category_name"] not in ("lesion", "bladder"):
                 cover += mask
+            if TAX.by_id(r["category_id"]).is_decoy:
+                decoy_cover += mask
         assert cover.max() == 1, p.patient
+        assert decoy_cover.max() == 1, p.patient  # kidneys and bladder never overlap
+
+
+def test_one_bladder_per_view_over_the_hot_bladder(phantoms):
+    overlaps_pelvis = 0
+    for p in phantoms:
+        bladders = [r for r in p.truth["instances"] if r["category_name"] == "bladder"]
+        assert Counter(r["view"] for r in bladders) == {"anterior": 1, "posterior": 1}, p.patient
+        assert {r["category_id"] for r in bladders} == {12}
+        for view in ("anterior", "posterior"):
+            bladder = masks_of(p, "bladder", view)[0]
+            pelvis = masks_of(p, "pelvis", view)[0]
+            # hotter than the pelvis it lies over, in the far (posterior) view too
+            assert mean_counts(p, "bladder", view) > 1.5 * mean_counts(p, "pelvis", view)
+            overlaps_pelvis += bool((bladder & pelvis).any())
+    assert overlaps_pelvis > 0  # a decoy may overlap a region: the bladder over the pelvis
+
+
+def test_bladder_holds_the_hottest_pixels_of_the_pelvis_in_front(phantoms):
+    without_lesion = [p for p in phantoms if p.truth["lesion_count"] == 0]
+    assert without_lesion
+    for p in without_lesion:
+        # smoothed, so the hottest pixel is the hot organ, not one Poisson outlier
+        smooth = cv2.GaussianBlur(p.merged.counts.astype(np.float32), (0, 0), 3.0)
+        pelvis = masks_of(p, "pelvis", "anterior")[0]
+        hottest = np.unravel_index(np.argmax(np.where(pelvis, smooth, -1.0)), smooth.shape)
+        assert masks_of(p, "bladder", "anterior")[0][hottest], p.patient
+
+
+def test_a_taxonomy_without_bladder_gets_no_bladder_instance():
+    raw = TAX.to_dict()
+    raw["classes"] = [c for c in raw["classes"] if c["name"] != "bladder"]
+    p = generate_phantom(0, seed=0, taxonomy=taxonomy_from_dict(raw))
+    assert "bladder" not in {s["label"] for s in p.shapes}
+    assert not masks_of(p, "bladder")
+    assert masks_of(p, "pelvis", "anterior") and masks_of(p, "kidney", "anterior")
 
 
 def test_truth_masks_are_the_rasterised_labelme_polygons(phantoms):

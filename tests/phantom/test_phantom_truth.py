@@ -45,11 +45,14 @@ def test_constructed_case_matches_hand_computation():
     assert truth["involvement"]["chest"] == {"anterior": 0.25, "posterior": None, "combined": 0.25}
     assert truth["bsi_per_bone"]["spine"] == pytest.approx(0.25 * 8.3)
     assert truth["bsi_per_bone"]["chest"] == pytest.approx(0.25 * 8.7)
-    assert truth["bsi_per_bone"]["skull"] == 0.0
+    assert truth["bsi_per_bone"]["skull"] is None  # found in neither view: not assessed
     assert truth["bsi"] == pytest.approx(2.075 + 2.175)
-    # BSTBI = 5 sum_L / (4 sum_L + sum_R): 400 lesion px at 10, 39600 others at 2
-    lesion_sum, total = 400 * 10.0, 400 * 10.0 + 39600 * 2.0
-    assert truth["bstbi"] == pytest.approx(5 * lesion_sum / (4 * lesion_sum + total))
+    # BSTBI per view = 5 sum_L / (4 sum_L + sum_R), lesion px at 10, others at 2; anterior:
+    # 300 lesion px of 20000, posterior 100; the record's BSTBI is their mean
+    anterior = 5 * 3000 / (4 * 3000 + 3000 + 19700 * 2)
+    posterior = 5 * 1000 / (4 * 1000 + 1000 + 19900 * 2)
+    assert truth["bstbi_per_view"] == pytest.approx({"anterior": anterior, "posterior": posterior})
+    assert truth["bstbi"] == pytest.approx((anterior + posterior) / 2)
     assert truth["lesion_instances"] == 3
     assert truth["lesion_count"] == 2  # lesion 1 is seen in both views
     assert truth["burden_group"] == "few"
@@ -57,6 +60,7 @@ def test_constructed_case_matches_hand_computation():
     assert chest["area"] == 800 and chest["bbox"] == [50.0, 50.0, 50.0, 20.0]
     assert rle_to_mask(chest["segmentation"]).sum() == 800
     assert truth["bsi_detail"]["lesion_pixels_total"] == 400
+    assert truth["lesion_pixels_counted"] == 400
 
 
 def test_lesion_outside_regions_does_not_count():
@@ -66,7 +70,7 @@ def test_lesion_outside_regions_does_not_count():
     )
     truth = build_truth(instances, counts, TAX)
     assert truth["bsi"] == pytest.approx(2.075 + 2.175)
-    assert truth["bsi_detail"]["lesion_pixels_outside"] == 100
+    assert truth["lesion_pixels_outside"] == 100
     assert truth["lesion_count"] == 3
 
 
@@ -76,6 +80,37 @@ def test_overlapping_regions_are_refused():
         LabeledInstance("chest", "anterior", [rect(25, 10, 50, 30)], 2),
     ]
     with pytest.raises(ValueError, match="chest .* overlaps spine"):
+        build_truth(instances, np.ones((60, 120)), TAX)
+
+
+def test_a_decoy_may_overlap_a_region():
+    instances = [
+        LabeledInstance("pelvis", "anterior", [rect(10, 10, 50, 40)], 1),
+        LabeledInstance("bladder", "anterior", [rect(20, 20, 35, 32)], 2),  # over the pelvis
+        LabeledInstance("kidney", "anterior", [rect(60, 10, 70, 30)], 3),
+    ]
+    truth = build_truth(instances, np.ones((60, 120)), TAX)
+    areas = {r["category_name"]: r["area"] for r in truth["instances"]}
+    assert areas == {"pelvis": 40 * 30, "bladder": 15 * 12, "kidney": 10 * 20}
+
+
+def test_regions_overlapping_each_other_are_refused_beside_a_decoy():
+    instances = [
+        LabeledInstance("spine", "anterior", [rect(10, 10, 30, 30)], 1),
+        LabeledInstance("bladder", "anterior", [rect(15, 15, 40, 25)], 2),
+        LabeledInstance("chest", "anterior", [rect(25, 10, 50, 30)], 3),
+    ]
+    with pytest.raises(ValueError, match="chest .* overlaps spine"):
+        build_truth(instances, np.ones((60, 120)), TAX)
+
+
+def test_overlapping_decoys_are_refused():
+    instances = [
+        LabeledInstance("pelvis", "anterior", [rect(10, 10, 50, 40)], 1),
+        LabeledInstance("kidney", "anterior", [rect(10, 10, 30, 30)], 2),
+        LabeledInstance("bladder", "anterior", [rect(25, 20, 40, 35)], 3),
+    ]
+    with pytest.raises(ValueError, match=r"bladder \(anterior\) overlaps kidney on 50 pixels"):
         build_truth(instances, np.ones((60, 120)), TAX)
 
 
@@ -112,3 +147,17 @@ def test_labelme_shapes_share_group_id_per_instance():
     chest = [s for s in shapes if s["label"] == "chest"]
     assert len(chest) == 2 and {s["group_id"] for s in chest} == {3}
     assert all(s["shape_type"] == "polygon" and len(s["points"]) >= 3 for s in shapes)
+
+
+def test_a_metastasis_wholly_behind_the_bladder_is_counted_as_hidden():
+    instances, counts = constructed_case()
+    instances += [
+        LabeledInstance("pelvis", "anterior", [rect(100, 60, 180, 100)], 7),
+        LabeledInstance("bladder", "anterior", [rect(120, 70, 160, 95)], 8),
+        LabeledInstance("lesion", "anterior", [rect(130, 75, 140, 85)], 9, lesion_id=3),
+        LabeledInstance("lesion", "anterior", [rect(150, 85, 170, 99)], 10, lesion_id=4),
+    ]
+    truth = build_truth(instances, counts, TAX)
+    # lesion 3 lies wholly inside the bladder; lesion 4 reaches the bare pelvis
+    assert truth["lesions_hidden_by_decoys"] == 1
+    assert truth["lesion_count"] == 3

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bsi_d2.postprocess.analysis import analyse_scan
-from bsi_d2.postprocess.assign import assign_views, count_lesions_by_region, lesion_regions
+from bsi_d2.postprocess.assign import assign_views
 from bsi_d2.postprocess.bsi import compute_bsi
 from bsi_d2.postprocess.match import (
     count_matched_lesions,
@@ -141,40 +141,39 @@ def test_lesion_in_kidney_and_outside_are_reported_apart():
         (LESION, 0.9, box(17, 20, 30, 33)),  # 9 px outside every region
     )
     counts = np.ones((H, W), np.float32)
-    a = analyse_scan(inst, counts, TAX)
+    a = analyse_scan(inst, counts, TAX, match_views=False)
     skull = a.bsi.bones["skull"]
     assert skull.involvement_per_view == {"anterior": 0.1, "posterior": 0.0}
     assert a.bsi.bsi == pytest.approx(0.05 * 18.4)
     assert a.record["lesion_pixels_in_decoys"] == 8
     assert a.record["lesion_pixels_outside"] == 9
-    assert a.record["lesion_count"] == 3
+    assert a.record["lesion_pixels_counted"] == 10
+    assert a.record["lesion_count"] == 2 and a.record["lesions_in_decoys"] == 1
     assert a.record["lesions_by_region"] == {"skull": 1, "kidney": 1, "other": 1}
+    assert a.record["sites"] == ["skull", "other"]
     assert a.record["burden_group"] == "few" and a.record["abnormal"] is True
-    # BSTBI on ones: K * 27 / ((K - 1) * 27 + 800)
-    assert a.record["bstbi"] == pytest.approx(5 * 27 / (4 * 27 + 800))
-    assert a.record["lesion_count_matched"] is None
+    # BSTBI per view on ones, only the 10 skull pixels in L: K * 10 / ((K - 1) * 10 + 400)
+    assert a.record["bstbi_anterior"] == pytest.approx(50 / 440)
+    assert a.record["bstbi_posterior"] == 0.0
+    assert a.record["views_matched"] is False
 
 
-def test_lesion_region_is_the_region_holding_most_of_it():
+def test_lesion_site_is_the_region_holding_most_of_it():
     inst = make(
         (SKULL, 0.9, box(0, 10, 0, 10)),
         (SPINE, 0.9, box(10, 20, 0, 10)),
         (LESION, 0.9, box(8, 13, 0, 2)),  # 4 px skull, 6 px spine
     )
-    region = rasterize_regions(inst, TAX)
-    assert lesion_regions(inst, region, TAX) == [SPINE]
-    assert count_lesions_by_region([0, SPINE, HUM_AR, 6, KIDNEY, SPINE], TAX) == {
-        "spine": 2,
-        "humerus": 2,
-        "kidney": 1,
-        "other": 1,
-    }
+    a = analyse_scan(inst, None, TAX)
+    assert a.record["lesions_by_region"] == {"spine": 1}
+    assert a.record["sites"] == ["skull", "spine"]  # both hold counted pixels
+    assert [les["site_name"] for les in a.record["lesions"]] == ["spine"]
 
 
 def test_a_lesion_only_in_the_kidney_does_not_make_the_scan_abnormal():
     kidney_only = make((KIDNEY, 0.9, box(12, 16, 4, 8)), (LESION, 0.9, box(12, 14, 4, 8)))
     a = analyse_scan(kidney_only, None, TAX)
-    assert a.lesion_count == 1 and a.record["abnormal"] is False
+    assert a.lesion_count == 0 and a.record["abnormal"] is False
     assert a.record["lesions_by_region"] == {"kidney": 1}
     outside = make((LESION, 0.9, box(12, 14, 4, 8)))
     assert analyse_scan(outside, None, TAX).record["abnormal"] is True
@@ -187,10 +186,12 @@ def test_record_is_json_and_regions_follow_the_weights():
     skull = record["regions"][0]
     assert skull["report_name"] == "skull" and skull["weight"] == 18.4
     assert skull["involvement_anterior"] == 0.0 and skull["involvement_posterior"] is None
-    assert record["bstbi"] is None and record["bsi"] == 0.0
+    assert skull["assessed"] == "one view"
+    assert record["bstbi"] is None and record["bsi"] == 0.0 and record["bsi_coverage"] == 18.4
+    assert record["bstbi_notes"] == ["not computed: no raw counts"]
     assert record["burden_group"] == "none" and record["abnormal"] is False
     humerus = next(r for r in record["regions"] if r["bone"] == "humerus_right")
-    assert humerus["report_name"] == "humerus"
+    assert humerus["report_name"] == "humerus" and humerus["assessed"] == "not assessed"
 
 
 def test_counts_of_wrong_shape_are_rejected():
@@ -202,7 +203,7 @@ def test_bincount_bsi_equals_isin_reference():
     rng = np.random.default_rng(1)
     region = rng.choice([0, SKULL, SPINE, CHEST, HUM_AR, 6, PELVIS, 9, KIDNEY], size=(30, 50))
     lesion = rng.random((30, 50)) < 0.3
-    result = compute_bsi(region, lesion, TAX)
+    result = compute_bsi(region, lesion, TAX)  # decoys painted into the region map still work
     for bone, b in result.bones.items():
         ids = [c.id for c in TAX.region_classes if c.bone == bone]
         for view, cols in (("anterior", slice(0, 25)), ("posterior", slice(25, 50))):
@@ -248,11 +249,16 @@ def test_lesion_seen_in_both_views_counts_once():
         (LESION, 0.9, box(15, 17, 14, 16)),  # anterior only
         (LESION, 0.9, box(15, 17, 33, 35)),  # posterior, mirrored col 5.5: too far from col 14.5
     ]
-    a = analyse_scan(make(*items), None, TAX, match_views=True, match_radius=5.0)
-    assert a.lesion_count == 4
-    assert a.lesion_count_matched == 3
-    assert a.matched_pairs == [(2, 3)]
-    assert a.record["lesion_count_matched"] == 3
+    a = analyse_scan(make(*items), None, TAX, match_radius=5.0)
+    assert a.record["lesion_instances"] == 4
+    assert a.lesion_count == 3
+    assert a.lesions.pairs == [(2, 3)]
+    assert [les["views"] for les in a.record["lesions"]] == [
+        ["anterior", "posterior"],
+        ["anterior"],
+        ["posterior"],
+    ]
+    assert analyse_scan(make(*items), None, TAX, match_views=False).lesion_count == 4
     count, _ = count_matched_lesions(np.zeros((0, 2)), [], view_midlines(a.region_map))
     assert count == 0
 

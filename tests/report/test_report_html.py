@@ -26,20 +26,28 @@ def record(**changes) -> dict:
             "engine": "torchvision",
         },
         "bsi": 0.0,
+        "bsi_coverage": 51.8,
         "bstbi": 0.0,
+        "bstbi_anterior": 0.0,
+        "bstbi_posterior": 0.0,
+        "bstbi_notes": [],
         "lesion_count": 0,
-        "lesion_count_matched": None,
+        "lesion_instances": 0,
+        "views_matched": True,
         "burden_group": "none",
         "abnormal": False,
+        "sites": [],
         "regions": [
             {
                 "bone": b,
                 "report_name": n,
                 "weight": w,
+                "assessed": "both views",
                 "involvement_anterior": 0.0,
                 "involvement_posterior": 0.0,
                 "involvement": 0.0,
                 "bsi": 0.0,
+                "involved": False,
             }
             for b, n, w in [
                 ("skull", "skull", 18.4),
@@ -59,15 +67,20 @@ def record(**changes) -> dict:
     return base
 
 
-def abnormal(n=3, matched=None, by_region=None, **changes):
+def abnormal(n=3, sites=None, by_region=None, **changes):
     regions = record()["regions"]
     regions[1].update(
-        involvement_anterior=0.04, involvement_posterior=0.02, involvement=0.03, bsi=0.249
+        involvement_anterior=0.04,
+        involvement_posterior=0.02,
+        involvement=0.03,
+        bsi=0.249,
+        involved=True,
     )
     return record(
         abnormal=True,
         lesion_count=n,
-        lesion_count_matched=matched,
+        lesion_instances=n + 1,
+        sites=["pelvis", "kidney", "spine", "skull", "other"] if sites is None else sites,
         bsi=0.249,
         bstbi=0.0123,
         burden_group="few",
@@ -101,19 +114,21 @@ def test_abnormal_report_names_multiple_lesions_and_sites_in_order(tmp_path):
     page = write_scan_report(tmp_path, abnormal()).read_text()
     text = text_of(page)
     assert NORMAL_FINDING not in page
-    # seed 002 order; kidney is a decoy, not a site; an unknown key counts as "other"
+    # seed 002 order; kidney is a decoy, never a site
     assert (
         "Multiple lesions (3) with abnormal uptake were detected by the model in the "
         "skull, spine, pelvis and other parts."
     ) in text
-    assert "0.249" in text and "0.0123" in text and "few" in text
+    assert "0.25 % of skeletal mass" in text and "0.249" not in text
+    assert "0.0123" in text and "few" in text
+    assert "3 (4 outlined in the views, matched across views)" in text
     assert "Outside every skeletal region 17" in text
     assert "Inside kidney / other decoy regions 9" in text
     assert AID_LINE in text
 
 
 def test_single_lesion_uses_matched_count():
-    css, sentence = finding_text(abnormal(n=2, matched=1, by_region={"spine": 2}))
+    css, sentence = finding_text(abnormal(n=1, sites=["spine"], by_region={"spine": 1}))
     assert css == "abnormal"
     assert sentence.startswith(
         "A single lesion with abnormal uptake was detected by the model in the spine."
@@ -121,9 +136,10 @@ def test_single_lesion_uses_matched_count():
 
 
 def test_lesion_sites_order():
-    assert lesion_sites(abnormal(by_region={"femur": 1, "chest/ribs": 2, "skull": 0})) == [
+    assert lesion_sites(abnormal(sites=["femur", "other", "chest/ribs", "bladder"])) == [
         "chest/ribs",
         "femur",
+        "other",
     ]
 
 
@@ -160,7 +176,7 @@ def test_index_links_reports_and_lists_failures(tmp_path):
     text = text_of(page)
     assert "truncated pixel data" in text
     assert "abnormal uptake flagged" in text and "no abnormal uptake detected" in text
-    assert "2 scan(s) analysed, 1 with abnormal uptake flagged, 1 failed or skipped" in text
+    assert "2 scan(s) analysed, 1 with abnormal uptake flagged, 1 failed or not assessed" in text
     assert AID_LINE in text
 
 

@@ -1,0 +1,243 @@
+"""The one lesion model of a scan: each lesion found once, assigned once. NumPy/SciPy only.
+
+Every lesion output of a scan — ``abnormal``, the sites sentence, lesion count, burden group,
+per-region involvement, BSI and BSTBI — reads :class:`LesionModel`, so they cannot disagree.
+
+Rules, in order:
+
+1. **Appearances.** Kept lesion instances of one view whose masks share a pixel are one
+   appearance (their union): a model's duplicate detections of one hot spot count once.
+2. **Lesions.** Appearances are matched across views (seed 003; Hungarian matching of
+   centroids after mirroring the posterior view, :mod:`bsi_d2.postprocess.match`), so a lesion
+   seen in both views is one lesion. With matching off, each appearance is a lesion.
+3. **Site.** A lesion every pixel of which lies inside decoy regions (kidney, bladder) is decoy
+   uptake, assigned to the decoy holding most of it. Otherwise a lesion with any pixel on a
+   skeletal region is a bone lesion, assigned to the region class holding most of its bone
+   pixels; where bone and a decoy overlap, the pixel is bone. A lesion on no skeletal region
+   lies "outside" (reported as "other": forearm, tibia, soft tissue).
+4. **Counted pixels.** The pixels of bone lesions that lie on a skeletal region, and only
+   those, form the BSI's numerator and BSTBI's L.
+5. A scan is abnormal when it has a bone or outside lesion; the lesion count and burden group
+   count those lesions (decoy uptake is reported apart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bsi_d2.postprocess.match import (
+    DEFAULT_MATCH_RADIUS,
+    count_matched_lesions,
+    view_midlines,
+)
+from bsi_d2.postprocess.rasterize import mask_boxes
+from bsi_d2.preprocess.merge import VIEW_ORDER
+from bsi_d2.structures.instances import Instances
+from bsi_d2.taxonomy import Taxonomy
+
+SITE_BONE = "bone"
+SITE_DECOY = "decoy"
+SITE_OUTSIDE = "outside"
+OTHER_SITE = "other"  # report name of the site of outside lesions (seed 002's template)
+
+
+@dataclass
+class Lesion:
+    """One lesion: one or two appearances (anterior, posterior) of the same hot spot."""
+
+    id: int  # 1-based; the value of its pixels in ``LesionModel.labels``
+    instances: list[int]  # indices into the kept instances
+    views: list[str]
+    score: float  # highest score of its instances
+    site: str  # SITE_BONE, SITE_DECOY or SITE_OUTSIDE
+    site_class: int  # class id of its region or decoy; 0 outside
+    pixels: dict[str, int]  # per view, all its pixels
+    counted: dict[str, int]  # per view, its pixels counted in the BSI (0 unless a bone lesion)
+
+    def to_dict(self, taxonomy: Taxonomy) -> dict:
+        return {
+            "id": self.id,
+            "site": self.site,
+            "site_name": site_name(self, taxonomy),
+            "views": list(self.views),
+            "score": float(self.score),
+            "pixels": dict(self.pixels),
+            "counted_pixels": dict(self.counted),
+        }
+
+
+@dataclass
+class LesionModel:
+    lesions: list[Lesion]
+    labels: np.ndarray  # (H, W) int32: lesion id of each pixel, 0 for none
+    counted: np.ndarray  # (H, W) bool: the pixels counted in the BSI
+    matched: bool  # whether appearances were matched across views
+    instances_used: int  # lesion instances with at least one pixel
+    pairs: list[tuple[int, int]] = field(default_factory=list)  # matched (anterior, posterior)
+
+    def of_site(self, *sites: str) -> list[Lesion]:
+        return [les for les in self.lesions if les.site in sites]
+
+    @property
+    def count(self) -> int:
+        """Lesions that count for the burden: on bone or outside, not decoy uptake."""
+        return len(self.of_site(SITE_BONE, SITE_OUTSIDE))
+
+    def pixels_where(self, *sites: str) -> int:
+        return sum(sum(les.pixels.values()) for les in self.of_site(*sites))
+
+
+def site_name(lesion: Lesion, taxonomy: Taxonomy) -> str:
+    """Report name of a lesion's site: its region's or decoy's, or "other"."""
+    return taxonomy.by_id(lesion.site_class).report if lesion.site_class else OTHER_SITE
+
+
+def _union_find(n: int):
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+
+    return find, union
+
+
+def _appearances(
+    kept: Instances, lesion_index: np.ndarray, boxes: np.ndarray
+) -> tuple[list[list[int]], np.ndarray]:
+    """Groups of lesion instances whose masks overlap, and the (H, W) int32 map of group
+    number + 1 (0 for none). Instances with empty masks are left out."""
+    owner = np.full((kept.height, kept.width), -1, dtype=np.int32)
+    nonempty = [int(i) for i in lesion_index if boxes[i][1] > boxes[i][0]]
+    find, union = _union_find(len(nonempty))
+    for k, i in enumerate(nonempty):
+        r0, r1, c0, c1 = boxes[i]
+        crop = owner[r0:r1, c0:c1]
+        mask = kept.masks[i, r0:r1, c0:c1]
+        for other in np.unique(crop[mask & (crop >= 0)]):
+            union(k, int(other))
+        crop[mask] = k
+    roots = sorted({find(k) for k in range(len(nonempty))})
+    group_of_root = {r: g for g, r in enumerate(roots)}
+    groups: list[list[int]] = [[] for _ in roots]
+    lut = np.zeros(len(nonempty) + 1, dtype=np.int32)
+    for k, i in enumerate(nonempty):
+        g = group_of_root[find(k)]
+        groups[g].append(i)
+        lut[k + 1] = g + 1
+    return groups, lut[owner + 1]
+
+
+def _view_of_pixels(columns: np.ndarray, half: int) -> str:
+    """Anterior if most pixels lie in the left half (a tie goes anterior)."""
+    left = int(np.count_nonzero(columns < half))
+    return VIEW_ORDER[0] if 2 * left >= columns.size else VIEW_ORDER[1]
+
+
+def build_lesion_model(
+    kept: Instances,
+    region_map: np.ndarray,
+    decoy_map: np.ndarray,
+    taxonomy: Taxonomy,
+    match_views: bool = True,
+    match_radius: float = DEFAULT_MATCH_RADIUS,
+    boxes: np.ndarray | None = None,
+) -> LesionModel:
+    """Appearances, lesions and their sites (see the module docstring) of a scan's kept
+    instances on its skeletal ``region_map`` and ``decoy_map`` ((H, W) class ids, 0 none)."""
+    boxes = mask_boxes(kept.masks) if boxes is None else boxes
+    height, width = kept.height, kept.width
+    half = width // 2
+    lesion_index = np.flatnonzero(np.isin(kept.category_ids, taxonomy.lesion_ids))
+    groups, group_map = _appearances(kept, lesion_index, boxes)
+
+    # one pass over the lesion pixels only: their group, column, region and decoy
+    flat = np.flatnonzero(group_map)
+    pix_group = group_map.ravel()[flat] - 1
+    pix_col = flat % width
+    pix_region = np.asarray(region_map).ravel()[flat].astype(np.int64)
+    pix_decoy = np.asarray(decoy_map).ravel()[flat].astype(np.int64)
+    order = np.argsort(pix_group, kind="stable")
+    starts = np.searchsorted(pix_group[order], np.arange(len(groups) + 1))
+
+    views = []
+    centroids = np.zeros((len(groups), 2), dtype=np.float64)
+    for g in range(len(groups)):
+        sel = order[starts[g] : starts[g + 1]]
+        views.append(_view_of_pixels(pix_col[sel], half))
+        centroids[g] = (float(np.mean(flat[sel] // width)), float(np.mean(pix_col[sel])))
+
+    members: list[list[int]] = [[g] for g in range(len(groups))]
+    pairs: list[tuple[int, int]] = []
+    if match_views and len(groups) > 1:
+        _, pairs = count_matched_lesions(centroids, views, view_midlines(region_map), match_radius)
+        partner = {p: a for a, p in pairs}
+        members = [[g] + ([p for a, p in pairs if a == g]) for g in range(len(groups))]
+        members = [m for g, m in enumerate(members) if g not in partner]
+
+    size = max([int(region_map.max(initial=0)), int(decoy_map.max(initial=0)), *taxonomy.ids]) + 1
+    is_region = np.zeros(size, dtype=bool)
+    is_region[[c.id for c in taxonomy.region_classes]] = True
+    is_decoy = np.zeros(size, dtype=bool)
+    is_decoy[taxonomy.decoy_ids] = True
+    on_bone = is_region[pix_region]
+    in_decoy = is_decoy[pix_decoy]
+
+    lesions: list[Lesion] = []
+    group_to_lesion = np.zeros(len(groups) + 1, dtype=np.int32)  # index: group number + 1
+    for lesion_id, member in enumerate(sorted(members, key=min), start=1):
+        sel = np.concatenate([order[starts[g] : starts[g + 1]] for g in member])
+        bone_px = np.bincount(pix_region[sel][on_bone[sel]], minlength=size)
+        if in_decoy[sel].all():
+            site = SITE_DECOY
+            site_class = int(np.argmax(np.bincount(pix_decoy[sel], minlength=size)))
+        elif bone_px.any():
+            site, site_class = SITE_BONE, int(np.argmax(bone_px))
+        else:
+            site, site_class = SITE_OUTSIDE, 0
+        anterior = pix_col[sel] < half
+        counted = on_bone[sel] if site == SITE_BONE else np.zeros(sel.size, dtype=bool)
+        instance_ids = sorted(i for g in member for i in groups[g])
+        lesions.append(
+            Lesion(
+                id=lesion_id,
+                instances=instance_ids,
+                views=[views[g] for g in sorted(member, key=lambda g: VIEW_ORDER.index(views[g]))],
+                score=float(kept.scores[instance_ids].max()),
+                site=site,
+                site_class=site_class,
+                pixels={
+                    VIEW_ORDER[0]: int(np.count_nonzero(anterior)),
+                    VIEW_ORDER[1]: int(np.count_nonzero(~anterior)),
+                },
+                counted={
+                    VIEW_ORDER[0]: int(np.count_nonzero(counted & anterior)),
+                    VIEW_ORDER[1]: int(np.count_nonzero(counted & ~anterior)),
+                },
+            )
+        )
+        group_to_lesion[[g + 1 for g in member]] = lesion_id
+
+    labels = group_to_lesion[group_map]
+    bone_lesion = np.zeros(len(lesions) + 1, dtype=bool)
+    bone_lesion[[les.id for les in lesions if les.site == SITE_BONE]] = True
+    counted_mask = np.zeros((height, width), dtype=bool)
+    counted_flat = bone_lesion[labels.ravel()[flat]] & on_bone
+    counted_mask.ravel()[flat[counted_flat]] = True
+    return LesionModel(
+        lesions=lesions,
+        labels=labels,
+        counted=counted_mask,
+        matched=bool(match_views),
+        instances_used=sum(len(g) for g in groups),
+        pairs=[(groups[a][0], groups[p][0]) for a, p in pairs],
+    )
