@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kfold": ("bsi_d2.commands.kfold", "run every fold of a k-fold split and summarise"),
     "evaluate": ("bsi_d2.commands.evaluate", "score predictions against COCO ground truth"),
     "predict": ("bsi_d2.commands.predict", "batch inference, BSI per scan and reports"),
+    "bsi": ("bsi_d2.commands.bsi", "BSI and reports from Labelme or COCO annotations"),
 }
 
 

@@ -280,11 +280,13 @@ def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir:
         "skeleton_pixel_f1": evaluation["pixel"]["skeleton"]["f1"],
         "skeleton_pixel_precision": evaluation["pixel"]["skeleton"]["precision"],
         "skeleton_pixel_sensitivity": evaluation["pixel"]["skeleton"]["sensitivity"],
-        "mean_f1_without_kidney": evaluation["pixel"]["mean_without_decoys"]["f1"],
+        "mean_f1_without_decoys": evaluation["pixel"]["mean_without_decoys"]["f1"],
         "lesion_dice": evaluation["lesion"]["dice_pooled"],
         "mask_ap": evaluation["coco"]["segm"]["AP"],
         "scan_sensitivity": evaluation["scan"]["sensitivity"],
         "scan_specificity": evaluation["scan"]["specificity"],
+        "lesion_count_mae": evaluation["burden"]["count_mean_absolute_error"],
+        "burden_group_kappa": evaluation["burden"]["group_kappa"],
         "bsi_pearson_r": agreement.get("pearson_r"),
         "bsi_spearman_rho": agreement.get("spearman_rho"),
         "bsi_mean_difference": agreement.get("mean_difference"),
@@ -310,6 +312,10 @@ def _print_summary(summary: dict) -> None:
     )
     print(f"  lesion Dice              {f(m['lesion_dice'])}")
     print(f"  mask AP (COCO)           {f(m['mask_ap'])}")
+    print(
+        f"  lesion count MAE         {f(m['lesion_count_mae'])}   "
+        f"burden group kappa {f(m['burden_group_kappa'])}"
+    )
     print(
         f"  BSI Pearson r            {f(m['bsi_pearson_r'])}   "
         f"Spearman rho {f(m['bsi_spearman_rho'])}"

@@ -190,6 +190,7 @@ class _Prepared:
     counts: np.ndarray
     display: np.ndarray
     counts_source: str = "counts"  # "display" where display values stand in for counts
+    annotation: Instances | None = None  # the scan's instances when annotations stand in
 
 
 def _prefetch(items: Iterable[Any], depth: int) -> Iterator[Any]:
@@ -230,17 +231,26 @@ def _prefetch(items: Iterable[Any], depth: int) -> Iterator[Any]:
         stop.set()
 
 
+AnnotationReader = Callable[[Sequence[str], tuple[int, int]], Instances]
+
+
 class BatchRunner:
-    """Runs ``predictor`` over inputs into ``out_dir``; see the module docstring."""
+    """Runs ``predictor`` over inputs into ``out_dir``; see the module docstring. Without a
+    predictor, ``annotations`` (the scan's files, image shape -> instances) supply each scan's
+    instances instead (``bsi-d2 bsi``)."""
 
     def __init__(
         self,
-        predictor: Callable[[list[np.ndarray]], list[Instances]],
+        predictor: Callable[[list[np.ndarray]], list[Instances]] | None,
         taxonomy: Taxonomy,
         out_dir: str | Path,
         options: BatchOptions | None = None,
+        annotations: AnnotationReader | None = None,
     ) -> None:
+        if predictor is None and annotations is None:
+            raise ValueError("a batch needs a predictor or annotations")
         self.predictor = predictor
+        self.annotations = annotations
         self.taxonomy = taxonomy
         self.out_dir = Path(out_dir)
         self.options = options or BatchOptions()
@@ -303,6 +313,14 @@ class BatchRunner:
                 self._fail(key, paths, source, "preprocess", err)
                 yield None
                 continue
+            annotation = None
+            if self.annotations is not None:
+                try:
+                    annotation = self.annotations(paths, prepared.display.shape)
+                except Exception as err:  # noqa: BLE001 - a bad annotation fails its scan only
+                    self._fail(key, paths, source, "annotation", err)
+                    yield None
+                    continue
             yield _Prepared(
                 key,
                 paths,
@@ -310,6 +328,7 @@ class BatchRunner:
                 prepared.counts,
                 prepared.display,
                 str(prepared.metadata.get("counts_source", "counts")),
+                annotation,
             )
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -389,7 +408,10 @@ class BatchRunner:
         if not batch:
             return
         try:
-            predictions = self.predictor([s.display for s in batch])
+            if self.predictor is None:
+                predictions = [s.annotation for s in batch]
+            else:
+                predictions = self.predictor([s.display for s in batch])
         except Exception as err:  # noqa: BLE001 - retry one by one to isolate the culprit
             if len(batch) == 1:
                 self._fail(batch[0].key, batch[0].paths, batch[0].source, "predict", err)
@@ -440,9 +462,10 @@ class BatchRunner:
 def run_batch(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
-    predictor: Callable[[list[np.ndarray]], list[Instances]],
+    predictor: Callable[[list[np.ndarray]], list[Instances]] | None,
     taxonomy: Taxonomy,
     options: BatchOptions | None = None,
+    annotations: AnnotationReader | None = None,
 ) -> BatchResult:
     """Batch inference of ``inputs`` into ``out_dir`` (see :class:`BatchRunner`)."""
-    return BatchRunner(predictor, taxonomy, out_dir, options).run(inputs)
+    return BatchRunner(predictor, taxonomy, out_dir, options, annotations).run(inputs)

@@ -5,8 +5,9 @@ per-region involvement, BSI and BSTBI — reads :class:`LesionModel`, so they ca
 
 Rules, in order:
 
-1. **Appearances.** Kept lesion instances of one view whose masks share a pixel are one
-   appearance (their union): a model's duplicate detections of one hot spot count once.
+1. **Appearances.** Kept lesion instances whose masks overlap by at least half of the smaller
+   one are one appearance (their union): a model's duplicate or nested detections of one hot
+   spot count once, while two confluent lesions that merely touch or overlap a little stay two.
 2. **Lesions.** Appearances are matched across views (seed 003; Hungarian matching of
    centroids after mirroring the posterior view, :mod:`bsi_d2.postprocess.match`), so a lesion
    seen in both views is one lesion. With matching off, each appearance is a lesion.
@@ -41,6 +42,7 @@ SITE_BONE = "bone"
 SITE_DECOY = "decoy"
 SITE_OUTSIDE = "outside"
 OTHER_SITE = "other"  # report name of the site of outside lesions (seed 002's template)
+DUPLICATE_OVERLAP = 0.5  # shared pixels / smaller mask from which two lesion masks are one
 
 
 @dataclass
@@ -114,27 +116,36 @@ def _union_find(n: int):
 def _appearances(
     kept: Instances, lesion_index: np.ndarray, boxes: np.ndarray
 ) -> tuple[list[list[int]], np.ndarray]:
-    """Groups of lesion instances whose masks overlap, and the (H, W) int32 map of group
-    number + 1 (0 for none). Instances with empty masks are left out."""
-    owner = np.full((kept.height, kept.width), -1, dtype=np.int32)
+    """Groups of lesion instances that are one hot spot (see :data:`DUPLICATE_OVERLAP`), and
+    the (H, W) int32 map of group number + 1 (0 for none); where two groups share a pixel the
+    higher-scoring instance keeps it. Instances with empty masks are left out."""
     nonempty = [int(i) for i in lesion_index if boxes[i][1] > boxes[i][0]]
     find, union = _union_find(len(nonempty))
-    for k, i in enumerate(nonempty):
-        r0, r1, c0, c1 = boxes[i]
-        crop = owner[r0:r1, c0:c1]
-        mask = kept.masks[i, r0:r1, c0:c1]
-        for other in np.unique(crop[mask & (crop >= 0)]):
-            union(k, int(other))
-        crop[mask] = k
+    areas = [int(np.count_nonzero(kept.masks[i])) for i in nonempty]
+    for a in range(len(nonempty)):
+        ra0, ra1, ca0, ca1 = boxes[nonempty[a]]
+        for b in range(a + 1, len(nonempty)):
+            rb0, rb1, cb0, cb1 = boxes[nonempty[b]]
+            r0, r1, c0, c1 = max(ra0, rb0), min(ra1, rb1), max(ca0, cb0), min(ca1, cb1)
+            if r1 <= r0 or c1 <= c0:
+                continue
+            shared = np.count_nonzero(
+                kept.masks[nonempty[a], r0:r1, c0:c1] & kept.masks[nonempty[b], r0:r1, c0:c1]
+            )
+            if shared >= DUPLICATE_OVERLAP * min(areas[a], areas[b]):
+                union(a, b)
     roots = sorted({find(k) for k in range(len(nonempty))})
     group_of_root = {r: g for g, r in enumerate(roots)}
     groups: list[list[int]] = [[] for _ in roots]
-    lut = np.zeros(len(nonempty) + 1, dtype=np.int32)
+    group_map = np.zeros((kept.height, kept.width), dtype=np.int32)
+    scores = np.asarray(kept.scores, dtype=np.float64)
+    for k in sorted(range(len(nonempty)), key=lambda k: scores[nonempty[k]]):
+        i = nonempty[k]
+        r0, r1, c0, c1 = boxes[i]
+        group_map[r0:r1, c0:c1][kept.masks[i, r0:r1, c0:c1]] = group_of_root[find(k)] + 1
     for k, i in enumerate(nonempty):
-        g = group_of_root[find(k)]
-        groups[g].append(i)
-        lut[k + 1] = g + 1
-    return groups, lut[owner + 1]
+        groups[group_of_root[find(k)]].append(i)
+    return groups, group_map
 
 
 def _view_of_pixels(columns: np.ndarray, half: int) -> str:

@@ -66,19 +66,35 @@ def mirror_to_anterior(points: np.ndarray, midlines: dict[str, float]) -> np.nda
 def match_points(
     anterior: np.ndarray, posterior_mirrored: np.ndarray, radius: float = DEFAULT_MATCH_RADIUS
 ) -> list[tuple[int, int]]:
-    """Pairs (i, j) of anterior point i and mirrored posterior point j matched one-to-one by the
-    Hungarian algorithm on Euclidean distance, keeping pairs no farther apart than ``radius``."""
+    """Pairs (i, j) of anterior point i and mirrored posterior point j, one-to-one, at most
+    ``radius`` apart, minimising the summed distance plus ``radius / 2`` for each point left
+    unpaired (Hungarian algorithm on the matrix padded with "unpaired" rows and columns).
+
+    So a pair is made only where it saves distance: of two lesions near each other, a close
+    pair is kept and the others stay single, rather than forcing as many pairs as fit inside
+    the radius (which would pair a lesion with its neighbour's other view)."""
     from scipy.optimize import linear_sum_assignment
 
     a = np.asarray(anterior, dtype=np.float64).reshape(-1, 2)
     p = np.asarray(posterior_mirrored, dtype=np.float64).reshape(-1, 2)
-    if len(a) == 0 or len(p) == 0:
+    n, m = len(a), len(p)
+    if n == 0 or m == 0:
         return []
     dist = np.linalg.norm(a[:, None, :] - p[None, :, :], axis=2)
-    # Pairs beyond the radius cost more than any admissible set, so they never displace one.
-    big = radius * (len(a) + len(p) + 1) + 1.0
-    rows, cols = linear_sum_assignment(np.where(dist <= radius, dist, big))
-    return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True) if dist[i, j] <= radius]
+    forbidden = radius * (n + m + 1) + 1.0  # dearer than leaving everything unpaired
+    single = 0.5 * radius
+    cost = np.zeros((n + m, m + n))
+    cost[:n, :m] = np.where(dist <= radius, dist, forbidden)
+    cost[:n, m:] = forbidden
+    cost[n:, :m] = forbidden
+    cost[np.arange(n), m + np.arange(n)] = single  # anterior i unpaired
+    cost[n + np.arange(m), np.arange(m)] = single  # posterior j unpaired
+    rows, cols = linear_sum_assignment(cost)
+    return [
+        (int(i), int(j))
+        for i, j in zip(rows, cols, strict=True)
+        if i < n and j < m and dist[i, j] <= radius
+    ]
 
 
 def count_matched_lesions(

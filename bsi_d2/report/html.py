@@ -16,6 +16,7 @@ from string import Template
 from urllib.parse import quote
 
 from bsi_d2.evaluation.tables import pixel_table_rows
+from bsi_d2.inference.annotations import ENGINE_NAME
 from bsi_d2.taxonomy import Taxonomy, load_taxonomy
 
 AID_LINE = (
@@ -124,6 +125,12 @@ def _join(words: Sequence[str]) -> str:
     return ", ".join(words[:-1]) + " and " + words[-1]
 
 
+def _by(record: dict) -> str:
+    """Who found the lesions: the model, or the annotations ``bsi-d2 bsi`` read."""
+    engine = (record.get("model") or {}).get("engine")
+    return "marked in the annotations" if engine == ENGINE_NAME else "detected by the model"
+
+
 def finding_text(record: dict, taxonomy: Taxonomy | None = None) -> tuple[str, str]:
     """(css class, sentence) summarising the model's finding in seed 002's report wording."""
     if record.get("status") == "not_assessed":
@@ -131,7 +138,7 @@ def finding_text(record: dict, taxonomy: Taxonomy | None = None) -> tuple[str, s
     if record.get("status") != "ok":
         return "failed", "The analysis of this scan failed; the model gives no result for it."
     if not record.get("abnormal"):
-        return "normal", NORMAL_FINDING
+        return "normal", NORMAL_FINDING.replace("detected by the model", _by(record))
     n = lesion_number(record)
     what = "A single lesion" if n == 1 else f"Multiple lesions ({n})" if n > 1 else "Lesions"
     verb = "was" if n == 1 else "were"
@@ -139,7 +146,7 @@ def finding_text(record: dict, taxonomy: Taxonomy | None = None) -> tuple[str, s
     named = ["other parts" if s == OTHER_SITE else s for s in sites]
     where = f" in the {_join(named)}" if sites else ""
     return "abnormal", (
-        f"{what} with abnormal uptake {verb} detected by the model{where}. "
+        f"{what} with abnormal uptake {verb} {_by(record)}{where}. "
         "Each finding needs confirmation by the reading physician."
     )
 
@@ -457,6 +464,30 @@ def _summary_blocks(evaluation: dict) -> list[str]:
                             "Positive / negative scans",
                             f"{_e(scan.get('n_pos'))} / {_e(scan.get('n_neg'))}",
                         ],
+                    ],
+                ),
+            )
+        )
+    burden = evaluation.get("burden")
+    if burden:
+        blocks.append(
+            _block(
+                "Per scan: lesion count and burden group",
+                _table(
+                    ["Measure", "Value"],
+                    [
+                        [
+                            "Count error, mean absolute",
+                            _num(burden.get("count_mean_absolute_error")),
+                        ],
+                        [
+                            "Count error, mean (predicted - truth)",
+                            _num(burden.get("count_mean_signed_error")),
+                        ],
+                        ["Exact count", _metric(burden.get("count_exact_agreement"))],
+                        ["Burden group agreement", _metric(burden.get("group_agreement"))],
+                        ["Burden group Cohen's kappa", _num(burden.get("group_kappa"), 3)],
+                        ["Scans", _e(burden.get("n"))],
                     ],
                 ),
             )

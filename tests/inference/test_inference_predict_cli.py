@@ -123,6 +123,10 @@ def test_worker_command_line_keeps_every_option():
     )
     assert again.config == "c.yaml" and again.weights == "w.pth"
     assert again.opts == ["MODEL.DEVICE", "cuda"]
+    off = _parser().parse_args(["in", "--out", "o", "--no-match-views", "--match-radius", "9"])
+    again = _parser().parse_args(predict.worker_argv(off, "0/2", "cpu")[4:])
+    assert again.match_views is False and again.match_radius == 9.0
+    assert _parser().parse_args(["in", "--out", "o"]).match_views is None  # config decides
 
 
 def test_class_thresholds_from_flags_and_config():

@@ -268,3 +268,16 @@ def test_uint8_masks_are_read_as_masks_not_indices():
     as_uint8 = Instances(H, W, inst.boxes, inst.scores, inst.category_ids,
                          inst.masks.astype(np.uint8))  # fmt: skip
     assert analyse_scan(as_uint8, None, TAX).bsi.bsi == analyse_scan(inst, None, TAX).bsi.bsi > 0
+
+
+def test_matching_keeps_a_close_pair_rather_than_pairing_neighbours():
+    # anterior A at 0 and B at 11; mirrored posterior P at 0 (A's other view) and Q at -13:
+    # A-P (0) with B and Q single (10 + 10) beats the two pairs B-P (11) + A-Q (13)
+    a = np.array([[0.0, 0.0], [0.0, 11.0]])
+    p = np.array([[0.0, 0.0], [0.0, -13.0]])
+    assert match_points(a, p, radius=20.0) == [(0, 0)]
+    # far apart from any other, both pairs are kept
+    assert sorted(match_points(a, np.array([[0.0, 11.5], [0.0, 0.5]]), radius=20.0)) == [
+        (0, 1),
+        (1, 0),
+    ]

@@ -77,12 +77,17 @@ def test_matching_can_be_switched_off():
     assert record["lesion_count"] == 2 and record["views_matched"] is False
 
 
-def test_overlapping_lesion_instances_in_one_view_are_one_lesion():
-    items = [*spines(), (LESION, 0.9, box(4, 7, 8, 11)), (LESION, 0.8, box(5, 8, 9, 12))]
+def test_duplicate_lesion_instances_are_one_lesion_and_confluent_ones_two():
+    # 3x3 and 3x3 sharing 3x2 = 6 px, more than half of the smaller (9): a duplicate
+    items = [*spines(), (LESION, 0.9, box(4, 7, 8, 11)), (LESION, 0.8, box(4, 7, 9, 12))]
     record = analyse_scan(make(*items), None, TAX).record
     assert record["lesion_count"] == 1
-    # 9 + 9 px overlapping on 4: 14 px, all in the spine's columns 8..11
-    assert record["lesion_pixels_counted"] == 14
+    # 9 + 9 px overlapping on 6: 12 px, all in the spine's columns 8..11
+    assert record["lesion_pixels_counted"] == 12
+    # 4x4 and 4x4 sharing one column of 4 px (a quarter of either): two confluent lesions
+    items = [*spines(), (LESION, 0.9, box(2, 6, 8, 12)), (LESION, 0.8, box(5, 9, 8, 12))]
+    record = analyse_scan(make(*items), None, TAX).record
+    assert record["lesion_count"] == 2 and record["lesion_pixels_counted"] == 28
 
 
 # -- BSTBI as seed 002 defines it -----------------------------------------------------------

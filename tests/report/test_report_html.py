@@ -215,6 +215,14 @@ EVALUATION = {
         "skeleton": {"precision": 0.9722, "sensitivity": 0.9443, "f1": 0.958},
     },
     "lesion": {"dice_pooled": 0.7387, "dice_mean_per_image": 0.7, "n_images_with_lesions": 4},
+    "burden": {
+        "n": 4,
+        "count_mean_absolute_error": 0.5,
+        "count_mean_signed_error": 0.0,
+        "count_exact_agreement": 0.5,
+        "group_agreement": 0.5,
+        "group_kappa": 3 / 11,
+    },
     "scan": {
         "sensitivity": 0.926,
         "specificity": 0.855,
@@ -237,6 +245,7 @@ def test_evaluation_page_with_plots(tmp_path):
     assert "Average (w/o decoys)" in text and "Skeleton (pooled)" in text
     assert "73.87 %" in text and "0.926" in text
     assert 'src="bsi_scatter.png"' in page and 'src="bsi_bland_altman.png"' in page
+    assert "Burden group Cohen's kappa 0.273" in text and "Count error, mean absolute 0.50" in text
     for name in ("bsi_scatter.png", "bsi_bland_altman.png"):
         image = cv2.imread(str(tmp_path / name))
         assert image is not None and image.std() > 5

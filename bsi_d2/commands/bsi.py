@@ -1,0 +1,97 @@
+"""``bsi-d2 bsi``: BSI, BSTBI and reports from annotations instead of a model.
+
+Labelme files (a physician's drawing, or ``predict``'s ``<key>.json`` corrected in Labelme) or a
+COCO instances file go through exactly the post-processing, outputs and reports of
+``bsi-d2 predict``; raw counts come from each image's ``<stem>.counts.png`` where present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from bsi_d2.postprocess.bsi import COMBINE_RULES
+from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
+
+HELP = "BSI and reports from Labelme or COCO annotations (manual or corrected)"
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "annotations",
+        nargs="+",
+        type=Path,
+        help="Labelme JSON files or folders of them, or a COCO instances JSON",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--taxonomy", default=None, help="taxonomy YAML/JSON (default: built-in)")
+    parser.add_argument(
+        "--images", type=Path, default=None, help="image folder of a COCO file's file_name"
+    )
+    parser.add_argument(
+        "--combine", choices=COMBINE_RULES, default="mean", help="view rule (default mean)"
+    )
+    parser.add_argument(
+        "--match-views",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a lesion outlined in both views is one lesion (default on)",
+    )
+    parser.add_argument(
+        "--match-radius", type=float, default=DEFAULT_MATCH_RADIUS, help="pixels (default 20)"
+    )
+    parser.add_argument("--salt", help="salt for pseudonymous keys (default: $BSI_D2_SALT)")
+    parser.add_argument(
+        "--keep-identity",
+        action="store_true",
+        help="write input file paths into bsi.json (file names may identify the patient)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(args: argparse.Namespace) -> int:
+    from bsi_d2.inference.annotations import (
+        ENGINE_NAME,
+        AnnotationError,
+        AnnotationSource,
+        annotation_inputs,
+    )
+    from bsi_d2.inference.batch import BatchOptions, run_batch
+    from bsi_d2.taxonomy import TaxonomyError, load_taxonomy
+
+    try:
+        taxonomy = load_taxonomy(args.taxonomy)
+        files, coco = annotation_inputs(args.annotations, args.images)
+    except (AnnotationError, TaxonomyError) as err:
+        logger.error("%s", err)
+        return 2
+    if not files:
+        logger.error("no annotation files found in %s", ", ".join(map(str, args.annotations)))
+        return 2
+    options = BatchOptions(
+        batch_size=1,
+        score_thresh=0.0,
+        combine=args.combine,
+        match_views=args.match_views,
+        match_radius=args.match_radius,
+        recursive=False,
+        salt=args.salt,
+        keep_identity=args.keep_identity,
+        progress=not args.no_progress,
+        prefetch=0,
+        model={"engine": ENGINE_NAME, "config": None, "weights": None},
+    )
+    result = run_batch(
+        files, args.out, None, taxonomy, options, annotations=AnnotationSource(taxonomy, coco)
+    )
+    logger.info(
+        "%d scans done, %d already done, %d failed, %d inputs rejected; outputs in %s",
+        len(result.done),
+        len(result.skipped),
+        len(result.failed),
+        len(result.errors) - len(result.failed),
+        args.out,
+    )
+    return 0 if result.done or result.skipped else 1

@@ -1,0 +1,167 @@
+"""``bsi-d2 bsi``: the post-processing, outputs and report of ``predict`` from annotations —
+phantom Labelme files, a hand-edited Labelme file, a COCO file — and display values standing
+in for counts."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from bsi_d2 import cli
+from bsi_d2.inference.outputs import RECORD_KEYS
+from bsi_d2.phantom import write_phantoms
+from bsi_d2.structures.masks import rle_to_mask
+
+N = 20
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantoms")
+    write_phantoms(out, N, seed=0, workers=1)  # no fork after torch has threads
+    return out
+
+
+def _records(out: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (out / "scans").glob("*/bsi.json")}
+
+
+def _patient_of(record, labelme_dir: Path) -> str:
+    digests = {
+        f"sha256:{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}": p.stem
+        for p in labelme_dir.glob("*.json")
+    }
+    return next(digests[s] for s in record["source"] if s in digests)
+
+
+@pytest.fixture(scope="module")
+def from_labelme(phantoms, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bsi")
+    assert cli.main(["bsi", str(phantoms / "labelme"), "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_phantom_labelme_files_give_the_phantom_truth(phantoms, from_labelme):
+    records = _records(from_labelme)
+    assert len(records) == N
+    for record in records.values():
+        assert tuple(record) == RECORD_KEYS and record["status"] == "ok"
+        assert record["model"]["engine"] == "annotations"
+        pid = _patient_of(record, phantoms / "labelme")
+        truth = json.loads((phantoms / "truth" / f"{pid}.json").read_text())
+        assert record["bsi"] == pytest.approx(truth["bsi"], abs=1e-9), pid
+        assert record["bstbi"] == pytest.approx(truth["bstbi"], abs=1e-9), pid
+        assert record["lesion_count"] == truth["lesion_count"], pid
+        assert record["burden_group"] == truth["burden_group"], pid
+        assert record["counts_source"] == "counts"
+    for name in ("bsi_summary.csv", "index.html", "errors.jsonl"):
+        assert (from_labelme / name).is_file()
+    abnormal = next(r for r in records.values() if r["abnormal"])
+    report = (from_labelme / "scans" / abnormal["key"] / "report.html").read_text()
+    assert "marked in the annotations" in report and "detected by the model" not in report
+
+
+def _free_block(truth: dict, category: str, view: str, size: int) -> tuple[int, int]:
+    """Top-left (row, col) of a size x size block inside the region and off every lesion."""
+    masks = [rle_to_mask(r["segmentation"]) for r in truth["instances"]]
+    region = next(
+        m for m, r in zip(masks, truth["instances"], strict=True)
+        if r["category_name"] == category and r["view"] == view
+    )  # fmt: skip
+    taken = np.zeros_like(region)
+    for m, r in zip(masks, truth["instances"], strict=True):
+        if r["category_name"] != category:
+            taken |= m
+    free = region & ~taken
+    integral = cv2.integral(free.astype(np.uint8))
+    sums = integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size]
+    sums = sums + integral[:-size, :-size]
+    rows, cols = np.nonzero(sums == size * size)
+    return int(rows[len(rows) // 2]), int(cols[len(cols) // 2])
+
+
+def test_a_lesion_added_by_hand_raises_the_bsi_by_the_hand_computed_amount(
+    phantoms, from_labelme, tmp_path
+):
+    pid = "phantom_0003"
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for suffix in (".json", ".png", ".counts.png"):
+        (edited / f"{pid}{suffix}").write_bytes(
+            (phantoms / "labelme" / f"{pid}{suffix}").read_bytes()
+        )
+    truth = json.loads((phantoms / "truth" / f"{pid}.json").read_text())
+    row, col = _free_block(truth, "femurs", "anterior", 4)
+    doc = json.loads((edited / f"{pid}.json").read_text())
+    doc["shapes"].append(
+        {"label": "lesion", "points": [[col, row], [col + 4, row + 4]], "group_id": 9999,
+         "shape_type": "rectangle", "flags": {}, "description": "added by hand"}
+    )  # fmt: skip
+    (edited / f"{pid}.json").write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    assert cli.main(["bsi", str(edited / f"{pid}.json"), "--out", str(out), "--no-progress"]) == 0
+    (after,) = _records(out).values()
+    before = next(
+        r for r in _records(from_labelme).values()
+        if _patient_of(r, phantoms / "labelme") == pid
+    )  # fmt: skip
+    femurs = next(r for r in before["regions"] if r["bone"] == "femurs")
+    assert femurs["assessed"] == "both views"
+    # 16 new lesion pixels in the anterior femurs; mean of the views, femurs weigh 8.9 %
+    expected = 8.9 * (16 / femurs["region_pixels_anterior"]) / 2
+    assert after["bsi"] - before["bsi"] == pytest.approx(expected, rel=1e-9)
+    assert after["lesion_count"] == before["lesion_count"] + 1
+    assert after["key"] != before["key"]  # the edited file is a new scan, not a resumed one
+
+
+def test_a_coco_file_gives_the_same_indices(phantoms, from_labelme, tmp_path):
+    coco = tmp_path / "coco"
+    assert cli.main(["convert", str(phantoms / "labelme"), str(coco), "--workers", "1"]) == 0
+    out = tmp_path / "out"
+    annotations = coco / "annotations" / "instances_all.json"
+    assert cli.main(["bsi", str(annotations), "--out", str(out), "--no-progress"]) == 0
+    got = sorted((r["bsi"], r["bstbi"], r["lesion_count"]) for r in _records(out).values())
+    expected = sorted(
+        (r["bsi"], r["bstbi"], r["lesion_count"]) for r in _records(from_labelme).values()
+    )
+    assert len(got) == N
+    for (bsi, bstbi, n), (bsi0, bstbi0, n0) in zip(got, expected, strict=True):
+        assert bsi == pytest.approx(bsi0, abs=1e-9) and bstbi == pytest.approx(bstbi0, abs=1e-9)
+        assert n == n0
+
+
+def test_bad_annotations_fail_their_scan_and_the_rest_goes_on(phantoms, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for pid in ("phantom_0000", "phantom_0001"):
+        for suffix in (".json", ".png", ".counts.png"):
+            src = phantoms / "labelme" / f"{pid}{suffix}"
+            (folder / src.name).write_bytes(src.read_bytes())
+    doc = json.loads((folder / "phantom_0001.json").read_text())
+    doc["shapes"][0]["label"] = "tibia"
+    (folder / "phantom_0001.json").write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    assert cli.main(["bsi", str(folder), "--out", str(out), "--no-progress"]) == 0
+    statuses = sorted(r["status"] for r in _records(out).values())
+    assert statuses == ["failed", "ok"]
+    failed = next(r for r in _records(out).values() if r["status"] == "failed")
+    assert "tibia" in failed["error"] and failed["bsi"] is None and failed["abnormal"] is None
+
+
+def test_display_values_standing_in_for_counts_are_said(phantoms, tmp_path):
+    # before: an 8-bit merged PNG without its counts file gave a BSTBI with nothing saying so
+    folder = tmp_path / "no_counts"
+    folder.mkdir()
+    for suffix in (".json", ".png"):
+        src = phantoms / "labelme" / f"phantom_0000{suffix}"
+        (folder / src.name).write_bytes(src.read_bytes())
+    out = tmp_path / "out"
+    assert cli.main(["bsi", str(folder), "--out", str(out), "--no-progress"]) == 0
+    (record,) = _records(out).values()
+    assert record["counts_source"] == "display"
+    assert any("display values" in note for note in record["bstbi_notes"])
+    report = (out / "scans" / record["key"] / "report.html").read_text()
+    assert "display values stood in for raw counts" in report
