@@ -11,6 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from bsi_d2.commands.predict import add_record_arguments
 from bsi_d2.postprocess.bsi import COMBINE_RULES
 from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
 
@@ -42,13 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--match-radius", type=float, default=DEFAULT_MATCH_RADIUS, help="pixels (default 20)"
     )
-    parser.add_argument("--salt", help="salt for pseudonymous keys (default: $BSI_D2_SALT)")
-    parser.add_argument(
-        "--keep-identity",
-        action="store_true",
-        help="write input file paths into bsi.json (file names may identify the patient)",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_record_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -86,12 +81,5 @@ def main(args: argparse.Namespace) -> int:
     result = run_batch(
         files, args.out, None, taxonomy, options, annotations=AnnotationSource(taxonomy, coco)
     )
-    logger.info(
-        "%d scans done, %d already done, %d failed, %d inputs rejected; outputs in %s",
-        len(result.done),
-        len(result.skipped),
-        len(result.failed),
-        len(result.errors) - len(result.failed),
-        args.out,
-    )
+    logger.info("%s; outputs in %s", result.summary(), args.out)
     return 0 if result.done or result.skipped else 1

@@ -59,6 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cut-below-knee", action="store_true", help="blank rows below the knees (640 of 950)"
     )
     parser.add_argument("--no-recursive", action="store_true", help="do not descend into folders")
+    add_record_arguments(parser)
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
+    )
+
+
+def add_record_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of what a batch writes, shared by ``predict`` and ``bsi``."""
     parser.add_argument("--salt", help="salt for pseudonymous keys (default: $BSI_D2_SALT)")
     parser.add_argument(
         "--keep-identity",
@@ -66,9 +74,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write input file paths into bsi.json (file names may identify the patient)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
-    )
 
 
 def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:
@@ -165,12 +170,5 @@ def main(args: argparse.Namespace) -> int:
         },
     )
     result = run_batch(args.inputs, Path(args.out), predictor, predictor.taxonomy, options)
-    logger.info(
-        "%d scans done, %d already done, %d failed, %d inputs rejected; outputs in %s",
-        len(result.done),
-        len(result.skipped),
-        len(result.failed),
-        len(result.errors) - len(result.failed),
-        args.out,
-    )
+    logger.info("%s; outputs in %s", result.summary(), args.out)
     return 0

@@ -66,6 +66,13 @@ class BatchResult:
     errors: list[dict[str, Any]] = field(default_factory=list)  # every error this run recorded
     other_shards: int = 0
 
+    def summary(self) -> str:
+        rejected = len(self.errors) - len(self.failed)
+        return (
+            f"{len(self.done)} scans done, {len(self.skipped)} already done, "
+            f"{len(self.failed)} failed, {rejected} inputs rejected"
+        )
+
 
 # -- keys and shards ------------------------------------------------------------------------
 

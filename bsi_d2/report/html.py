@@ -296,11 +296,11 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
     )
     parts.append(f'<div class="cols">{figure}<div class="side">{"".join(side)}</div></div>')
     parts.append(_model_section(record))
-    subtitle = (
-        "Abnormal uptake flagged by the model"
-        if record.get("abnormal")
-        else ("No abnormal uptake detected by the model")
-    )
+    by = _by(record)
+    if record.get("abnormal"):
+        subtitle = f"Abnormal uptake {by.replace('detected', 'flagged')}"
+    else:
+        subtitle = f"No abnormal uptake {by}"
     return render_page(f"Bone scan report: {key}", subtitle, "\n".join(parts))
 
 

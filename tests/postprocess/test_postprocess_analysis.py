@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from hand_drawn import H, W, box, make
 
 from bsi_d2.postprocess.analysis import analyse_scan
 from bsi_d2.postprocess.assign import assign_views
@@ -29,23 +30,6 @@ from bsi_d2.taxonomy import load_taxonomy
 
 TAX = load_taxonomy()
 SKULL, SPINE, CHEST, HUM_AR, PELVIS, KIDNEY, LESION = 1, 2, 3, 4, 8, 10, 11
-H, W = 20, 40
-
-
-def box(r0, r1, c0, c1):
-    m = np.zeros((H, W), bool)
-    m[r0:r1, c0:c1] = True
-    return m
-
-
-def make(*items):
-    """Instances from (class id, score, mask) triples."""
-    if not items:
-        return Instances.empty(H, W)
-    ids, scores, masks = zip(*items, strict=True)
-    masks = np.stack(masks)
-    boxes = np.array([[0, 0, 1, 1]] * len(items), np.float32)  # deliberately not tight
-    return Instances(H, W, boxes, np.array(scores, np.float32), np.array(ids, np.int64), masks)
 
 
 def test_overlap_goes_to_higher_score_whatever_the_order():
