@@ -11,7 +11,14 @@ HELP = "Labelme JSON folder -> COCO instances per split"
 logger = logging.getLogger(__name__)
 
 
+EXIT_STATUS = (
+    "exit status: 0 converted; 1 no file could be converted, or --strict and any input was bad; "
+    "2 unusable options, or no Labelme file in SRC (nothing written)"
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EXIT_STATUS
     parser.add_argument(
         "src", type=Path, help="folder of Labelme JSON files (searched recursively)"
     )

@@ -83,8 +83,8 @@ class ConversionReport:
 
     @property
     def exit_code(self) -> int:
-        """0, or 1 when ``strict`` and any input was bad."""
-        return 1 if self.strict and self.errors else 0
+        """1 when no file could be converted, or when ``strict`` and any input was bad; else 0."""
+        return 1 if not self.files_converted or (self.strict and self.errors) else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mask_format": self.mask_format}
@@ -102,6 +102,8 @@ class ConversionReport:
             f"repairs: {len(self.repairs)}, skipped shapes: {len(self.skipped_shapes)}, "
             f"skipped files: {len(self.skipped_files)}, errors: {len(self.errors)}",
         ]
+        if not self.files_converted:
+            lines.append(f"no Labelme file could be converted ({len(self.errors)} error(s))")
         if self.unknown_labels:
             listed = ", ".join(f"{k!r} x{v}" for k, v in sorted(self.unknown_labels.items()))
             lines.append(
@@ -232,10 +234,12 @@ def convert_labelme_folder(
 ) -> ConversionReport:
     """Convert every Labelme JSON under ``src`` into COCO datasets under ``out``.
 
-    A broken file or shape is recorded in the report and the rest still converted; with
-    ``strict`` the report's :attr:`~ConversionReport.exit_code` is non-zero when anything was
-    bad. ``workers`` processes (default: CPU count) share the files. Raises ``ValueError`` for
-    unusable options (bad ratios, a ``label_map`` target not in the taxonomy, missing ``src``).
+    A broken file or shape is recorded in the report and the rest still converted; the
+    report's :attr:`~ConversionReport.exit_code` is non-zero when no file could be converted and,
+    with ``strict``, when anything was bad. ``workers`` processes (default: CPU count) share the
+    files. Raises ``ValueError``, writing nothing, for unusable options (bad ratios, a
+    ``label_map`` target not in the taxonomy) and for a missing ``src`` or one without any
+    Labelme file.
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -273,6 +277,9 @@ def convert_labelme_folder(
         with ProcessPoolExecutor(max_workers=workers) as pool:
             chunk = max(1, min(32, len(files) // (4 * workers)))
             results = list(pool.map(work, files, chunksize=chunk))
+    if all(result.not_labelme for result in results):  # an empty dataset would pass for a result
+        found = f"{len(files)} JSON file(s), none of them Labelme" if files else "no JSON file"
+        raise ValueError(f"{src}: no Labelme files found ({found}); nothing written")
 
     images_dir = out / "images"
     images, annotations = [], []

@@ -11,7 +11,8 @@ Per shape type:
 
 - ``polygon`` (and ``oriented_rectangle``): kept as is when valid; self-intersecting ones are
   repaired with ``shapely.make_valid`` (polygonal parts kept), zero-area ones dropped.
-- ``rectangle``: the four corners of the two points' box, as a polygon.
+- ``rectangle``: the four corners of the box its two points (opposite corners) span, as a
+  polygon; any other point count is an error, as in labelme, which asserts exactly two.
 - ``circle``: a polygon through the circle with enough vertices that no chord strays more than
   0.05 px inside it (at least 32); it stays a polygon in COCO.
 - ``mask``: a base64 PNG placed at the box's top-left corner, as RLE.
@@ -19,6 +20,10 @@ Per shape type:
 
 Shapes up to 10 % of the image size beyond its border are clipped (and reported); further out,
 the shape is an error. Every repair, skip and error is returned as a :class:`ShapeProblem`.
+
+A key written twice in one JSON object (which labelme never writes) is an error, as a JSON reader
+keeps only the last value: twice at the top level the file is unusable, twice inside a shape
+that shape is left out.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import json
 import math
 import re
 import shutil
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -151,12 +157,62 @@ class LabelmeInstance:
 
 
 # -- reading --------------------------------------------------------------------------------------
+class _RepeatedKeys(dict):
+    """A JSON object that wrote some key more than once; holds the last value of each, as
+    Python's json does, and ``repeated``: how often each such key was written."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.repeated = {k: n for k, n in Counter(k for k, _ in pairs).items() if n > 1}
+
+
+def _parse_json(text: str) -> tuple[Any, bool]:
+    """The parsed JSON and whether any object in it wrote a key twice."""
+    found_repeats = False
+
+    def keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal found_repeats
+        obj = dict(pairs)
+        if len(obj) == len(pairs):  # the common case costs one dict and one length check
+            return obj
+        found_repeats = True
+        return _RepeatedKeys(pairs)
+
+    return json.loads(text, object_pairs_hook=keep_pairs), found_repeats
+
+
+def _repeated_keys(value: Any, where: str = "") -> dict[str, int]:
+    """Dotted path -> count of every key written more than once in ``value`` or below it."""
+    found: dict[str, int] = {}
+    if isinstance(value, dict):
+        for key, count in getattr(value, "repeated", {}).items():
+            found[where + key] = count
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                found.update(_repeated_keys(item, f"{where}{key}."))
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict | list):
+                found.update(_repeated_keys(item, where))
+    return found
+
+
+def _repeated_message(repeated: dict[str, int], where: str) -> str:
+    keys = ", ".join(f"{key!r} ({count} times)" for key, count in repeated.items())
+    plural = "s" if len(repeated) > 1 else ""
+    return (
+        f"duplicate key{plural} {keys} {where}: JSON readers keep only the last value, "
+        "so which one is meant is unknown"
+    )
+
+
 def load_labelme(path: str | Path) -> LabelmeFile:
     """Read and validate a Labelme JSON file.
 
-    Raises :class:`LabelmeError` for a file that cannot be used (empty, invalid JSON, no shape
-    list, bad image size fields); malformed single shapes are left out and listed in
-    ``problems`` with their index.
+    Raises :class:`LabelmeError` for a file that cannot be used (empty, invalid JSON, a key
+    written twice outside the shapes, no shape list, bad image size fields); malformed single
+    shapes (a key written twice among them) are left out and listed in ``problems`` with their
+    index.
     """
     path = Path(path)
     try:
@@ -166,13 +222,20 @@ def load_labelme(path: str | Path) -> LabelmeFile:
     if not text.strip():
         raise LabelmeError(f"{path}: empty file")
     try:
-        raw = json.loads(text)
+        raw, has_repeats = _parse_json(text)
     except json.JSONDecodeError as err:
         raise LabelmeError(f"{path}: invalid JSON: {err}") from err
     if not isinstance(raw, dict):
         raise NotLabelmeError(f"{path}: not a Labelme file: top level is {type(raw).__name__}")
     if "shapes" not in raw and "imagePath" not in raw:
         raise NotLabelmeError(f"{path}: not a Labelme file: no 'shapes' and no 'imagePath'")
+    if has_repeats:
+        repeated = dict(getattr(raw, "repeated", {}))
+        for key, item in raw.items():
+            if key != "shapes":
+                repeated.update(_repeated_keys(item, f"{key}."))
+        if repeated:
+            raise LabelmeError(f"{path}: {_repeated_message(repeated, 'at the top level')}")
     shapes_raw = raw.get("shapes")
     if not isinstance(shapes_raw, list):
         raise LabelmeError(f"{path}: 'shapes' must be a list, got {type(shapes_raw).__name__}")
@@ -187,6 +250,13 @@ def load_labelme(path: str | Path) -> LabelmeFile:
 
     shapes, problems = [], []
     for index, entry in enumerate(shapes_raw):
+        repeated = _repeated_keys(entry) if has_repeats else {}
+        if repeated:
+            message = _repeated_message(repeated, "in the shape")
+            problems.append(
+                ShapeProblem("error", "duplicate_key", message, index, _label_of(entry))
+            )
+            continue
         try:
             shapes.append(_parse_shape(index, entry))
         except ValueError as err:
@@ -416,6 +486,10 @@ def _shape_pieces(
         return error("too_few_points", f"{kind} has {len(points)} point(s), needs 2")
     if kind == "circle" and len(points) != 2:
         return error("bad_points", f"circle needs 2 points (centre, rim), has {len(points)}")
+    # labelme draws a rectangle from points[0] and points[1] only; boxing more would guess
+    if kind == "rectangle" and len(points) != 2:
+        message = f"rectangle has {len(points)} points, needs exactly 2 (opposite corners)"
+        return error("bad_points", message)
     if kind == "mask":
         ring = points[:2]
     elif kind == "rectangle":

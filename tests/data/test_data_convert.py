@@ -363,6 +363,84 @@ def test_cli_map_skip_and_drop_options(tmp_path):
     assert cli_main(["convert", str(tmp_path / "nowhere"), str(out)]) == 2
 
 
+def _repeat_key(path: Path, before: str, key: str, value) -> None:
+    """Write ``key`` once more, just before the first ``before`` in the file's JSON text."""
+    text = path.read_text()
+    assert before in text
+    path.write_text(text.replace(before, f"{json.dumps(key)}: {json.dumps(value)}, {before}", 1))
+
+
+def test_repeated_json_keys_are_errors_by_file_and_shape_and_fail_strict(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    _scan(src, "good.json", [labelme_shape("lesion", SQUARE)])
+    twice_shapes = _scan(src, "twice_shapes.json", [labelme_shape("lesion", SQUARE)] * 30)
+    _repeat_key(twice_shapes, '"imagePath"', "shapes", [labelme_shape("skull", SQUARE)])
+    triangle = [(30, 30), (40, 30), (40, 40)]
+    shapes = [labelme_shape(name, SQUARE) for name in ("skull", "spine", "pelvis")]
+    _repeat_key(_scan(src, "twice_points.json", shapes), '"label": "spine"', "points", triangle)
+    report = convert_labelme_folder(src, out, workers=1)
+    errors = {(e["file"], e["shape"]): e["message"] for e in report.errors}
+    assert set(errors) == {("twice_points.json", 1), ("twice_shapes.json", None)}
+    top_level = errors[("twice_shapes.json", None)]
+    assert "duplicate key 'shapes' (2 times) at the top level" in top_level
+    assert "duplicate key 'points'" in errors[("twice_points.json", 1)]
+    coco = _load(out)
+    converted = {i["labelme_file"]: i["id"] for i in coco["images"]}
+    assert sorted(converted) == ["good.json", "twice_points.json"]
+    kept = [
+        a["category_id"]
+        for a in coco["annotations"]
+        if a["image_id"] == converted["twice_points.json"]
+    ]
+    taxonomy = load_taxonomy()
+    assert kept == [taxonomy.by_name("skull").id, taxonomy.by_name("pelvis").id]
+    assert cli_main(["convert", str(src), str(out), "--workers", "1"]) == 0
+    assert cli_main(["convert", str(src), str(out), "--strict", "--workers", "1"]) == 1
+    printed = capsys.readouterr().out
+    assert "error: twice_shapes.json: duplicate key 'shapes'" in printed
+    assert "error: twice_points.json shape 1: duplicate key 'points'" in printed
+
+
+def test_rectangle_with_three_points_is_reported_not_boxed(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    corners = [(10, 10), (12, 13)]  # labelme draws this 2 x 3 px box
+    _scan(src, "r.json", [labelme_shape("lesion", [*corners, (34, 34)], "rectangle")])
+    report = convert_labelme_folder(src, out, workers=1, strict=True)
+    assert _load(out)["annotations"] == []  # not the 24 x 24 px box round all three points
+    (error,) = report.errors
+    assert (error["file"], error["shape"]) == ("r.json", 0)
+    assert "rectangle has 3 points" in error["message"] and report.exit_code == 1
+
+
+@pytest.mark.parametrize("content", ["nothing", "only other JSON"])
+def test_input_without_labelme_files_exits_non_zero_and_writes_nothing(tmp_path, caplog, content):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    if content == "only other JSON":
+        (src / "placement.json").write_text('{"view": "anterior"}')
+        Image.fromarray(np.zeros((H, W), np.uint8)).save(src / "scan.png")
+    assert cli_main(["convert", str(src), str(out), "--workers", "1"]) == 2
+    assert not out.exists()
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert str(src) in record.getMessage() and "no Labelme files" in record.getMessage()
+    assert "\n" not in record.getMessage()
+    with pytest.raises(ValueError, match="no Labelme files"):
+        convert_labelme_folder(src, out, workers=1)
+
+
+def test_a_folder_where_every_file_failed_exits_non_zero(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    (src / "invalid.json").write_text('{"shapes": [')
+    _scan(src, "missing.json", [labelme_shape("skull", SQUARE)], image="none")
+    (src / "placement.json").write_text('{"view": "anterior"}')
+    assert cli_main(["convert", str(src), str(out), "--workers", "1"]) == 1  # even without --strict
+    printed = capsys.readouterr().out
+    assert "no Labelme file could be converted" in printed and "invalid.json" in printed
+    saved = json.loads((out / "conversion_report.json").read_text())
+    assert saved["files_converted"] == 0 and len(saved["errors"]) == 2
+
+
 def test_output_folder_inside_the_source_and_hidden_folders_are_not_read(tmp_path):
     src = tmp_path / "src"
     _scan(src, "s.json", [labelme_shape("lesion", SQUARE)])

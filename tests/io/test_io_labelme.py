@@ -73,6 +73,18 @@ def test_rectangle_covers_its_box_in_coco_pixel_coordinates():
     np.testing.assert_array_equal(mask, expected)
 
 
+@pytest.mark.parametrize(
+    "points",
+    [[(10, 10)], [(10, 10), (12, 13), (34, 34)], [(10, 10), (12, 13), (34, 34), (10, 34)]],
+)
+def test_rectangle_with_other_than_two_points_is_an_error(points):
+    # labelme draws the 2 x 3 px box of the first two; a box round all would cover 576 px
+    shape = _shape(points, "rectangle")
+    instances, (problem,) = labelme_instances(_labelme_of([shape]), height=H, width=W)
+    assert instances == [] and (problem.severity, problem.shape) == ("error", 0)
+    assert f"rectangle has {len(points)} point" in problem.message
+
+
 def test_circle_becomes_a_close_polygon():
     centre, radius = np.array([30.0, 22.0]), 12.0
     shape = _shape([centre, centre + [radius, 0]], "circle")
@@ -273,6 +285,58 @@ def test_malformed_shape_entries_are_listed_by_index(tmp_path):
         (2, "bad_shape"),
         (3, "bad_shape"),
     ]
+
+
+def _repeat_key(path: Path, before: str, key: str, value) -> None:
+    """Write ``key`` once more, just before the first ``before`` in the file's JSON text."""
+    text = path.read_text()
+    assert before in text
+    path.write_text(text.replace(before, f"{json.dumps(key)}: {json.dumps(value)}, {before}", 1))
+
+
+def test_a_repeated_shapes_key_makes_the_file_an_error(tmp_path):
+    square = [(2, 2), (12, 2), (12, 12), (2, 12)]
+    path = _file(tmp_path, [labelme_shape("lesion", square) for _ in range(30)])
+    _repeat_key(path, '"imagePath"', "shapes", [labelme_shape("skull", square)])
+    top_level = r"duplicate key 'shapes' \(2 times\) at the top level"
+    with pytest.raises(LabelmeError, match=top_level) as err:
+        load_labelme(path)  # read as JSON it keeps 1 shape: 30 of 31 would be lost
+    assert str(path) in str(err.value)
+
+
+def test_any_repeated_top_level_key_makes_the_file_an_error(tmp_path):
+    path = _file(tmp_path, [labelme_shape("lesion", [(2, 2), (12, 2), (12, 12)])])
+    _repeat_key(path, '"imageWidth"', "imageHeight", H * 2)
+    with pytest.raises(LabelmeError, match=r"duplicate key 'imageHeight' \(2 times\) at the top"):
+        load_labelme(path)
+
+
+@pytest.mark.parametrize(
+    "before, key, value, named",
+    [
+        ('"label": "spine"', "points", [[30, 30], [40, 30], [40, 40]], "'points'"),
+        ('"label": "spine"', "label", "skull", "'label'"),
+        ('"occluded"', "occluded", False, "'flags.occluded'"),
+    ],
+)
+def test_a_repeated_key_inside_a_shape_makes_that_shape_an_error(
+    tmp_path, before, key, value, named
+):
+    triangle = [(2, 2), (12, 2), (12, 12)]
+    path = _file(
+        tmp_path,
+        [
+            labelme_shape("skull", triangle),
+            labelme_shape("spine", triangle, flags={"occluded": True}),
+            labelme_shape("lesion", triangle),
+        ],
+    )
+    _repeat_key(path, before, key, value)
+    labelme = load_labelme(path)
+    assert [s.index for s in labelme.shapes] == [0, 2]
+    (problem,) = labelme.problems
+    assert (problem.severity, problem.code, problem.shape) == ("error", "duplicate_key", 1)
+    assert f"duplicate key {named}" in problem.message
 
 
 # -- images ---------------------------------------------------------------------------------------
