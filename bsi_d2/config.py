@@ -47,6 +47,12 @@ def add_bsi_config(cfg: Any) -> None:
     cfg.BSI.COMBINE_VIEWS = "mean"  # how per-view involvement is combined: mean|max|union|...
     cfg.BSI.MATCH_VIEWS = True  # a lesion seen in both views is one lesion (seed 003)
     cfg.BSI.MATCH_RADIUS = 20.0  # pixels, about 45 mm: farthest a lesion's two views may lie
+    cfg.BSI.QC = CN()  # per-scan quality control (bsi_d2/postprocess/qc.py)
+    cfg.BSI.QC.ENABLED = True  # a scan failing a check is qc_failed, never a normal finding
+    cfg.BSI.QC.MIN_VIEW_COUNTS = 1.0e5  # total counts a whole-body view holds at least
+    cfg.BSI.QC.MAX_VIEW_COUNTS = 1.0e8  # ... and at most
+    cfg.BSI.QC.MAX_FLAT_FRACTION = 0.01  # share of a view's pixels at its maximum (saturation)
+    cfg.BSI.QC.REQUIRED_REGIONS = ("skull", "spine", "chest", "pelvis")  # bones each view shows
 
     cfg.SOLVER.EPOCHS = 0  # > 0: MAX_ITER (and STEPS from EPOCH_STEPS) derived from dataset size
     cfg.SOLVER.EPOCH_STEPS = ()  # with EPOCHS > 0: epochs after which the LR is multiplied by GAMMA

@@ -251,12 +251,14 @@ def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir:
     image_of = {Path(img["labelme_file"]).stem: img for img in gt["images"]}
     predictions: list[tuple[int, Instances]] = []
     bsi_pairs: list[tuple[str, float, float]] = []
+    withheld = 0  # scans analysed but failing quality control: no BSI to compare
     for scan_dir in sorted((predict_dir / "scans").iterdir()):
         record_path = scan_dir / "bsi.json"
         if not record_path.is_file():
             continue
         record = json.loads(record_path.read_text(encoding="utf-8"))
         if record["status"] != "ok":
+            withheld += record["status"] in ("qc_failed", "not_assessed")
             continue
         patient = Path(record["source"][0]).stem
         truth = json.loads((phantoms / "truth" / f"{patient}.json").read_text(encoding="utf-8"))
@@ -291,6 +293,7 @@ def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir:
         "bsi_spearman_rho": agreement.get("spearman_rho"),
         "bsi_mean_difference": agreement.get("mean_difference"),
         "test_scans": len(bsi_pairs),
+        "qc_failed_scans": withheld,
     }
     return {"headline": headline, "page": str(page)}
 
@@ -305,6 +308,8 @@ def _print_summary(summary: dict) -> None:
         "\nbsi_d2 demo: results on held-out synthetic scans "
         f"({m['test_scans']} scans, engine {summary['engine']}, {summary['device']})"
     )
+    if m.get("qc_failed_scans"):
+        print(f"  {m['qc_failed_scans']} more scan(s) failed quality control (no BSI to compare)")
     print(
         f"  skeleton pixel F1        {f(m['skeleton_pixel_f1'])}   "
         f"(precision {f(m['skeleton_pixel_precision'])}, "

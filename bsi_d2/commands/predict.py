@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bsi_d2.postprocess.bsi import COMBINE_RULES
+from bsi_d2.postprocess.qc import QCThresholds
 from bsi_d2.postprocess.rasterize import parse_class_thresholds
 
 HELP = "batch inference, BSI per scan and reports"
@@ -62,6 +63,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_record_arguments(parser)
     parser.add_argument(
         "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
+    )
+
+
+def qc_thresholds(node) -> QCThresholds:
+    """The quality-control limits of a config's ``BSI.QC`` node."""
+    return QCThresholds(
+        enabled=bool(node.ENABLED),
+        min_view_counts=float(node.MIN_VIEW_COUNTS),
+        max_view_counts=float(node.MAX_VIEW_COUNTS),
+        max_flat_fraction=float(node.MAX_FLAT_FRACTION),
+        required_regions=tuple(str(r) for r in node.REQUIRED_REGIONS),
     )
 
 
@@ -169,6 +181,7 @@ def main(args: argparse.Namespace) -> int:
             "engine": predictor.engine,
         },
     )
+    options.qc = qc_thresholds(bsi_cfg.QC)
     result = run_batch(args.inputs, Path(args.out), predictor, predictor.taxonomy, options)
     logger.info("%s; outputs in %s", result.summary(), args.out)
     return 0

@@ -27,6 +27,7 @@ from bsi_d2.io.files import atomic_path
 from bsi_d2.postprocess.analysis import analyse_scan
 from bsi_d2.postprocess.assign import assign_views
 from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
+from bsi_d2.postprocess.qc import QCThresholds, quality_control
 from bsi_d2.postprocess.rasterize import DEFAULT_SCORE_THRESH, passes_thresholds
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy
@@ -55,6 +56,7 @@ class BatchOptions:
     keep_identity: bool = False  # write input file paths into records (names may carry identity)
     progress: bool = True
     prefetch: int = 8  # scans read and preprocessed ahead of the model, in a thread
+    qc: QCThresholds = field(default_factory=QCThresholds)  # quality control of every scan
     model: dict[str, Any] = field(default_factory=dict)  # the record's "model" entry
 
 
@@ -198,6 +200,8 @@ class _Prepared:
     display: np.ndarray
     counts_source: str = "counts"  # "display" where display values stand in for counts
     annotation: Instances | None = None  # the scan's instances when annotations stand in
+    views_present: list[str] | None = None
+    pixel_spacing_known: bool = False
 
 
 def _prefetch(items: Iterable[Any], depth: int) -> Iterator[Any]:
@@ -336,6 +340,8 @@ class BatchRunner:
                 prepared.display,
                 str(prepared.metadata.get("counts_source", "counts")),
                 annotation,
+                list(prepared.metadata.get("preprocess", {}).get("views_present") or []),
+                prepared.metadata.get("pixel_spacing_mm") is not None,
             )
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -394,7 +400,17 @@ class BatchRunner:
         image = render_overlay(scan.display, analysis.area_map(), analysis.lesion_mask, tax)
         out.atomic_write_png(scan_dir / out.OVERLAY_FILE, image)
         self._write_labelme_files(scan_dir, scan, analysis.instances)
-        record = out.scan_record(scan.key, scan.source, opts.model, analysis=analysis.record)
+        qc = quality_control(
+            scan.counts,
+            analysis.bsi,
+            scan.views_present,
+            scan.counts_source,
+            scan.pixel_spacing_known,
+            opts.qc,
+        )
+        record = out.scan_record(
+            scan.key, scan.source, opts.model, analysis=analysis.record, qc=qc.to_dict()
+        )
         write_scan_report(scan_dir, record, tax)
         out.atomic_write_json(scan_dir / out.RECORD_FILE, record)
         (self.out_dir / ERRORS_DIR / f"{scan.key}.json").unlink(missing_ok=True)

@@ -34,16 +34,17 @@ OVERLAY_FILE = "overlay.png"
 SUMMARY_FILE = "bsi_summary.csv"
 ERRORS_FILE = "errors.jsonl"
 STATUS_OK = "ok"
-STATUS_NOT_ASSESSED = "not_assessed"  # analysed, but no skeletal region was found
+STATUS_QC_FAILED = "qc_failed"  # analysed, but the scan failed quality control
+STATUS_NOT_ASSESSED = "not_assessed"  # analysed without quality control; no region was found
 STATUS_FAILED = "failed"
-FINISHED_STATUSES = (STATUS_OK, STATUS_NOT_ASSESSED)
+FINISHED_STATUSES = (STATUS_OK, STATUS_QC_FAILED, STATUS_NOT_ASSESSED)
 NOT_ASSESSED_REASON = "no skeletal region was found by the model: the scan cannot be assessed"
 RECORD_KEYS = (
     "key", "status", "source", "model", "bsi", "bsi_coverage", "combine", "regions_not_assessed",
     "bstbi", "bstbi_anterior", "bstbi_posterior", "bstbi_notes", "counts_source", "lesion_count",
     "lesion_instances", "views_matched", "lesions_in_decoys", "burden_group", "abnormal", "sites",
     "regions", "lesions", "lesions_by_region", "lesion_pixels_counted", "lesion_pixels_outside",
-    "lesion_pixels_in_decoys", "overlay", "error",
+    "lesion_pixels_in_decoys", "qc", "overlay", "error",
 )  # fmt: skip
 # the decisions a scan without an assessable skeleton must not carry
 DECISION_KEYS = ("bsi", "bstbi", "bstbi_anterior", "bstbi_posterior", "lesion_count",
@@ -90,12 +91,18 @@ def scan_record(
     analysis: dict[str, Any] | None = None,
     error: str | None = None,
     overlay: str | None = OVERLAY_FILE,
+    qc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A scan's bsi.json record, exactly :data:`RECORD_KEYS`; ``analysis`` is
-    ``ScanAnalysis.record`` for an analysed scan, None for a failed one. An analysed scan
-    without any assessed region is ``not_assessed``, its decisions None."""
+    ``ScanAnalysis.record`` for an analysed scan, None for a failed one, and ``qc`` its
+    ``QCResult.to_dict()``. A scan that failed quality control is ``qc_failed`` (and one
+    without any assessed region, where quality control did not run, ``not_assessed``); their
+    decisions are None."""
     if analysis is None or error is not None:
         status = STATUS_FAILED
+    elif qc is not None and qc.get("status") == "failed":
+        status = STATUS_QC_FAILED
+        error = "quality control: " + "; ".join(qc.get("failed") or [])
     elif analysis.get("bsi") is None:
         status, error = STATUS_NOT_ASSESSED, NOT_ASSESSED_REASON
     else:
@@ -105,8 +112,9 @@ def scan_record(
     base["lesions_by_region"] = {}
     if analysis is not None and status != STATUS_FAILED:
         base.update({k: v for k, v in analysis.items() if k in RECORD_KEYS})
-    if status == STATUS_NOT_ASSESSED:
+    if status in (STATUS_QC_FAILED, STATUS_NOT_ASSESSED):
         base.update(dict.fromkeys(DECISION_KEYS))
+    base["qc"] = dict(qc) if qc is not None else None
     base.update(
         key=key,
         status=status,
@@ -203,7 +211,7 @@ SUMMARY_HEAD = (
     "key", "status", "bsi", "bsi_coverage", "bstbi", "bstbi_anterior", "bstbi_posterior",
     "counts_source", "lesion_count", "lesion_instances", "lesions_in_decoys", "burden_group",
     "abnormal", "sites", "lesion_pixels_counted", "lesion_pixels_outside",
-    "lesion_pixels_in_decoys",
+    "lesion_pixels_in_decoys", "qc_status", "qc_failed", "qc_warnings",
 )  # fmt: skip
 PER_BONE = ("assessed", "involvement", "bsi")
 
@@ -228,6 +236,10 @@ def summary_csv(records: Sequence[dict[str, Any]]) -> str:
     for record in records:
         row = {c: record.get(c) for c in columns}
         row["sites"] = "; ".join(record.get("sites") or [])
+        qc = record.get("qc") or {}
+        row["qc_status"] = qc.get("status")
+        row["qc_failed"] = "; ".join(qc.get("failed") or [])
+        row["qc_warnings"] = "; ".join(qc.get("warnings") or [])
         for region in record.get("regions") or []:
             for what in PER_BONE:
                 row[f"{what}_{region['bone']}"] = region.get(what)

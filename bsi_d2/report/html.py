@@ -24,6 +24,10 @@ AID_LINE = (
     "it; it is not a diagnosis."
 )
 NORMAL_FINDING = "No abnormal uptake suggestive of metastasis was detected by the model."
+QC_FAILED_FINDING = (
+    "This scan did not pass quality control, so the model's result is withheld; this is not a "
+    "normal finding. The scan needs to be read without the model."
+)
 NOT_ASSESSED_FINDING = (
     "The model found no skeletal region in this scan, so it could not assess it; this is not a "
     "normal finding."
@@ -133,6 +137,8 @@ def _by(record: dict) -> str:
 
 def finding_text(record: dict, taxonomy: Taxonomy | None = None) -> tuple[str, str]:
     """(css class, sentence) summarising the model's finding in seed 002's report wording."""
+    if record.get("status") == "qc_failed":
+        return "failed", QC_FAILED_FINDING
     if record.get("status") == "not_assessed":
         return "failed", NOT_ASSESSED_FINDING
     if record.get("status") != "ok":
@@ -226,7 +232,9 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
             "<p>This scan needs to be read without the model.</p></div>"
         )
         parts.append(_model_section(record))
-        subtitle = "Not assessed" if status == "not_assessed" else "Analysis failed"
+        subtitle = {"not_assessed": "Not assessed", "qc_failed": "Failed quality control"}.get(
+            status, "Analysis failed"
+        )
         return render_page(f"Bone scan report: {key}", subtitle, "\n".join(parts))
     if record.get("abnormal"):
         parts.append(
@@ -252,6 +260,15 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
         )
     if record.get("bstbi") is not None and record.get("bstbi_notes"):
         facts.append(("BSTBI notes", _e("; ".join(record["bstbi_notes"]))))
+    qc = record.get("qc") or {}
+    if qc:
+        warnings = "; ".join(qc.get("warnings") or [])
+        facts.append(
+            (
+                "Quality control",
+                _e(qc.get("status", "")) + (f" ({_e(warnings)})" if warnings else ""),
+            )
+        )
     facts_html = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in facts)
 
     figure = ""

@@ -2,6 +2,7 @@
 phantom Labelme files, a hand-edited Labelme file, a COCO file — and display values standing
 in for counts."""
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -165,3 +166,46 @@ def test_display_values_standing_in_for_counts_are_said(phantoms, tmp_path):
     assert any("display values" in note for note in record["bstbi_notes"])
     report = (out / "scans" / record["key"] / "report.html").read_text()
     assert "display values stood in for raw counts" in report
+
+
+def test_garbage_scans_fail_quality_control_in_the_csv_and_the_report(phantoms, tmp_path):
+    # before: a blank or saturated image, or one without a skeleton, finished "ok" with
+    # BSI 0.000, burden "none" and "No abnormal uptake detected"
+    folder = tmp_path / "garbage"
+    folder.mkdir()
+    src = phantoms / "labelme" / "phantom_0000"
+    doc = json.loads(src.with_suffix(".json").read_text())
+    for name, display, counts in (
+        ("blank", np.zeros((950, 512), np.uint8), np.zeros((950, 512), np.uint16)),
+        ("saturated", np.full((950, 512), 255, np.uint8), np.full((950, 512), 65535, np.uint16)),
+    ):
+        cv2.imwrite(str(folder / f"{name}.png"), display)
+        cv2.imwrite(str(folder / f"{name}.counts.png"), counts)
+        (folder / f"{name}.json").write_text(json.dumps({**doc, "imagePath": f"{name}.png"}))
+    for suffix in (".png", ".counts.png"):
+        (folder / f"no_skeleton{suffix}").write_bytes(Path(f"{src}{suffix}").read_bytes())
+    lesions_only = [s for s in doc["shapes"] if s["label"] == "lesion"]
+    (folder / "no_skeleton.json").write_text(
+        json.dumps({**doc, "imagePath": "no_skeleton.png", "shapes": lesions_only})
+    )
+    out = tmp_path / "out"
+    assert cli.main(["bsi", str(folder), "--out", str(out), "--no-progress"]) == 0
+    records = _records(out)
+    assert sorted(r["status"] for r in records.values()) == ["qc_failed"] * 3
+    reasons = sorted(r["error"] for r in records.values())
+    assert any("every pixel has the value 0" in r for r in reasons)
+    assert any("every pixel has the value 65535" in r for r in reasons)
+    assert any("found no skull, spine, chest, pelvis" in r for r in reasons)
+    for record in records.values():
+        assert record["bsi"] is None and record["abnormal"] is None
+        assert record["burden_group"] is None and record["qc"]["status"] == "failed"
+        report = (out / "scans" / record["key"] / "report.html").read_text()
+        assert "did not pass quality control" in report and "No abnormal uptake" not in report
+    rows = (out / "bsi_summary.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    for row in rows[1:]:
+        values = dict(zip(header, next(csv.reader([row])), strict=True))
+        assert values["status"] == "qc_failed" and values["qc_status"] == "failed"
+        assert values["qc_failed"] and values["bsi"] == "" and values["abnormal"] == ""
+    index = (out / "index.html").read_text()
+    assert index.count("qc_failed") == 3

@@ -13,6 +13,7 @@ from PIL import Image
 
 from bsi_d2.inference.batch import BatchOptions, content_key, run_batch
 from bsi_d2.inference.outputs import RECORD_KEYS
+from bsi_d2.postprocess.qc import QCThresholds
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = ROOT / "configs" / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"
@@ -94,6 +95,9 @@ def predictor():
 
 def _options(**kw):
     kw.setdefault("score_thresh", SCORE)
+    # a random model finds no skeleton, so quality control would withhold every result; these
+    # tests are about the batch's plumbing (tests/postprocess/test_postprocess_qc.py: the QC)
+    kw.setdefault("qc", QCThresholds(enabled=False))
     return BatchOptions(progress=False, prefetch=2, model={"engine": "torchvision"}, **kw)
 
 
