@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from bsi_d2.commands.predict import add_record_arguments
+from bsi_d2.commands.predict import add_record_arguments, batch_exit_code
 from bsi_d2.postprocess.bsi import COMBINE_RULES
 from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
 
@@ -54,12 +54,14 @@ def main(args: argparse.Namespace) -> int:
         annotation_inputs,
     )
     from bsi_d2.inference.batch import BatchOptions, run_batch
+    from bsi_d2.io.files import OutputDirError, check_output_dir
     from bsi_d2.taxonomy import TaxonomyError, load_taxonomy
 
     try:
+        check_output_dir(args.out)
         taxonomy = load_taxonomy(args.taxonomy)
         files, coco = annotation_inputs(args.annotations, args.images)
-    except (AnnotationError, TaxonomyError) as err:
+    except (AnnotationError, TaxonomyError, OutputDirError) as err:
         logger.error("%s", err)
         return 2
     if not files:
@@ -82,4 +84,4 @@ def main(args: argparse.Namespace) -> int:
         files, args.out, None, taxonomy, options, annotations=AnnotationSource(taxonomy, coco)
     )
     logger.info("%s; outputs in %s", result.summary(), args.out)
-    return 0 if result.done or result.skipped else 1
+    return batch_exit_code(result, args.strict)

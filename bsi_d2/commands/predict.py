@@ -86,6 +86,11 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
         help="write input file paths into bsi.json (file names may identify the patient)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when any input is rejected, fails, or fails quality control",
+    )
 
 
 def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:
@@ -112,6 +117,7 @@ def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:
         ("--no-recursive", args.no_recursive),
         ("--keep-identity", args.keep_identity),
         ("--no-progress", args.no_progress),
+        ("--strict", args.strict),
     ):
         if on:
             argv.append(flag)
@@ -148,8 +154,14 @@ def main(args: argparse.Namespace) -> int:
     from bsi_d2.config import setup_cfg
     from bsi_d2.engine.predictor import build_predictor
     from bsi_d2.inference.batch import BatchOptions, parse_shard, run_batch
+    from bsi_d2.io.files import OutputDirError, check_output_dir
 
     shard = parse_shard(args.shard)
+    try:
+        check_output_dir(args.out)  # before the model loads: a bad folder fails in a second
+    except OutputDirError as err:
+        logger.error("%s", err)
+        return 2
     if args.num_gpus > 1:
         return _spawn_workers(args)
     cfg = setup_cfg(args.config, args.opts)
@@ -184,4 +196,17 @@ def main(args: argparse.Namespace) -> int:
     options.qc = qc_thresholds(bsi_cfg.QC)
     result = run_batch(args.inputs, Path(args.out), predictor, predictor.taxonomy, options)
     logger.info("%s; outputs in %s", result.summary(), args.out)
+    return batch_exit_code(result, args.strict)
+
+
+def batch_exit_code(result, strict: bool) -> int:
+    """0 when scans were done (or already done); 1 when none was, or, with ``strict``, when any
+    input was rejected or any scan failed or failed quality control."""
+    if not (result.done or result.skipped):
+        logger.error("no scan was processed; see errors.jsonl in the output folder")
+        return 1
+    if strict and (result.errors or result.failed or result.qc_failed):
+        logger.error("--strict: %d input(s) rejected or failed, %d failed quality control",
+                     len(result.errors), len(result.qc_failed))  # fmt: skip
+        return 1
     return 0

@@ -65,14 +65,16 @@ class BatchResult:
     done: list[str] = field(default_factory=list)  # keys finished by this run
     skipped: list[str] = field(default_factory=list)  # keys already finished before it
     failed: list[str] = field(default_factory=list)  # keys that failed
+    qc_failed: list[str] = field(default_factory=list)  # keys done but failing quality control
     errors: list[dict[str, Any]] = field(default_factory=list)  # every error this run recorded
     other_shards: int = 0
 
     def summary(self) -> str:
         rejected = len(self.errors) - len(self.failed)
         return (
-            f"{len(self.done)} scans done, {len(self.skipped)} already done, "
-            f"{len(self.failed)} failed, {rejected} inputs rejected"
+            f"{len(self.done)} scans done ({len(self.qc_failed)} failing quality control), "
+            f"{len(self.skipped)} already done, {len(self.failed)} failed, "
+            f"{rejected} inputs rejected"
         )
 
 
@@ -446,8 +448,10 @@ class BatchRunner:
             return
         for scan, instances in zip(batch, predictions, strict=True):
             try:
-                self.write_scan(scan, instances)
+                record = self.write_scan(scan, instances)
                 self.result.done.append(scan.key)
+                if record["status"] == out.STATUS_QC_FAILED:
+                    self.result.qc_failed.append(scan.key)
             except Exception as err:  # noqa: BLE001 - one scan's failure must not stop the rest
                 self._fail(scan.key, scan.paths, scan.source, "postprocess", err)
             bar.update(1)

@@ -58,3 +58,24 @@ def remove_temp_files(folder: str | Path) -> int:
                 p.unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+class OutputDirError(OSError):
+    """An output folder that cannot be written; the message names it and says why."""
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """Make ``path`` (and its parents) and prove it writable by writing and removing a probe
+    file, so a command fails in one line before hours of work, not with a traceback after."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"{path}: the output folder is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = temp_path(path / "write-check")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise OutputDirError(f"{path}: cannot write to the output folder: {reason}") from err
+    return path

@@ -209,3 +209,49 @@ def test_garbage_scans_fail_quality_control_in_the_csv_and_the_report(phantoms, 
         assert values["qc_failed"] and values["bsi"] == "" and values["abnormal"] == ""
     index = (out / "index.html").read_text()
     assert index.count("qc_failed") == 3
+
+
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_an_unusable_output_folder_fails_in_one_line_before_any_work(
+    phantoms, tmp_path, kind, caplog
+):
+    # before: a raw traceback (predict only after loading the model)
+    if kind == "file":
+        out = tmp_path / "out.txt"
+        out.write_text("not a folder")
+        words = "the output folder is a file"
+    else:
+        out = Path("/sys/bsi_d2-cannot-write-here")  # root may write anywhere but sysfs
+        words = "cannot write to the output folder"
+    for argv in (
+        ["bsi", str(phantoms / "labelme"), "--out", str(out)],
+        [
+            "predict",
+            str(phantoms / "labelme"),
+            "--config",
+            "no-such-config.yaml",
+            "--out",
+            str(out),
+        ],
+    ):
+        caplog.clear()
+        assert cli.main(argv) == 2, argv[0]
+        assert any(words in r.getMessage() for r in caplog.records), argv[0]
+
+
+def test_exit_codes_say_whether_anything_was_done(phantoms, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for suffix in (".json", ".png", ".counts.png"):
+        src = phantoms / "labelme" / f"phantom_0002{suffix}"
+        (folder / src.name).write_bytes(src.read_bytes())
+    (folder / "broken.json").write_text('{"shapes": [], "imagePath": "missing.png"}')
+    # one good scan and one broken file: done, exit 0; with --strict, exit 1
+    assert cli.main(["bsi", str(folder), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    strict = ["bsi", str(folder), "--out", str(tmp_path / "b"), "--no-progress", "--strict"]
+    assert cli.main(strict) == 1
+    # before: exit 0 with zero scans done
+    only_broken = tmp_path / "broken"
+    only_broken.mkdir()
+    (only_broken / "broken.json").write_text('{"shapes": [], "imagePath": "missing.png"}')
+    assert cli.main(["bsi", str(only_broken), "--out", str(tmp_path / "c"), "--no-progress"]) == 1
