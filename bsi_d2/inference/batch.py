@@ -204,6 +204,7 @@ class _Prepared:
     annotation: Instances | None = None  # the scan's instances when annotations stand in
     views_present: list[str] | None = None
     pixel_spacing_known: bool = False
+    warnings: list[str] = field(default_factory=list)  # the reader's and preprocessing's
 
 
 def _prefetch(items: Iterable[Any], depth: int) -> Iterator[Any]:
@@ -344,6 +345,7 @@ class BatchRunner:
                 annotation,
                 list(prepared.metadata.get("preprocess", {}).get("views_present") or []),
                 prepared.metadata.get("pixel_spacing_mm") is not None,
+                [str(w) for w in prepared.metadata.get("warnings") or []],
             )
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -410,6 +412,7 @@ class BatchRunner:
             scan.pixel_spacing_known,
             opts.qc,
         )
+        qc.warnings[:0] = [w for w in scan.warnings if w not in qc.warnings]
         record = out.scan_record(
             scan.key, scan.source, opts.model, analysis=analysis.record, qc=qc.to_dict()
         )
