@@ -16,27 +16,37 @@ A frame's view is found by the first rule that answers, recorded as ``view_rule`
 
 Per-frame rules read the detector's item of DetectorInformationSequence and, for a one-frame file,
 the same attributes at the top level (files without the sequence).
+
+Before any pixel is decoded the header is checked against :class:`~bsi_d2.io.limits.ReadLimits`
+(a deflated file is inflated only as far as its header, then counted against what that header
+declares); after decoding, stored values outside BitsStored and counts that are negative, NaN or
+infinite are refused rather than cut or passed on.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
+from bsi_d2.io.limits import DEFAULT_LIMITS, ReadLimits
 from bsi_d2.io.pseudonym import IDENTITY_KEYWORDS, pseudonym, study_key
 from bsi_d2.io.readers import (
-    MIN_VIEW_ASPECT,
-    MIN_VIEW_ROWS,
     VIEWS,
     NotAScanError,
     ReaderError,
     ScanImage,
+    check_file_size,
     count_stats,
+    negative_problem,
+    nonfinite_problem,
     view_from_text,
+    view_shape_reason,
 )
 
 logger = logging.getLogger(__name__)
@@ -44,6 +54,14 @@ logger = logging.getLogger(__name__)
 NOT_WHOLE_BODY_TYPES = ("STATIC", "TOMO", "RECON TOMO", "GATED", "GATED TOMO", "DYNAMIC")
 EXPECTED_SPACING_MM = (1.5, 3.5)  # whole-body scans are ~2.2-2.4 mm; far outside means rescale
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset zipped
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+FIRST_PIXEL_TAG = 0x7FE00008  # FloatPixelData; PixelData (7FE0,0010) and trailing padding follow
+INFLATE_CHUNK = 1 << 20
+JPEG_FAMILY = "1.2.840.10008.1.2.4."  # JPEG, JPEG-LS, JPEG 2000, HTJ2K: frames carry their own size
+# JPEG start-of-frame markers (not DHT C4, JPG C8, DAC CC) and JPEG-LS SOF55 (F7)
+JPEG_SOF_MARKERS = frozenset([*range(0xC0, 0xD0)]) - {0xC4, 0xC8, 0xCC} | {0xF7}
+TRAILER_SLACK = 1 << 20  # after the pixels only trailing padding or signatures may follow
 
 # transfer syntax UID prefix -> what to install to decode it
 _PLUGIN_HINTS = {
@@ -67,19 +85,29 @@ def _plugin_hint(uid: str) -> str:
 
 
 def read_dicom(
-    path: str | Path, salt: str | None = None, keep_identity: bool = False
+    path: str | Path,
+    salt: str | None = None,
+    keep_identity: bool = False,
+    limits: ReadLimits | None = None,
 ) -> list[ScanImage]:
     """One DICOM file -> one scan (two frames) or one single-view scan, to pair later.
 
     Raises :class:`NotAScanError` for files that are not whole-body emission scans and
-    :class:`ReaderError` for files that cannot be read; both name the file and the problem.
+    :class:`ReaderError` for files that cannot be read or exceed ``limits``; both name the file
+    and the problem.
     """
     path = Path(path)
-    ds = read_dataset(path)
-    reason = not_whole_body_reason(ds)
+    limits = limits if limits is not None else DEFAULT_LIMITS
+    ds = read_dataset(path, limits)
+    # what the file is before how large it is: a CT volume is "not a scan", not "too large"
+    reason = _content_reason(ds)
     if reason is not None:
         raise NotAScanError(f"{path}: {reason}")
-    frames = decode_counts(ds, path)
+    check_declared_size(ds, path, limits)
+    reason = _shape_reason(ds)
+    if reason is not None:
+        raise NotAScanError(f"{path}: {reason}")
+    frames = decode_counts(ds, path, limits)
     frames, frame_numbers = select_frames(ds, frames, path)
     assignments, warnings = identify_views(ds, frame_numbers)
     for warning in warnings:
@@ -109,16 +137,22 @@ def read_dicom(
     return [ScanImage(key, [str(path)], views, None, metadata, pairing)]
 
 
-def read_dataset(path: Path) -> Any:
-    """The dataset of a DICOM file; ReaderError for empty, non-DICOM or unparseable files."""
+def read_dataset(path: Path, limits: ReadLimits | None = None) -> Any:
+    """The dataset of a DICOM file, pixel data left on disk; ReaderError for empty, oversized,
+    non-DICOM or unparseable files and for deflated files inflating beyond their header."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    if path.stat().st_size == 0:
-        raise ReaderError(f"{path}: empty file (0 bytes)")
+    limits = limits if limits is not None else DEFAULT_LIMITS
+    check_file_size(path, limits)
     try:
+        syntax = pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID")
+        if syntax == DEFLATED:
+            check_deflated(path, limits)  # pydicom inflates the whole dataset in memory at once
         # pixel data stays on disk until decoded: non-scans (CT series...) are judged by header
         ds = pydicom.dcmread(path, defer_size="64 KB")
+    except ReaderError:
+        raise
     except InvalidDicomError as error:
         raise ReaderError(f"{path}: not a DICOM file ({error})") from error
     except Exception as error:  # pydicom raises many types on truncated headers
@@ -132,12 +166,155 @@ def read_dataset(path: Path) -> Any:
     return ds
 
 
+def check_deflated(path: Path, limits: ReadLimits) -> None:
+    """ReaderError unless a deflated file's header is within ``limits`` and the whole dataset
+    inflates to no more than that header declares; inflates in chunks, keeping only the header."""
+    with open(path, "rb") as handle:
+        handle.seek(_dataset_offset(handle, path))
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        prefix = bytearray()
+        wanted = 64 << 10
+        while True:
+            prefix += _inflate(inflater, handle, wanted - len(prefix), path)
+            header, end, pixel_length = _parse_header(bytes(prefix))
+            if end is not None or inflater.eof:
+                break
+            if wanted >= limits.max_header_bytes:
+                raise ReaderError(
+                    f"{path}: no pixel data within the first {limits.max_header_bytes:,} inflated "
+                    "bytes: header too long or corrupt (ReadLimits.max_header_bytes); not read"
+                )
+            wanted = min(4 * wanted, limits.max_header_bytes)
+        if end is None:
+            return  # the whole dataset is in the prefix: nothing more to inflate
+        check_declared_size(header, path, limits)
+        declared = _declared_pixel_bytes(header)
+        allowed = end + 12 + declared + 1 + TRAILER_SLACK  # element header, value, odd padding
+        if pixel_length not in (None, 0xFFFFFFFF) and pixel_length > declared + 1:
+            raise ReaderError(
+                f"{path}: pixel data element of {pixel_length:,} bytes, but the header declares "
+                f"{declared:,} bytes of pixels; not read"
+            )
+        total = len(prefix)
+        while total <= allowed and not inflater.eof:
+            chunk = _inflate(inflater, handle, min(INFLATE_CHUNK, allowed + 1 - total), path)
+            if not chunk:
+                break
+            total += len(chunk)
+        if total > allowed:
+            raise ReaderError(
+                f"{path}: deflated data inflates beyond {allowed:,} bytes, the most its header "
+                f"declares ({_matrix_text(header)}); not read further"
+            )
+
+
+def _dataset_offset(handle: BinaryIO, path: Path) -> int:
+    """Offset of the dataset after the preamble and the (never deflated) group 0002 meta."""
+    handle.seek(132)
+    while True:
+        start = handle.tell()
+        head = handle.read(8)
+        if len(head) < 8:
+            raise ReaderError(f"{path}: file meta information ends before the dataset")
+        group, _, vr = struct.unpack("<HH2s", head[:6])
+        if group != 0x0002:
+            return start
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UN", b"UT", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            length = struct.unpack("<I", handle.read(4))[0]
+        else:
+            length = struct.unpack("<H", head[6:8])[0]
+        handle.seek(length, 1)
+
+
+def _inflate(inflater: Any, handle: BinaryIO, limit: int, path: Path) -> bytes:
+    """Up to ``limit`` more inflated bytes (fewer at the stream's end); never more."""
+    out = bytearray()
+    try:
+        while len(out) < limit and not inflater.eof:
+            data = inflater.unconsumed_tail or handle.read(INFLATE_CHUNK)
+            if not data:
+                break
+            out += inflater.decompress(data, limit - len(out))
+    except zlib.error as error:
+        raise ReaderError(f"{path}: deflated data is corrupt ({error})") from error
+    return bytes(out)
+
+
+def _parse_header(data: bytes) -> tuple[Any, int | None, int | None]:
+    """(header, offset of the first pixel element or None, that element's length) of
+    inflated Explicit VR Little Endian bytes; None when the pixels are not reached."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset as read_elements
+
+    found: list[int] = []
+
+    def at_pixels(tag: int, vr: str | None, length: int) -> bool:
+        if tag >= FIRST_PIXEL_TAG:
+            found.append(length)
+            return True
+        return False
+
+    source = DicomBytesIO(data)
+    try:
+        header = read_elements(source, False, True, stop_when=at_pixels)
+    except Exception:  # a prefix cut inside an element: more must be inflated
+        return None, None, None
+    return header, (source.tell() if found else None), (found[0] if found else None)
+
+
+def _declared_pixel_bytes(ds: Any) -> int:
+    rows, cols, frames, samples = _declared_matrix(ds)
+    bits = _integer(ds, "BitsAllocated", 16)
+    return (rows * cols * frames * samples * bits + 7) // 8
+
+
+def _declared_matrix(ds: Any) -> tuple[int, int, int, int]:
+    """(rows, columns, frames, samples per pixel) as the header declares them."""
+    return (
+        _integer(ds, "Rows", 0),
+        _integer(ds, "Columns", 0),
+        _integer(ds, "NumberOfFrames", 1),
+        _integer(ds, "SamplesPerPixel", 1),
+    )
+
+
+def _matrix_text(ds: Any) -> str:
+    rows, cols, frames, _ = _declared_matrix(ds)
+    return f"{frames} frame(s) of {rows} x {cols} at {_integer(ds, 'BitsAllocated', 16)} bits"
+
+
+def _integer(ds: Any, keyword: str, default: int) -> int:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default  # unparseable counts as absent: the shape check or the decoder refuses it
+
+
+def check_declared_size(ds: Any, path: Path, limits: ReadLimits) -> None:
+    """ReaderError when Rows x Columns x NumberOfFrames (x SamplesPerPixel) exceed ``limits``."""
+    reason = limits.pixel_reason(*_declared_matrix(ds))
+    if reason is not None:
+        raise ReaderError(f"{path}: {reason}")
+
+
 def not_whole_body_reason(ds: Any) -> str | None:
     """Why a dataset is not a whole-body emission scan to analyse, or None if it is one."""
+    return _content_reason(ds) or _shape_reason(ds)
+
+
+def _pixel_keyword(ds: Any) -> str | None:
+    return next((keyword for keyword in PIXEL_KEYWORDS if keyword in ds), None)
+
+
+def _content_reason(ds: Any) -> str | None:
+    """Why a dataset's modality, photometry or image type is not a whole-body scan's, or None."""
     modality = str(ds.get("Modality", "") or "")
     if modality != "NM":
         return f"modality {modality or '(missing)'} is not NM: not a bone scan"
-    if "PixelData" not in ds:
+    if _pixel_keyword(ds) is None:
         return None  # decode_counts reports the missing pixel data as an error
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "") or "")
@@ -149,25 +326,61 @@ def not_whole_body_reason(ds: Any) -> str | None:
         if found:
             joined = "\\".join(image_type)
             return f"ImageType {joined}: {found[0].lower()} image, not a whole-body scan"
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if rows < MIN_VIEW_ROWS or rows < MIN_VIEW_ASPECT * cols:
-        return (
-            f"{rows} x {cols} matrix: a spot view, SPECT or capture, not a whole-body view "
-            f"(needs rows >= {MIN_VIEW_ROWS} and >= {MIN_VIEW_ASPECT} x columns)"
-        )
     return None
 
 
-def decode_counts(ds: Any, path: Path) -> np.ndarray:
-    """(frames, rows, cols) float32 counts, modality rescale applied; ReaderError if undecodable."""
-    from pydicom.pixels import get_decoder
+def _shape_reason(ds: Any) -> str | None:
+    """Why a dataset's matrix cannot be a whole-body view, or None."""
+    if _pixel_keyword(ds) is None:
+        return None
+    rows, cols, _, _ = _declared_matrix(ds)
+    reason = view_shape_reason(rows, cols)
+    return None if reason is None else f"{rows} x {cols} matrix: {reason}"
 
-    if "PixelData" not in ds:
-        raise ReaderError(f"{path}: no pixel data (7FE0,0010) in the file")
+
+def check_pixel_format(ds: Any, path: Path, keyword: str) -> None:
+    """ReaderError for BitsAllocated, BitsStored, HighBit or PixelRepresentation that no count
+    image has, checked from the header before decoding."""
+    bits = _integer(ds, "BitsAllocated", 0)
+    if keyword != "PixelData":
+        wanted = 32 if keyword == "FloatPixelData" else 64
+        if bits != wanted:
+            raise ReaderError(f"{path}: {keyword} with BitsAllocated {bits}, not {wanted}")
+        return
+    if bits not in (8, 16, 32):
+        raise ReaderError(f"{path}: BitsAllocated {bits}: counts are 8, 16 or 32-bit integers")
+    stored = _integer(ds, "BitsStored", bits)
+    if not 1 <= stored <= bits:
+        raise ReaderError(f"{path}: BitsStored {stored} exceeds BitsAllocated {bits} (or is < 1)")
+    high = _integer(ds, "HighBit", stored - 1)
+    if high != stored - 1:
+        raise ReaderError(
+            f"{path}: HighBit {high} with BitsStored {stored}: DICOM requires HighBit = "
+            "BitsStored - 1, so the values' position in the stored bits is unknown"
+        )
+    if _integer(ds, "PixelRepresentation", 0) not in (0, 1):
+        raise ReaderError(f"{path}: PixelRepresentation {ds.PixelRepresentation} is not 0 or 1")
+
+
+def decode_counts(ds: Any, path: Path, limits: ReadLimits | None = None) -> np.ndarray:
+    """(frames, rows, cols) float32 counts, modality rescale applied; ReaderError if undecodable,
+    beyond ``limits``, outside the declared BitsStored range, negative, NaN or infinite."""
+    from pydicom.pixels import get_decoder, pixel_array
+
+    keyword = _pixel_keyword(ds)
+    if keyword is None:
+        raise ReaderError(
+            f"{path}: no pixel data in the file (neither PixelData (7FE0,0010) nor "
+            "FloatPixelData (7FE0,0008) nor DoubleFloatPixelData (7FE0,0009))"
+        )
+    check_declared_size(ds, path, limits if limits is not None else DEFAULT_LIMITS)
+    check_pixel_format(ds, path, keyword)
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is None:
         raise ReaderError(f"{path}: no TransferSyntaxUID in the file meta")
     label = f"'{syntax.name}' ({syntax})" if syntax.name != str(syntax) else f"{syntax}"
+    if syntax.is_compressed and str(syntax).startswith(JPEG_FAMILY):
+        check_codestream_sizes(ds, path)
     if syntax.is_compressed:
         try:
             decoder = get_decoder(syntax)
@@ -182,7 +395,8 @@ def decode_counts(ds: Any, path: Path) -> np.ndarray:
                 f"install {_plugin_hint(str(syntax))}"
             )
     try:
-        pixels = ds.pixel_array
+        # raw stored values: pydicom >= 3 masks to BitsStored, which would hide (and cut) overflow
+        pixels = pixel_array(ds, correct_unused_bits=False)
     except Exception as error:  # plugins and pydicom raise many types on bad data
         raise ReaderError(
             f"{path}: pixel data in {label} could not be decoded, truncated or corrupt "
@@ -194,12 +408,94 @@ def decode_counts(ds: Any, path: Path) -> np.ndarray:
         pixels = pixels[None]
     if pixels.ndim != 3 or pixels.shape[0] != n_frames:
         raise ReaderError(f"{path}: pixel array {pixels.shape} does not match {n_frames} frame(s)")
+    if keyword == "PixelData":
+        check_stored_range(ds, pixels, path)
+    problem = nonfinite_problem(pixels)
+    if problem is not None:
+        raise ReaderError(f"{path}: {keyword} holds {problem}: not counts")
     counts = pixels.astype(np.float32)
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    rescale = f"RescaleSlope {slope:g} and RescaleIntercept {intercept:g}"
     if slope != 1 or intercept != 0:
         counts = counts * np.float32(slope) + np.float32(intercept)
+    problem = nonfinite_problem(counts)
+    if problem is not None:
+        raise ReaderError(f"{path}: counts after {rescale} hold {problem}: not counts")
+    problem = negative_problem(counts)
+    if problem is not None:
+        if float(pixels.min()) >= 0:
+            cause = rescale
+        elif keyword == "PixelData":
+            cause = "PixelRepresentation 1 (signed) stored values below 0"
+        else:
+            cause = f"{keyword} values below 0"
+        raise ReaderError(f"{path}: {problem} from {cause}: counts cannot be negative")
     return counts
+
+
+def check_codestream_sizes(ds: Any, path: Path) -> None:
+    """ReaderError when a JPEG-family frame's own header declares another size than Rows x
+    Columns: decoders allocate what the codestream says, which the limits have not seen."""
+    from pydicom.encaps import generate_frames
+
+    rows, cols, frames, _ = _declared_matrix(ds)
+    try:
+        encoded = generate_frames(ds.PixelData, number_of_frames=frames)
+        for index, frame in zip(range(frames), encoded, strict=False):
+            size = _codestream_size(frame)
+            if size is not None and size != (rows, cols):
+                raise ReaderError(
+                    f"{path}: frame {index + 1}'s codestream declares {size[0]} x {size[1]} "
+                    f"pixels, the header {rows} x {cols}; not decoded"
+                )
+    except ReaderError:
+        raise
+    except Exception:  # unparseable encapsulation: the decoder reports it
+        return
+
+
+def _codestream_size(frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) a JPEG 2000 / HTJ2K SIZ or a JPEG / JPEG-LS SOF declares, or None."""
+    if frame[:4] == b"\xff\x4f\xff\x51" and len(frame) >= 24:  # SOC then SIZ
+        width, height, x_offset, y_offset = struct.unpack(">IIII", frame[8:24])
+        return height - y_offset, width - x_offset
+    if frame[:2] != b"\xff\xd8":
+        return None
+    position = 2
+    while position + 9 <= len(frame) and frame[position] == 0xFF:
+        marker = frame[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in JPEG_SOF_MARKERS:
+            height, width = struct.unpack(">HH", frame[position + 5 : position + 9])
+            return (height, width) if height else None  # 0: the height comes later (DNL)
+        if marker == 0xDA:  # a scan before any frame header
+            return None
+        position += 2 + struct.unpack(">H", frame[position + 2 : position + 4])[0]
+    return None
+
+
+def check_stored_range(ds: Any, pixels: np.ndarray, path: Path) -> None:
+    """ReaderError when stored values lie outside what BitsStored and PixelRepresentation allow.
+
+    Bits above HighBit may hold old overlays, but in count data they are the hottest pixels'
+    high bits: masking them (as pydicom does) would cut bladder and lesions, so the file is refused.
+    """
+    stored = _integer(ds, "BitsStored", _integer(ds, "BitsAllocated", 16))
+    signed = _integer(ds, "PixelRepresentation", 0) == 1
+    low, high = (
+        (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
+    )
+    found_low, found_high = int(pixels.min()), int(pixels.max())
+    if found_high > high or found_low < low:
+        found = f"up to {found_high}" if found_high > high else f"down to {found_low}"
+        kind = "signed" if signed else "unsigned"
+        raise ReaderError(
+            f"{path}: stored values {found} exceed BitsStored {stored} ({kind}, {low}..{high}): "
+            "header and pixels disagree, and cutting them would change the hottest counts"
+        )
 
 
 def select_frames(ds: Any, frames: np.ndarray, path: Path) -> tuple[np.ndarray, list[int]]:

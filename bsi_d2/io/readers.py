@@ -5,6 +5,10 @@ objects and raises :class:`ReaderError` naming the file and the problem. :func:`
 files and folders, never raises for a bad file (it yields :class:`SkippedInput` instead), and pairs
 single-view files of one study (anterior + posterior) within a folder.
 
+Every reader takes :class:`~bsi_d2.io.limits.ReadLimits` and checks them before decoding a pixel:
+the file's size by ``stat``, then the declared matrix from the header (a lazy Pillow open, the
+DICOM header); counts that cannot be counts (NaN, infinite, negative) are refused after decoding.
+
 Nothing in a :class:`ScanImage`'s ``metadata`` identifies the patient unless ``keep_identity``.
 """
 
@@ -13,14 +17,17 @@ from __future__ import annotations
 import io
 import logging
 import re
+import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from bsi_d2.io.limits import DEFAULT_LIMITS, ReadLimits
 from bsi_d2.io.pseudonym import study_key
 
 logger = logging.getLogger(__name__)
@@ -29,6 +36,8 @@ MERGED_SHAPE = (950, 512)
 VIEWS = ("anterior", "posterior")
 MIN_VIEW_ASPECT = 1.8  # rows / columns of a whole-body view: 1024x256 is 4, 1024x512 is 2
 MIN_VIEW_ROWS = 256
+MAX_VIEW_ROWS = 4096  # 4x the 1024 rows of a whole-body view; taller is a strip or a stitched image
+MAX_VIEW_ASPECT = 10  # rows / columns: 1024x256 is 4, 2048x256 is 8; 60000x1400 (43) is no view
 
 
 class ReaderError(Exception):
@@ -92,50 +101,128 @@ def view_from_text(text: str | None) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def view_shape_reason(rows: int, cols: int) -> str | None:
+    """Why a rows x cols matrix cannot be a whole-body view, or None when it can."""
+    if rows < MIN_VIEW_ROWS or rows < MIN_VIEW_ASPECT * cols:
+        return (
+            f"a spot view, SPECT or capture, not a whole-body view (needs rows >= {MIN_VIEW_ROWS} "
+            f"and >= {MIN_VIEW_ASPECT} x columns)"
+        )
+    if rows > MAX_VIEW_ROWS or rows > MAX_VIEW_ASPECT * cols:
+        return (
+            f"a strip, not a whole-body view (at most {MAX_VIEW_ROWS} rows and "
+            f"{MAX_VIEW_ASPECT} x columns)"
+        )
+    return None
+
+
 def is_whole_body_shape(shape: tuple[int, ...]) -> bool:
-    rows, cols = shape[:2]
-    return rows >= MIN_VIEW_ROWS and rows >= MIN_VIEW_ASPECT * cols
+    return view_shape_reason(*shape[:2]) is None
+
+
+def nonfinite_problem(values: np.ndarray) -> str | None:
+    """How many values are NaN or infinite, as a reason, or None (no array-sized temporary)."""
+    if values.size == 0 or values.dtype.kind != "f":
+        return None
+    if np.isfinite(values.min()) and np.isfinite(values.max()):  # NaN and inf reach min or max
+        return None
+    return f"{int(np.count_nonzero(~np.isfinite(values))):,} NaN or infinite value(s)"
+
+
+def negative_problem(values: np.ndarray) -> str | None:
+    """The lowest value as a reason when it is below 0, or None."""
+    if values.size == 0 or values.dtype.kind == "u":
+        return None
+    low = float(values.min())
+    return f"negative counts (down to {low:g})" if low < 0 else None
+
+
+def counts_problem(values: np.ndarray) -> str | None:
+    """What makes decoded values impossible as counts (NaN, infinite, negative), or None."""
+    return nonfinite_problem(values) or negative_problem(values)
+
+
+def check_file_size(path: Path, limits: ReadLimits, json: bool = False) -> None:
+    """ReaderError for an empty file or one over the size limit, by ``stat``, before reading."""
+    size = path.stat().st_size
+    if size == 0:
+        raise ReaderError(f"{path}: empty file (0 bytes)")
+    reason = limits.file_size_reason(size, json=json)
+    if reason is not None:
+        raise ReaderError(f"{path}: {reason}")
+
+
+@contextmanager
+def pillow_limits(where: object, limits: ReadLimits) -> Iterator[None]:
+    """Pillow's own bomb guard set to the frame limit; its error and warning become ReaderError."""
+    from PIL import Image
+
+    # Pillow has no per-call limit: set for this open and restored (not thread-safe, like
+    # catch_warnings; a concurrent open elsewhere at worst meets the stricter limit)
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limits.max_frame_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(found.group(1)):,} pixels" if found else f"too many pixels ({error})"
+        raise ReaderError(
+            f"{where}: image of {size}, over the limit of {limits.max_frame_pixels:,} pixels "
+            "(ReadLimits.max_frame_pixels); not decoded"
+        ) from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 # --------------------------------------------------------------------------------------------
 # readers
 
 
-class DicomReader:
+class _Reader:
+    """What every reader is given: the pseudonym salt, identity handling and the limits."""
+
+    def __init__(
+        self,
+        salt: str | None = None,
+        keep_identity: bool = False,
+        limits: ReadLimits | None = None,
+    ) -> None:
+        self.salt = salt
+        self.keep_identity = keep_identity
+        self.limits = limits if limits is not None else DEFAULT_LIMITS
+
+
+class DicomReader(_Reader):
     """DICOM files (NM Image Storage, Secondary Capture with Modality NM, ...)."""
 
     name: ClassVar[str] = "dicom"
     suffixes: ClassVar[tuple[str, ...]] = (".dcm", ".dicom", ".dic", ".ima")
 
-    def __init__(self, salt: str | None = None, keep_identity: bool = False) -> None:
-        self.salt = salt
-        self.keep_identity = keep_identity
-
     def read(self, path: str | Path) -> list[ScanImage]:
         from bsi_d2.io.dicom import read_dicom
 
-        return read_dicom(path, salt=self.salt, keep_identity=self.keep_identity)
+        return read_dicom(
+            path, salt=self.salt, keep_identity=self.keep_identity, limits=self.limits
+        )
 
 
-class ImageReader:
+class ImageReader(_Reader):
     """PNG/TIFF, 8- or 16-bit: an already merged 950 x 512 scan or one whole-body view."""
 
     name: ClassVar[str] = "image"
     suffixes: ClassVar[tuple[str, ...]] = (".png", ".tif", ".tiff")
 
-    def __init__(self, salt: str | None = None, keep_identity: bool = False) -> None:
-        self.salt = salt
-        self.keep_identity = keep_identity
-
     def read(self, path: str | Path) -> list[ScanImage]:
         path = Path(path)
-        _check_not_empty(path)
-        scan = image_scan(path.read_bytes(), path, salt=self.salt)
-        attach_counts(scan, counts_companion(path))
+        check_file_size(path, self.limits)
+        scan = image_scan(path.read_bytes(), path, salt=self.salt, limits=self.limits)
+        attach_counts(scan, counts_companion(path), self.limits)
         return [scan]
 
 
-class LabelmeReader:
+class LabelmeReader(_Reader):
     """A Labelme JSON: the scan is the image it annotates, found by :mod:`bsi_d2.io.labelme`.
 
     A sibling ``<stem>.counts.png`` (as ``bsi-d2 preprocess`` writes) supplies the raw counts.
@@ -144,24 +231,33 @@ class LabelmeReader:
     name: ClassVar[str] = "labelme"
     suffixes: ClassVar[tuple[str, ...]] = (".json",)
 
-    def __init__(self, salt: str | None = None, keep_identity: bool = False) -> None:
-        self.salt = salt
-        self.keep_identity = keep_identity
-
     def read(self, path: str | Path) -> list[ScanImage]:
-        from bsi_d2.io.labelme import LabelmeError, NotLabelmeError, labelme_image, load_labelme
+        from bsi_d2.io.labelme import (
+            LabelmeError,
+            NotLabelmeError,
+            image_candidates,
+            labelme_image,
+            load_labelme,
+        )
 
         path = Path(path)
+        check_file_size(path, self.limits, json=True)  # load_labelme reads the whole file
         try:
-            image = labelme_image(load_labelme(path))
+            labelme = load_labelme(path)
+            source = next((p for p in image_candidates(labelme) if p.is_file()), None)
+            if source is not None:
+                check_file_size(source, self.limits)
+            where = f"{path} (image {source.name if source else 'imageData'})"
+            with pillow_limits(where, self.limits):  # labelme_image opens the image lazily
+                image = labelme_image(labelme)
         except NotLabelmeError as error:
             raise UnsupportedFileError(str(error)) from error
         except LabelmeError as error:
             raise ReaderError(str(error)) from error
         where = image.source or path
-        scan = image_scan(image.read_bytes(), Path(where), salt=self.salt)
+        scan = image_scan(image.read_bytes(), Path(where), salt=self.salt, limits=self.limits)
         scan.sources = [str(path)] + ([str(image.source)] if image.source else [])
-        attach_counts(scan, image.counts_source)
+        attach_counts(scan, image.counts_source, self.limits)
         scan.metadata["format"] = f"labelme+{scan.metadata['format']}"
         return [scan]
 
@@ -182,11 +278,14 @@ def _is_counts_companion(path: Path, images: set[Path]) -> bool:
     return path.resolve().with_name(stem.stem + path.suffix) in images
 
 
-def attach_counts(scan: ScanImage, counts_path: Path | None) -> None:
+def attach_counts(
+    scan: ScanImage, counts_path: Path | None, limits: ReadLimits = DEFAULT_LIMITS
+) -> None:
     """Use a merged scan's raw-count companion image as its counts (BSTBI needs them)."""
     if counts_path is None or scan.merged is None:
         return
-    counts, bits = image_array(counts_path.read_bytes(), counts_path)
+    check_file_size(counts_path, limits)
+    counts, bits = image_array(counts_path.read_bytes(), counts_path, limits)
     if counts.shape == scan.merged.shape:
         scan.merged = counts.astype(np.float32)
         scan.metadata.update(
@@ -216,9 +315,15 @@ def reader_for(path: str | Path) -> str | None:
 
 
 def read_scan_file(
-    path: str | Path, salt: str | None = None, keep_identity: bool = False
+    path: str | Path,
+    salt: str | None = None,
+    keep_identity: bool = False,
+    limits: ReadLimits | None = None,
 ) -> list[ScanImage]:
-    """Read one file into scans (single views stay unpaired); raises :class:`ReaderError`."""
+    """Read one file into scans (single views stay unpaired); raises :class:`ReaderError`.
+
+    ``limits`` (default :data:`~bsi_d2.io.limits.DEFAULT_LIMITS`) are checked before decoding.
+    """
     path = Path(path)
     if not path.is_file():
         raise ReaderError(f"{path}: no such file")
@@ -228,7 +333,7 @@ def read_scan_file(
             f"{path}: not a DICOM, PNG, TIFF or Labelme JSON file (suffix {path.suffix!r}, "
             "no DICOM preamble)"
         )
-    reader = READERS[name](salt=salt, keep_identity=keep_identity)
+    reader = READERS[name](salt=salt, keep_identity=keep_identity, limits=limits)
     try:
         return reader.read(path)
     except ReaderError:
@@ -243,8 +348,12 @@ def iter_scans(
     salt: str | None = None,
     keep_identity: bool = False,
     exclude: Sequence[str | Path] = (),
+    limits: ReadLimits | None = None,
 ) -> Iterator[ScanImage | SkippedInput]:
     """Scans from files and folders, folder by folder; bad files yield :class:`SkippedInput`.
+
+    Files beyond ``limits`` (default :data:`~bsi_d2.io.limits.DEFAULT_LIMITS`) are skipped as
+    errors without being decoded.
 
     Single-view files of one study in one folder are paired into anterior + posterior (by study,
     then series). Keys that repeat (two scans of one study) get ``-2``, ``-3``... appended.
@@ -265,12 +374,12 @@ def iter_scans(
         singles: list[ScanImage] = []
         for path in by_folder[folder]:
             if path.suffix.lower() == ".json":
-                duplicate = _labelme_duplicate(path, images)
+                duplicate = _labelme_duplicate(path, images, limits or DEFAULT_LIMITS)
                 if duplicate is not None:
                     yield duplicate
                     continue
             try:
-                scans = read_scan_file(path, salt=salt, keep_identity=keep_identity)
+                scans = read_scan_file(path, salt=salt, keep_identity=keep_identity, limits=limits)
             except NotAScanError as error:
                 yield SkippedInput(str(path), str(error), "not_a_scan")
                 continue
@@ -399,17 +508,27 @@ def _expand(paths: Iterable[str | Path], recursive: bool) -> tuple[list[Path], l
     return unique, skipped
 
 
-def _check_not_empty(path: Path) -> None:
-    if path.stat().st_size == 0:
-        raise ReaderError(f"{path}: empty file (0 bytes)")
+def image_array(
+    data: bytes,
+    path: Path,
+    limits: ReadLimits = DEFAULT_LIMITS,
+    shape_reason: Callable[[int, int], str | None] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Grey-level array and bit depth of a PNG/TIFF given as bytes; colour is refused.
 
-
-def image_array(data: bytes, path: Path) -> tuple[np.ndarray, int]:
-    """Grey-level array and bit depth of a PNG/TIFF given as bytes; colour is refused."""
+    The declared size is checked against ``limits``, and against ``shape_reason`` (a reason
+    becomes :class:`NotAScanError`), before decoding; NaN, infinite or negative values after.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with pillow_limits(path, limits), Image.open(io.BytesIO(data)) as image:
+            reason = limits.pixel_reason(image.height, image.width)
+            if reason is not None:
+                raise ReaderError(f"{path}: {reason}")
+            reason = shape_reason(image.height, image.width) if shape_reason else None
+            if reason is not None:
+                raise NotAScanError(f"{path}: {reason}")
             image.load()
             mode = image.mode
             frames = getattr(image, "n_frames", 1)
@@ -431,17 +550,22 @@ def image_array(data: bytes, path: Path) -> tuple[np.ndarray, int]:
         raise ReaderError(f"{path}: corrupt or truncated image ({error})") from error
     if array.ndim != 2:
         raise NotAScanError(f"{path}: image of shape {array.shape} is not a grey-level scan")
+    problem = counts_problem(array)
+    if problem is not None:
+        raise ReaderError(f"{path}: {mode}-mode image holds {problem}: not counts")
     if frames > 1:
         logger.warning("%s: %d pages, only the first is read", path, frames)
     bits = 8 if array.dtype == np.uint8 else 16 if array.dtype.itemsize <= 2 else 32
     return array, bits
 
 
-def image_scan(data: bytes, path: Path, salt: str | None = None) -> ScanImage:
+def image_scan(
+    data: bytes, path: Path, salt: str | None = None, limits: ReadLimits = DEFAULT_LIMITS
+) -> ScanImage:
     """A :class:`ScanImage` from PNG/TIFF bytes: merged if 950 x 512, else one whole-body view."""
     import hashlib
 
-    array, bits = image_array(data, path)
+    array, bits = image_array(data, path, limits, _scan_shape_reason)
     digest = hashlib.sha256(data).hexdigest()
     metadata: dict[str, Any] = {
         "format": "tiff" if path.suffix.lower() in (".tif", ".tiff") else "png",
@@ -460,11 +584,6 @@ def image_scan(data: bytes, path: Path, salt: str | None = None) -> ScanImage:
         metadata["layout"] = "merged"
         metadata["counts"] = count_stats(counts)
         return ScanImage(key, [str(path)], {}, counts, metadata)
-    if not is_whole_body_shape(array.shape):
-        raise NotAScanError(
-            f"{path}: {array.shape[0]} x {array.shape[1]} image is neither a whole-body view "
-            f"(rows >= {MIN_VIEW_ASPECT} x columns) nor a 950 x 512 merged scan"
-        )
     view = view_from_text(path.stem)
     rule = "file_name"
     if view is None:
@@ -485,10 +604,23 @@ def image_scan(data: bytes, path: Path, salt: str | None = None) -> ScanImage:
     return ScanImage(key, [str(path)], {view: counts}, None, metadata, pairing)
 
 
-def _labelme_duplicate(path: Path, images: set[Path]) -> SkippedInput | None:
+def _scan_shape_reason(rows: int, cols: int) -> str | None:
+    if (rows, cols) == MERGED_SHAPE:
+        return None
+    reason = view_shape_reason(rows, cols)
+    if reason is None:
+        return None
+    return (
+        f"{rows} x {cols} image is neither a whole-body view nor a 950 x 512 merged scan: {reason}"
+    )
+
+
+def _labelme_duplicate(path: Path, images: set[Path], limits: ReadLimits) -> SkippedInput | None:
     """A Labelme JSON whose image is itself among the inputs adds nothing: skip it."""
     from bsi_d2.io.labelme import LabelmeError, image_candidates, load_labelme
 
+    if limits.file_size_reason(path.stat().st_size, json=True) is not None:
+        return None  # not loaded here: the reader refuses it with the reason
     try:
         candidates = image_candidates(load_labelme(path))
     except LabelmeError:

@@ -324,3 +324,98 @@ def test_study_key_is_stable_salted_and_identity_free(tmp_path: Path, monkeypatc
     assert _read_one(path, salt="site-secret").key != key
     monkeypatch.setenv(SALT_ENV, "site-secret")
     assert _read_one(path).key == _read_one(path, salt="site-secret").key
+
+
+# -- counts sanity --------------------------------------------------------------------------------
+def _bits(frame: np.ndarray, stored: int, high: int | None = None, signed: bool = False) -> object:
+    ds = build_nm_dataset([frame], attributes={"StartAngle": 180})
+    ds.BitsStored, ds.HighBit = stored, stored - 1 if high is None else high
+    if signed:
+        ds.PixelRepresentation = 1
+        ds.PixelData = frame.astype(np.int16).tobytes()
+    return ds
+
+
+def _hot(value: int) -> np.ndarray:
+    frame = ANT.astype(np.int32)
+    frame[100, 30] = value  # the hottest pixel: a bladder or a lesion
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("make", "pattern"),
+    [
+        # pydicom masks to BitsStored: 1000 used to read as 232, cutting the hottest pixels
+        (lambda: _bits(_hot(1000).astype(np.uint16), 8), r"values up to 1000 .*BitsStored 8"),
+        (lambda: _bits(_hot(-3000), 12, signed=True), r"values down to -3000 .*BitsStored 12"),
+        (lambda: _bits(ANT, 12, high=15), r"HighBit 15 .*BitsStored 12"),
+        (lambda: _bits(ANT, 17), r"BitsStored 17 .*BitsAllocated 16"),
+        (lambda: _bits(_hot(-5), 16, signed=True), r"negative counts.*-5.*PixelRepresentation"),
+        (
+            lambda: build_nm_dataset([ANT], attributes={"RescaleSlope": -1, "StartAngle": 180}),
+            r"negative counts.*RescaleSlope -1",
+        ),
+    ],
+)
+def test_counts_outside_the_declared_range_are_refused(tmp_path: Path, make, pattern: str) -> None:
+    path = write_dataset(make(), tmp_path / "bad_counts.dcm")
+    with pytest.raises(ReaderError, match=pattern) as info:
+        read_scan_file(path)
+    assert str(path) in str(info.value)
+    assert not isinstance(info.value, NotAScanError)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: _bits(ANT, 12), ANT),  # 12 of 16 bits, values within them
+        (lambda: _bits(_hot(4095).astype(np.uint16), 12), _hot(4095)),
+        (lambda: _bits(ANT, 16, signed=True), ANT),  # signed, as the NEMA file is
+        (
+            lambda: build_nm_dataset(
+                [ANT], attributes={"RescaleIntercept": 5, "RescaleSlope": 1, "StartAngle": 180}
+            ),
+            ANT.astype(np.float32) + 5,
+        ),
+    ],
+)
+def test_counts_within_the_declared_range_read_unchanged(
+    tmp_path: Path, make, expected: np.ndarray
+) -> None:
+    scan = _read_one(write_dataset(make(), tmp_path / "good.dcm"))
+    np.testing.assert_array_equal(scan.views["anterior"], expected.astype(np.float32))
+
+
+def _float_pixels(frame: np.ndarray, keyword: str = "FloatPixelData") -> object:
+    ds = build_nm_dataset([np.zeros(frame.shape)], attributes={"StartAngle": 180})
+    del ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    dtype = np.float32 if keyword == "FloatPixelData" else np.float64
+    ds.BitsAllocated = 8 * np.dtype(dtype).itemsize
+    setattr(ds, keyword, frame.astype(dtype).tobytes())
+    return ds
+
+
+@pytest.mark.parametrize("keyword", ["FloatPixelData", "DoubleFloatPixelData"])
+def test_float_pixel_data_reads_as_counts(tmp_path: Path, keyword: str) -> None:
+    counts = ANT.astype(np.float32) * 0.5
+    scan = _read_one(write_dataset(_float_pixels(counts, keyword), tmp_path / "float.dcm"))
+    np.testing.assert_array_equal(scan.views["anterior"], counts)
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern"),
+    [
+        (np.nan, r"FloatPixelData .*1 NaN or infinite value"),
+        (np.inf, r"FloatPixelData .*1 NaN or infinite value"),
+        (-2.0, r"negative counts.*-2"),
+    ],
+)
+def test_float_pixel_data_that_is_not_counts_is_refused(
+    tmp_path: Path, value: float, pattern: str
+) -> None:
+    counts = ANT.astype(np.float32)
+    counts[50, 20] = value
+    path = write_dataset(_float_pixels(counts), tmp_path / "float.dcm")
+    with pytest.raises(ReaderError, match=pattern) as info:
+        read_scan_file(path)
+    assert str(path) in str(info.value) and "no pixel data" not in str(info.value)

@@ -190,3 +190,29 @@ def test_iter_scans_never_raises_and_excludes(tmp_path: Path) -> None:
     reasons = {Path(s.path).name: s.reason for s in _skips(items)}
     assert set(reasons) == {"bad.dcm", "missing"}
     assert "not a DICOM file" in reasons["bad.dcm"] and "no such file" in reasons["missing"]
+
+
+@pytest.mark.parametrize(
+    ("values", "pattern"),
+    [
+        (ANT.astype(np.float32) * np.where(ANT == 0, np.nan, 1), r"NaN or infinite"),
+        (np.where(ANT == 0, np.inf, ANT).astype(np.float32), r"NaN or infinite"),
+        (ANT.astype(np.float32) - 1, r"negative counts.*-1"),
+        (ANT.astype(np.int32) - 1, r"negative counts.*-1"),
+    ],
+)
+def test_tiff_values_that_are_not_counts_are_refused(
+    tmp_path: Path, values: np.ndarray, pattern: str
+) -> None:
+    Image.fromarray(values).save(tmp_path / "view_ant.tif")
+    with pytest.raises(ReaderError, match=pattern) as info:
+        read_scan_file(tmp_path / "view_ant.tif")
+    assert "view_ant.tif" in str(info.value) and not isinstance(info.value, NotAScanError)
+
+
+def test_float_tiff_counts_read_unchanged(tmp_path: Path) -> None:
+    counts = ANT.astype(np.float32) * 0.25
+    Image.fromarray(counts).save(tmp_path / "view_ant.tif")
+    (scan,) = read_scan_file(tmp_path / "view_ant.tif")
+    np.testing.assert_array_equal(scan.views["anterior"], counts)
+    assert scan.metadata["bit_depth"] == 32
