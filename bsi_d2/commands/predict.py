@@ -83,7 +83,8 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-identity",
         action="store_true",
-        help="write input file paths into bsi.json (file names may identify the patient)",
+        help="name input files by their paths in bsi.json, errors and the log (folder and file "
+        "names may identify the patient; by default: salted pseudonyms and a content digest)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(

@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Read whole-body bone scans (DICOM, PNG/TIFF, Labelme JSON; folders recursively) and "
         "write per study OUT/<key>.png (8-bit display), OUT/<key>.counts.png (16-bit counts), "
         "OUT/<key>.meta.json and OUT/preprocess_report.json. <key> is a salted hash of the "
-        "study; no patient name, ID or birth date is written unless --keep-identity."
+        "study; no patient name, ID or birth date is written unless --keep-identity, and input "
+        "files are named by salted pseudonyms of their folder and file names plus a content "
+        "digest, since archives are often laid out by patient."
     )
     parser.add_argument("inputs", nargs="+", metavar="IN", help="DICOM/image files or folders")
     parser.add_argument("output", metavar="OUT", help="output folder")
@@ -29,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-identity",
         action="store_true",
-        help="also write patient identity and the input file paths into the metadata",
+        help="also write patient identity into the metadata, and name input files by their "
+        "paths in the metadata, the report and the log",
     )
     parser.add_argument(
         "--labelme", action="store_true", help="write an empty Labelme JSON per scan to annotate"

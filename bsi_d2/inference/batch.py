@@ -6,6 +6,8 @@ predict in batches, analyse (:func:`bsi_d2.postprocess.analysis.analyse_scan`) a
 folder, bsi.json last. Inputs the reader rejects and scans that fail are recorded in
 ``OUT/errors/`` (one file each, so parallel shards never write the same file) and gathered into
 ``OUT/errors.jsonl``, ``OUT/bsi_summary.csv`` and ``OUT/index.html`` at the end of every run.
+Errors and log lines name input files by :func:`bsi_d2.io.pseudonym.input_label` (folder and file
+names may be a patient's ID or name) unless ``keep_identity``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 from bsi_d2.inference import outputs as out
 from bsi_d2.io.files import atomic_path
+from bsi_d2.io.pseudonym import InputLabels
 from bsi_d2.postprocess.analysis import analyse_scan
 from bsi_d2.postprocess.assign import assign_views
 from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
@@ -53,7 +56,7 @@ class BatchOptions:
     shard: tuple[int, int] = (0, 1)
     recursive: bool = True
     salt: str | None = None
-    keep_identity: bool = False  # write input file paths into records (names may carry identity)
+    keep_identity: bool = False  # name input files by path in records, errors and logs
     progress: bool = True
     prefetch: int = 8  # scans read and preprocessed ahead of the model, in a thread
     qc: QCThresholds = field(default_factory=QCThresholds)  # quality control of every scan
@@ -146,18 +149,28 @@ def is_done(scan_dir: Path) -> bool:
 
 
 def record_error(
-    out_dir: Path, key: str, path: str | Path, stage: str, reason: str, source=()
+    out_dir: Path,
+    key: str,
+    path: str | Path,
+    stage: str,
+    reason: str,
+    source=(),
+    labels: InputLabels | None = None,
 ) -> dict[str, Any]:
-    """Write one error record to ``OUT/errors/<key>.json`` and return it."""
+    """Write one error record to ``OUT/errors/<key>.json`` and return it. Its files are named
+    by ``labels`` (default: pseudonymous file names alone), in the record, the reason and the
+    log line alike."""
+    labels = labels or InputLabels()
+    files = [path, *source]
     entry = {
         "key": key,
-        "path": str(path),
-        "source": [str(s) for s in source] or [str(path)],
+        "path": labels(path),
+        "source": [labels(s) for s in source] or [labels(path)],
         "stage": stage,
-        "reason": reason,
+        "reason": labels.redact(reason, *files),
     }
     out.atomic_write_json(out_dir / ERRORS_DIR / f"{key}.json", entry)
-    logger.warning("%s: %s failed: %s", path, stage, reason)
+    logger.warning("%s: %s failed: %s", entry["path"], stage, entry["reason"])
     return entry
 
 
@@ -269,6 +282,7 @@ class BatchRunner:
         self.out_dir = Path(out_dir)
         self.options = options or BatchOptions()
         self.result = BatchResult()
+        self.labels = InputLabels(salt=self.options.salt, keep_identity=self.options.keep_identity)
 
     # -- reading ------------------------------------------------------------------------
     def _prepared(self, inputs: Sequence[str | Path]) -> Iterator[_Prepared | None]:
@@ -291,7 +305,7 @@ class BatchRunner:
             if isinstance(item, SkippedInput):
                 key = _input_key(item.path, opts.salt)
                 if item.kind in NOT_ERRORS:
-                    logger.info("skipped: %s", item.reason)
+                    logger.info("skipped: %s", self.labels.redact(item.reason, item.path))
                 elif in_shard(key, opts.shard):
                     self._error(key, item.path, item.kind, str(item.reason))
                 else:
@@ -312,7 +326,11 @@ class BatchRunner:
                 self.result.other_shards += 1
                 continue
             if key in seen:
-                logger.info("%s: same content as %s, analysed once", paths, seen[key])
+                logger.info(
+                    "%s: same content as %s, analysed once",
+                    [self.labels(p) for p in paths],
+                    [self.labels(p) for p in seen[key]],
+                )
                 yield None
                 continue
             seen[key] = paths
@@ -351,17 +369,19 @@ class BatchRunner:
     # -- bookkeeping --------------------------------------------------------------------
     def _error(self, key: str, path: str | Path, stage: str, reason: str, source=()) -> None:
         try:
-            entry = record_error(self.out_dir, key, path, stage, reason, source)
+            entry = record_error(self.out_dir, key, path, stage, reason, source, self.labels)
         except OSError as err:  # a full disk must not also stop the scans that follow
-            logger.error("%s: cannot record the error (%s): %s", path, err, reason)
-            entry = {"key": key, "path": str(path), "stage": stage, "reason": reason}
+            label, reason = self.labels(path), self.labels.redact(reason, path, *source)
+            logger.error("%s: cannot record the error (%s): %s", label, err, reason)
+            entry = {"key": key, "path": label, "stage": stage, "reason": reason}
         self.result.errors.append(entry)
 
     def _fail(
         self, key: str, paths: list[str], source: list[str], stage: str, err: BaseException
     ) -> None:
         """Record a scan that failed: an error entry naming its files, and a failed bsi.json."""
-        reason = f"{type(err).__name__}: {err}"
+        # exception texts (an annotation reader's above all) may name the scan's files
+        reason = self.labels.redact(f"{type(err).__name__}: {err}", *paths)
         self._error(key, paths[0] if paths else key, stage, reason, paths)
         self.result.failed.append(key)
         scan_dir = self.out_dir / SCANS_DIR / key
@@ -445,7 +465,8 @@ class BatchRunner:
                 self._fail(batch[0].key, batch[0].paths, batch[0].source, "predict", err)
                 bar.update(1)
                 return
-            logger.warning("batch of %d failed (%s); retrying scan by scan", len(batch), err)
+            reason = self.labels.redact(str(err), *(p for s in batch for p in s.paths))
+            logger.warning("batch of %d failed (%s); retrying scan by scan", len(batch), reason)
             for scan in batch:
                 self._flush([scan], bar)
             return
@@ -464,13 +485,15 @@ class BatchRunner:
         from tqdm import tqdm
 
         opts = self.options
+        self.labels = InputLabels(inputs, opts.salt, opts.keep_identity)
         (self.out_dir / SCANS_DIR).mkdir(parents=True, exist_ok=True)
         (self.out_dir / ERRORS_DIR).mkdir(parents=True, exist_ok=True)
         _clear_shard_errors(self.out_dir, opts.shard)
         batch: list[_Prepared] = []
-        with tqdm(
-            unit="scan", disable=not opts.progress, desc="predict", dynamic_ncols=True
-        ) as bar:
+        with (
+            tqdm(unit="scan", disable=not opts.progress, desc="predict", dynamic_ncols=True) as bar,
+            self.labels.in_logs(),
+        ):
             try:
                 for item in _prefetch(self._prepared(inputs), opts.prefetch):
                     if item is None:
@@ -483,8 +506,9 @@ class BatchRunner:
                 self._flush(batch, bar)
             except Exception as err:  # noqa: BLE001 - a reader crash ends reading, not the run
                 self._flush(batch, bar)
-                logger.error("reading inputs stopped early: %s", err)
-                self._error("reader", ",".join(map(str, inputs)), "read", repr(err))
+                reason = self.labels.redact(str(err), *inputs)
+                logger.error("reading inputs stopped early: %s", reason)
+                self._error("reader", inputs[0] if inputs else "", "read", repr(err), inputs)
         finalize_outputs(self.out_dir, self.taxonomy)
         return self.result
 

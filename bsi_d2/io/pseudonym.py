@@ -5,13 +5,22 @@ identifier (StudyInstanceUID; else PatientID + StudyDate; else a file's content 
 comes from the ``salt`` argument, else the environment variable ``BSI_D2_SALT``, else
 :data:`DEFAULT_SALT`. With the default salt anyone holding the UID can recompute the key: set a
 secret ``BSI_D2_SALT`` per site for real pseudonymity, and keep it to link keys back to studies.
+
+Input files are named in records and logs by :func:`input_label` (pseudonymous folder and file
+names plus a content digest), since archives are laid out as ``<PatientID>/<file>.dcm`` or
+``DOE^JOHN/IM0001.dcm``; :class:`InputLabels` applies it to paths, free text and log records.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 SALT_ENV = "BSI_D2_SALT"
 DEFAULT_SALT = "bsi-d2-default-salt"  # documented and public: pseudonymous only with a site salt
@@ -72,3 +81,153 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+# -- input files in records and logs ---------------------------------------------------------
+
+DIGEST_HEX_DIGITS = 16  # of a file's SHA-256 in its label: enough to find it again
+MIN_REDACTED_NAME = 3  # shorter stems are not looked for in free text ("e" would hit "e.g.")
+# modules whose log messages name input files (as %s arguments): relabelled while inputs are read
+READER_LOGGERS = ("bsi_d2.io.readers", "bsi_d2.io.dicom")
+
+
+def path_pseudonym(name: str, salt: str | None = None) -> str:
+    """Salted pseudonym of one folder name or file stem (same name, same pseudonym)."""
+    return pseudonym("path", name, salt=salt, prefix="p")
+
+
+def input_label(
+    path: str | Path,
+    roots: Sequence[str | Path] = (),
+    salt: str | None = None,
+    keep_identity: bool = False,
+) -> str:
+    """How an input file is named in records and logs: folder and file names may be a
+    PatientID or a patient's name (``DOE^JOHN/IM0001.dcm``).
+
+    With ``keep_identity`` the path as given. Otherwise the path relative to the input root it
+    was found under (the deepest of ``roots`` holding it; else its name alone) with every folder
+    name and the file stem replaced by :func:`path_pseudonym` (a reader's suffix is kept), then
+    the first 16 hex digits of its content's SHA-256 where readable:
+    ``p3f9a.../p77b2....dcm (sha256:0123456789abcdef)``. The same salt gives the same label.
+    """
+    if keep_identity:
+        return str(path)
+    parts = [path_pseudonym(part, salt) for part in _relative_parts(Path(path), roots)]
+    suffix = Path(path).suffix
+    if parts and _is_reader_suffix(suffix):
+        parts[-1] = path_pseudonym(Path(path).stem, salt) + suffix
+    label = "/".join(parts) or path_pseudonym("", salt)
+    try:
+        return f"{label} (sha256:{file_digest(path)[:DIGEST_HEX_DIGITS]})"
+    except OSError:  # missing, a folder, or unreadable: the pseudonymous path alone
+        return label
+
+
+def _relative_parts(path: Path, roots: Sequence[str | Path]) -> tuple[str, ...]:
+    best: tuple[str, ...] | None = None
+    for root in map(Path, roots):
+        for candidate, base in ((path, root), (path.absolute(), root.absolute())):
+            if candidate == base or not candidate.is_relative_to(base):
+                continue
+            parts = candidate.relative_to(base).parts
+            if best is None or len(parts) < len(best):
+                best = parts
+    return best or ((path.name,) if path.name else ())
+
+
+def _is_reader_suffix(suffix: str) -> bool:
+    # other suffixes may be a name's second half (DOE.JOHN): they are pseudonymised with the stem
+    from bsi_d2.io.readers import SUFFIX_TO_READER
+
+    return suffix.lower() in SUFFIX_TO_READER
+
+
+class InputLabels:
+    """Labels of the inputs found under ``roots`` (:func:`input_label`), cached per path, and
+    the one place where input names are taken out of free text (reader messages and log
+    arguments start with the file's path)."""
+
+    def __init__(
+        self,
+        roots: Sequence[str | Path] = (),
+        salt: str | None = None,
+        keep_identity: bool = False,
+    ) -> None:
+        self.roots = [Path(r) for r in roots]
+        self.salt = salt
+        self.keep_identity = keep_identity
+        self._labels: dict[str, str] = {}
+
+    def __call__(self, path: str | Path) -> str:
+        text = str(path)
+        if text not in self._labels:
+            self._labels[text] = input_label(path, self.roots, self.salt, self.keep_identity)
+        return self._labels[text]
+
+    def redact(self, text: str, *paths: str | Path) -> str:
+        """``text`` with each of ``paths`` (as given, absolute or resolved) replaced by its
+        label, then its file name where it stands alone and its stem where it begins another
+        file's name (``image DOE^JOHN.png``); a bare word such as ``empty`` is left alone."""
+        if self.keep_identity or not text:
+            return str(text)
+        whole: dict[str, str] = {}
+        names: dict[str, str] = {}  # regular expression -> pseudonym
+        for raw in paths:
+            path = Path(raw)
+            label = self(raw)
+            for form in (str(raw), str(path), str(path.absolute()), str(path.resolve())):
+                whole[form] = label
+            if len(path.stem) < MIN_REDACTED_NAME:
+                continue
+            start = r"(?<![A-Za-z0-9])"
+            if path.suffix:
+                pseudonymous_name = label.split(" ")[0].rsplit("/", 1)[-1]
+                names[rf"{start}{re.escape(path.name)}(?![A-Za-z0-9])"] = pseudonymous_name
+            names[rf"{start}{re.escape(path.stem)}(?=\.[A-Za-z0-9])"] = path_pseudonym(
+                path.stem, self.salt
+            )
+        for form in sorted(whole, key=len, reverse=True):
+            text = text.replace(form, whole[form])
+        for pattern in sorted(names, key=len, reverse=True):
+            text = re.sub(pattern, names[pattern], text)  # pseudonyms hold no backslash
+        return text
+
+    def is_input(self, value: Any) -> bool:
+        """Whether a log argument names a file or folder under one of the roots."""
+        if not isinstance(value, (str, Path)) or not self.roots:
+            return False
+        path = Path(value)
+        if isinstance(value, str) and not path.exists():
+            return False  # a message string, not a path
+        return any(path.absolute().is_relative_to(root.absolute()) for root in self.roots)
+
+    @contextmanager
+    def in_logs(self, names: Sequence[str] = READER_LOGGERS) -> Iterator[None]:
+        """While the block runs, log records of ``names`` show labels instead of input paths."""
+        if self.keep_identity:
+            yield
+            return
+        label_filter = _InputPathFilter(self)
+        loggers = [logging.getLogger(name) for name in names]
+        for logger in loggers:
+            logger.addFilter(label_filter)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(label_filter)
+
+
+class _InputPathFilter(logging.Filter):
+    """Replaces log arguments that are input paths by their labels (records keep their level)."""
+
+    def __init__(self, labels: InputLabels) -> None:
+        super().__init__()
+        self.labels = labels
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            labels = self.labels
+            record.args = tuple(labels(a) if labels.is_input(a) else a for a in record.args)
+        return True

@@ -2,9 +2,12 @@
 and the batch that writes prepared scans to a folder (``bsi-d2 preprocess``).
 
 Outputs per study ``<key>``: ``<key>.png`` (8-bit display), ``<key>.counts.png`` (16-bit raw
-counts, clipped at 65535), ``<key>.meta.json`` (identity-free metadata, placements, view rules)
-and optionally ``<key>.json``, an empty Labelme file pointing at the PNG. Every file is written to
-a temporary name and renamed, so a crash never leaves a half-written output.
+counts, clipped at 65535), ``<key>.meta.json`` (the reader's metadata through the allow-list
+:data:`META_FIELDS`, placements, view rules) and optionally ``<key>.json``, an empty Labelme file
+pointing at the PNG. Every file is written to a temporary name and renamed, so a crash never
+leaves a half-written output. Input files are named by
+:func:`bsi_d2.io.pseudonym.input_label` in the report, the metadata and the log, unless identity
+is kept: folder and file names may be a patient's ID or name.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bsi_d2.io.files import atomic_path, atomic_write_bytes
+from bsi_d2.io.pseudonym import InputLabels
 from bsi_d2.io.readers import ScanImage, SkippedInput, iter_scans
 from bsi_d2.preprocess.merge import (
     KNEE_ROW,
@@ -40,6 +44,53 @@ MERGED_SHAPE = (MERGED_HEIGHT, VIEW_WIDTH * len(VIEW_ORDER))
 DISPLAY_WINDOW = (7.0, 14.0)  # seed 001: mean of the 8-bit image
 UINT16_MAX = 65535
 REPORT_NAME = "preprocess_report.json"
+
+# The only reader metadata that leaves in <key>.meta.json and the report: coded values (CS, UID
+# names), numbers, pseudonymous keys and what the toolkit computed. Free text from DICOM
+# (Manufacturer, ManufacturerModelName, InstitutionName, StationName, descriptions...) may name a
+# site or a person; a field a reader adds later stays out until it is listed here.
+META_FIELDS = (
+    "format",  # dicom, png, tiff, labelme+png...
+    "sop_class",  # name of the SOP class UID
+    "modality",
+    "image_type",
+    "transfer_syntax",  # name of the transfer syntax UID
+    "matrix",
+    "frames",
+    "bit_depth",
+    "pixel_spacing_mm",
+    "frame_duration_ms",
+    "counts_accumulated",
+    "scan_velocity_mm_s",
+    "scan_length_mm",
+    "whole_body_technique",
+    "radionuclide",  # the code meaning of RadionuclideCodeSequence
+    "counts_source",
+    "counts",  # count statistics
+    "layout",
+    "views",  # per view: VIEW_FIELDS
+    "paired_files",
+    "warnings",  # the readers' own sentences
+    "study_key",
+    "series_key",
+    "preprocess",  # placements and display rule, from preprocess_scan
+)
+VIEW_FIELDS = ("view_rule", "frame", "source_index", "counts")  # of each entry of "views"
+IDENTITY_FIELDS = ("identity",)  # written only when the user keeps identity
+
+
+def allowed_metadata(metadata: dict[str, Any], keep_identity: bool = False) -> dict[str, Any]:
+    """``metadata`` with only :data:`META_FIELDS` (and :data:`IDENTITY_FIELDS` if asked)."""
+    fields = META_FIELDS + (IDENTITY_FIELDS if keep_identity else ())
+    kept = {k: copy.deepcopy(v) for k, v in metadata.items() if k in fields}
+    if "views" in kept:
+        views = kept["views"] if isinstance(kept["views"], dict) else {}
+        kept["views"] = {
+            view: {k: v for k, v in entry.items() if k in VIEW_FIELDS}
+            for view, entry in views.items()
+            if view in VIEW_ORDER and isinstance(entry, dict)
+        }
+    return kept
 
 
 @dataclass
@@ -149,11 +200,13 @@ def write_prepared(
     out_dir: str | Path,
     labelme: bool = False,
     sources: Sequence[str] | None = None,
+    keep_identity: bool = False,
 ) -> dict[str, str]:
     """Write one prepared scan's files into ``out_dir``; returns {kind: file name}.
 
-    ``sources`` (the input files) are written to the metadata only when given: pass them only
-    when the user asked to keep identity, since file names may carry it.
+    The metadata goes through :func:`allowed_metadata`. ``sources`` (labels of the input files,
+    see :func:`bsi_d2.io.pseudonym.input_label`) are written when given: file paths themselves
+    only when the user asked to keep identity, since folder and file names may carry it.
     """
     out_dir = Path(out_dir)
     key = prepared.key
@@ -164,7 +217,8 @@ def write_prepared(
     if labelme:
         files["labelme"] = f"{key}.json"
         _write_empty_labelme(out_dir / files["labelme"], files["display"])
-    metadata = dict(prepared.metadata, key=key, files=files, counts_clipped_pixels=clipped)
+    metadata = allowed_metadata(prepared.metadata, keep_identity)
+    metadata.update(key=key, files=files, counts_clipped_pixels=clipped)
     if sources is not None:
         metadata["sources"] = list(sources)
     text = json.dumps(metadata, indent=2, sort_keys=False)
@@ -207,47 +261,49 @@ def preprocess_paths(
     """Read every scan under ``inputs``, write the prepared files and ``preprocess_report.json``.
 
     Never stops at a bad file: unreadable inputs, non-scans and scans that fail to preprocess are
-    recorded in the summary with the reason.
+    recorded in the summary with the reason. Input files are named by their labels
+    (:class:`bsi_d2.io.pseudonym.InputLabels`), real paths only with ``keep_identity``.
     """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = PreprocessSummary()
+    labels = InputLabels(inputs, salt, keep_identity)
     items = iter_scans(
         inputs, recursive=recursive, salt=salt, keep_identity=keep_identity, exclude=[out_dir]
     )
-    for item in tqdm(items, desc="preprocess", unit="item", disable=not progress):
-        if isinstance(item, SkippedInput):
-            summary.skipped.append({"path": item.path, "kind": item.kind, "reason": item.reason})
-            logger.warning("skipped (%s): %s", item.kind, item.reason)
-            continue
-        try:
-            prepared = preprocess_scan(item, cut_below_knee=cut_below_knee)
-            files = write_prepared(
-                prepared, out_dir, labelme, item.sources if keep_identity else None
-            )
-        except Exception as error:  # one bad scan must not stop the batch: record it
-            reason = (
-                f"{', '.join(item.sources)}: preprocessing failed: {type(error).__name__}: {error}"
-            )
-            summary.skipped.append({"path": item.sources[0], "kind": "error", "reason": reason})
-            logger.error("%s", reason)
-            continue
-        entry: dict[str, Any] = {
-            "key": prepared.key,
-            "files": files,
-            "views": prepared.metadata["preprocess"]["views_present"],
-            "view_rules": {
-                view: info.get("view_rule")
-                for view, info in prepared.metadata.get("views", {}).items()
-            },
-            "source_count": len(item.sources),
-            "warnings": prepared.metadata.get("warnings", []),
-        }
-        if keep_identity:
-            entry["sources"] = list(item.sources)
-        summary.written.append(entry)
+    with labels.in_logs():
+        for item in tqdm(items, desc="preprocess", unit="item", disable=not progress):
+            if isinstance(item, SkippedInput):
+                reason = labels.redact(item.reason, item.path)
+                skip = {"path": labels(item.path), "kind": item.kind, "reason": reason}
+                summary.skipped.append(skip)
+                logger.warning("skipped (%s): %s", item.kind, reason)
+                continue
+            sources = [labels(s) for s in item.sources]
+            try:
+                prepared = preprocess_scan(item, cut_below_knee=cut_below_knee)
+                files = write_prepared(prepared, out_dir, labelme, sources, keep_identity)
+            except Exception as error:  # one bad scan must not stop the batch: record it
+                detail = labels.redact(f"{type(error).__name__}: {error}", *item.sources)
+                reason = f"{', '.join(sources)}: preprocessing failed: {detail}"
+                summary.skipped.append({"path": sources[0], "kind": "error", "reason": reason})
+                logger.error("%s", reason)
+                continue
+            metadata = allowed_metadata(prepared.metadata)
+            entry: dict[str, Any] = {
+                "key": prepared.key,
+                "files": files,
+                "views": metadata["preprocess"]["views_present"],
+                "view_rules": {
+                    view: info.get("view_rule") for view, info in metadata.get("views", {}).items()
+                },
+                "source_count": len(item.sources),
+                "sources": sources,
+                "warnings": metadata.get("warnings", []),
+            }
+            summary.written.append(entry)
     report = json.dumps(summary.to_dict(), indent=2).encode("utf-8")
     atomic_write_bytes(out_dir / REPORT_NAME, report)
     return summary

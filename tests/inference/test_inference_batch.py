@@ -13,6 +13,7 @@ from PIL import Image
 
 from bsi_d2.inference.batch import BatchOptions, content_key, run_batch
 from bsi_d2.inference.outputs import RECORD_KEYS
+from bsi_d2.io.pseudonym import input_label
 from bsi_d2.postprocess.qc import QCThresholds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +102,12 @@ def _options(**kw):
     return BatchOptions(progress=False, prefetch=2, model={"engine": "torchvision"}, **kw)
 
 
+def _named(inputs):
+    """Input file name by its label in error records (names are not written: they may be
+    identity)."""
+    return {input_label(p, [inputs]): p.name for p in inputs.rglob("*") if p.is_file()}
+
+
 def _records(out):
     return {p.parent.name: json.loads(p.read_text()) for p in (out / "scans").glob("*/bsi.json")}
 
@@ -147,9 +154,10 @@ def test_mixed_folder_finishes_good_scans_and_explains_bad_ones(inputs, first_ru
         assert 0 < len(instances) <= len(kept)
 
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert sorted(Path(e["path"]).name for e in errors) == sorted(BAD_FILES)
+    named_errors = _named(inputs)
+    assert sorted(named_errors[e["path"]] for e in errors) == sorted(BAD_FILES)
     for e in errors:
-        assert Path(e["path"]).name in e["reason"], e  # the reason names the file
+        assert e["path"] in e["reason"], e  # the reason names the file, by its label
     summary = (out / "bsi_summary.csv").read_text().splitlines()
     assert len(summary) == 4 and summary[0].startswith("key,status,bsi,bsi_coverage,bstbi")
     index = (out / "index.html").read_text()
@@ -208,7 +216,7 @@ def test_shards_partition_the_inputs(inputs, first_run, predictor, tmp_path):
             [inputs], out, predictor, predictor.taxonomy, _options(batch_size=2, shard=(i, 2))
         )
         keys.append(set(result.done))
-        error_paths.append({Path(e["path"]).name for e in result.errors})
+        error_paths.append({_named(inputs)[e["path"]] for e in result.errors})
     assert keys[0].isdisjoint(keys[1]) and keys[0] | keys[1] == set(_records(out_ref))
     assert error_paths[0].isdisjoint(error_paths[1])
     assert error_paths[0] | error_paths[1] == BAD_FILES
@@ -230,6 +238,9 @@ def test_keep_identity_writes_file_paths(inputs, predictor, tmp_path):
     single.mkdir()
     shutil.copy(inputs / "merged_a.png", single / "merged_a.png")
     out = tmp_path / "out"
+    (single / "empty.png").write_bytes(b"")
     run_batch([single], out, predictor, predictor.taxonomy, _options(keep_identity=True))
     (record,) = _records(out).values()
     assert record["source"] == [str(single / "merged_a.png")]
+    (error,) = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert error["path"] == str(single / "empty.png") and error["path"] in error["reason"]

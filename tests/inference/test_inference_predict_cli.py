@@ -17,6 +17,7 @@ from PIL import Image
 
 from bsi_d2 import cli
 from bsi_d2.commands import predict
+from bsi_d2.io.pseudonym import input_label
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CONFIG = ROOT / "configs" / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"
@@ -99,7 +100,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(setup):
     assert _records(out) == expected
     assert marker.stat().st_mtime_ns == stamp  # finished scans are skipped, not redone
     errors = (out / "errors.jsonl").read_text().splitlines()
-    assert [Path(json.loads(e)["path"]).name for e in errors] == ["empty.png"]
+    assert [json.loads(e)["path"] for e in errors] == [input_label(inputs / "empty.png", [inputs])]
     assert (out / "bsi_summary.csv").read_text() == (reference / "bsi_summary.csv").read_text()
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 from bsi_d2.cli import main as cli_main
 from bsi_d2.io.dicom import build_nm_dataset, write_dataset
 from bsi_d2.io.labelme import labelme_image, load_labelme
+from bsi_d2.io.pseudonym import input_label
 from bsi_d2.io.readers import ScanImage, read_scan_file
 from bsi_d2.preprocess.pipeline import REPORT_NAME, counts_to_uint16, preprocess_scan
 
@@ -139,15 +140,18 @@ def test_preprocess_command_on_a_mixed_folder(tmp_path: Path, capsys) -> None:
     report = json.loads((out / REPORT_NAME).read_text())
     expected_scans = 3 if NEMA.is_file() else 2
     assert report["summary"]["scans_written"] == expected_scans
-    skipped = {Path(s["path"]).name: s for s in report["skipped"]}
+    # files are named by their labels, not their names (those may be identity)
+    label = {p.name: input_label(p, [inputs]) for p in inputs.rglob("*") if p.is_file()}
+    name_of = {v: k for k, v in label.items()}
+    skipped = {name_of[s["path"]]: s for s in report["skipped"]}
     assert set(skipped) == set(skips)
     for name, words in skips.items():
         assert words in skipped[name]["reason"], (name, skipped[name]["reason"])
-        assert name in skipped[name]["reason"]
+        assert skipped[name]["reason"].startswith(label[name] + ": ")
     assert skipped["spot.dcm"]["kind"] == skipped["ct.dcm"]["kind"] == "not_a_scan"
     assert skipped["cut.dcm"]["kind"] == "error"
     console = capsys.readouterr().out
-    assert f"wrote {expected_scans} scan(s)" in console and "part2.dcm" in console
+    assert f"wrote {expected_scans} scan(s)" in console and label["part2.dcm"] in console
 
     for entry in report["scans"]:
         key = entry["key"]
