@@ -141,6 +141,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     def predict() -> dict:
         from bsi_d2.engine.predictor import build_predictor
         from bsi_d2.inference.batch import BatchOptions, run_batch
+        from bsi_d2.postprocess.qc import QCThresholds
         from bsi_d2.postprocess.rasterize import parse_class_thresholds
 
         c = config()
@@ -163,6 +164,10 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                 model=model,
                 score_thresh=float(c.BSI.SCORE_THRESH),
                 class_thresh=parse_class_thresholds(list(c.BSI.CLASS_SCORE_THRESH)),
+                combine=str(c.BSI.COMBINE_VIEWS),
+                match_views=bool(c.BSI.MATCH_VIEWS),
+                match_radius=float(c.BSI.MATCH_RADIUS),
+                qc=QCThresholds.from_config(c.BSI.QC),
                 keep_identity=True,
             ),
         )

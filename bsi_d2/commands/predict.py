@@ -66,17 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def qc_thresholds(node) -> QCThresholds:
-    """The quality-control limits of a config's ``BSI.QC`` node."""
-    return QCThresholds(
-        enabled=bool(node.ENABLED),
-        min_view_counts=float(node.MIN_VIEW_COUNTS),
-        max_view_counts=float(node.MAX_VIEW_COUNTS),
-        max_flat_fraction=float(node.MAX_FLAT_FRACTION),
-        required_regions=tuple(str(r) for r in node.REQUIRED_REGIONS),
-    )
-
-
 def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of what a batch writes, shared by ``predict`` and ``bsi``."""
     parser.add_argument("--salt", help="salt for pseudonymous keys (default: $BSI_D2_SALT)")
@@ -194,7 +183,7 @@ def main(args: argparse.Namespace) -> int:
             "engine": predictor.engine,
         },
     )
-    options.qc = qc_thresholds(bsi_cfg.QC)
+    options.qc = QCThresholds.from_config(bsi_cfg.QC)
     result = run_batch(args.inputs, Path(args.out), predictor, predictor.taxonomy, options)
     logger.info("%s; outputs in %s", result.summary(), args.out)
     return batch_exit_code(result, args.strict)

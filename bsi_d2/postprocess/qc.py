@@ -43,6 +43,17 @@ class QCThresholds:
     max_flat_fraction: float = 0.01
     required_regions: tuple[str, ...] = ("skull", "spine", "chest", "pelvis")  # bones
 
+    @classmethod
+    def from_config(cls, node) -> QCThresholds:
+        """The limits of a config's ``BSI.QC`` node."""
+        return cls(
+            enabled=bool(node.ENABLED),
+            min_view_counts=float(node.MIN_VIEW_COUNTS),
+            max_view_counts=float(node.MAX_VIEW_COUNTS),
+            max_flat_fraction=float(node.MAX_FLAT_FRACTION),
+            required_regions=tuple(str(r) for r in node.REQUIRED_REGIONS),
+        )
+
 
 @dataclass
 class QCResult:
