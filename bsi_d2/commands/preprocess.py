@@ -44,11 +44,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-recursive", dest="recursive", action="store_false", help="do not enter sub-folders"
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when any input was skipped as broken"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    from bsi_d2.io.files import OutputDirError, check_output_dir
     from bsi_d2.preprocess.pipeline import REPORT_NAME, preprocess_paths
 
+    try:
+        check_output_dir(args.output)
+    except OutputDirError as err:
+        logger.error("%s", err)
+        return 2
     summary = preprocess_paths(
         args.inputs,
         args.output,
@@ -68,4 +77,7 @@ def main(args: argparse.Namespace) -> int:
     for entry in summary.skipped:
         print(f"  skipped [{entry['kind']}] {entry['reason']}")
     print(f"report: {args.output}/{REPORT_NAME}")
-    return 0 if summary.written else 1
+    if not summary.written:
+        return 1
+    broken = [e for e in summary.skipped if e.get("kind") == "error"]
+    return 1 if args.strict and broken else 0

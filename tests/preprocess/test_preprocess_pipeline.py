@@ -150,6 +150,9 @@ def test_preprocess_command_on_a_mixed_folder(tmp_path: Path, capsys) -> None:
         assert skipped[name]["reason"].startswith(label[name] + ": ")
     assert skipped["spot.dcm"]["kind"] == skipped["ct.dcm"]["kind"] == "not_a_scan"
     assert skipped["cut.dcm"]["kind"] == "error"
+    # broken inputs beside good scans: exit 0, but 1 under --strict
+    strict = ["preprocess", str(inputs), str(tmp_path / "strict"), "--no-progress", "--strict"]
+    assert cli_main(strict) == 1
     console = capsys.readouterr().out
     assert f"wrote {expected_scans} scan(s)" in console and label["part2.dcm"] in console
 
@@ -200,3 +203,11 @@ def test_keep_identity_writes_it_and_reruns_are_stable(tmp_path: Path) -> None:
     assert list(out.glob("*.meta.json")) == [meta_path]
     assert IDENTITY[0] not in meta_path.read_text()
     assert cli_main(["preprocess", str(tmp_path / "nothing"), str(tmp_path / "o2")]) == 1
+
+
+def test_an_output_folder_that_is_a_file_is_refused_in_one_line(tmp_path: Path, caplog) -> None:
+    # before: a raw traceback
+    out = tmp_path / "out"
+    out.write_text("a file")
+    assert cli_main(["preprocess", str(tmp_path), str(out), "--no-progress"]) == 2
+    assert any("the output folder is a file" in r.getMessage() for r in caplog.records)
