@@ -28,9 +28,11 @@ from __future__ import annotations
 import logging
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
+from warnings import catch_warnings, simplefilter
 
 import numpy as np
 
@@ -61,7 +63,16 @@ INFLATE_CHUNK = 1 << 20
 JPEG_FAMILY = "1.2.840.10008.1.2.4."  # JPEG, JPEG-LS, JPEG 2000, HTJ2K: frames carry their own size
 # JPEG start-of-frame markers (not DHT C4, JPG C8, DAC CC) and JPEG-LS SOF55 (F7)
 JPEG_SOF_MARKERS = frozenset([*range(0xC0, 0xD0)]) - {0xC4, 0xC8, 0xCC} | {0xF7}
-TRAILER_SLACK = 1 << 20  # after the pixels only trailing padding or signatures may follow
+TRAILER_SLACK = 1 << 20
+# loggers of pydicom and its decoder plugins, whose records (tracebacks) readers collect
+QUIET_LOGGERS = (
+    "pydicom",
+    "pylibjpeg",
+    "openjpeg",
+    "libjpeg",
+    "jpeg_ls",
+    "gdcm",
+)  # after the pixels only trailing padding or signatures may follow
 
 # transfer syntax UID prefix -> what to install to decode it
 _PLUGIN_HINTS = {
@@ -98,7 +109,8 @@ def read_dicom(
     """
     path = Path(path)
     limits = limits if limits is not None else DEFAULT_LIMITS
-    ds = read_dataset(path, limits)
+    notes: list[str] = []
+    ds = read_dataset(path, limits, notes)
     # what the file is before how large it is: a CT volume is "not a scan", not "too large"
     reason = _content_reason(ds)
     if reason is not None:
@@ -110,6 +122,7 @@ def read_dicom(
     frames = decode_counts(ds, path, limits)
     frames, frame_numbers = select_frames(ds, frames, path)
     assignments, warnings = identify_views(ds, frame_numbers)
+    warnings = notes + warnings
     for warning in warnings:
         logger.warning("%s: %s", path, warning)
     key = dataset_study_key(ds, path, salt)
@@ -133,37 +146,194 @@ def read_dicom(
             "group": ("dicom", str(path.parent), key),
             "subgroup": metadata.get("series_key"),
             "order": int(ds.get("InstanceNumber") or 0),
+            "instance": str(ds.get("SOPInstanceUID", "") or "") or None,
         }
     return [ScanImage(key, [str(path)], views, None, metadata, pairing)]
 
 
-def read_dataset(path: Path, limits: ReadLimits | None = None) -> Any:
+def read_dataset(
+    path: Path, limits: ReadLimits | None = None, notes: list[str] | None = None
+) -> Any:
     """The dataset of a DICOM file, pixel data left on disk; ReaderError for empty, oversized,
-    non-DICOM or unparseable files and for deflated files inflating beyond their header."""
+    non-DICOM, unparseable or truncated files and for deflated files inflating beyond their header.
+
+    A file without the Part-10 header (preamble + "DICM") is read with ``force`` and accepted when
+    it has the elements of an image; ``notes`` receives a warning saying so.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     limits = limits if limits is not None else DEFAULT_LIMITS
     check_file_size(path, limits)
+    force = not _has_file_header(path)
     try:
-        syntax = pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID")
-        if syntax == DEFLATED:
-            check_deflated(path, limits)  # pydicom inflates the whole dataset in memory at once
+        if not force:
+            syntax = pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID")
+            if syntax == DEFLATED:
+                check_deflated(path, limits)  # pydicom inflates the whole dataset in memory
         # pixel data stays on disk until decoded: non-scans (CT series...) are judged by header
-        ds = pydicom.dcmread(path, defer_size="64 KB")
+        with quiet_pydicom() as messages:
+            ds = pydicom.dcmread(path, defer_size="64 KB", force=force)
     except ReaderError:
         raise
     except InvalidDicomError as error:
         raise ReaderError(f"{path}: not a DICOM file ({error})") from error
     except Exception as error:  # pydicom raises many types on truncated headers
+        if force:
+            raise ReaderError(
+                f"{path}: not a DICOM file (no DICOM file header, and read with force: "
+                f"{type(error).__name__}: {error})"
+            ) from error
         raise ReaderError(
             f"{path}: unreadable DICOM header, truncated or corrupt "
             f"({type(error).__name__}: {error})"
         ) from error
+    if force:
+        _accept_forced(ds, path)
+        if notes is not None:
+            notes.append("no DICOM file header (read with force)")
+    reason = _truncation_reason(ds, path, messages)
+    if reason is not None:
+        raise ReaderError(f"{path}: {reason}")
     meta_class = str(getattr(ds.get("file_meta", {}), "MediaStorageSOPClassUID", ""))
     if meta_class == DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
         raise ReaderError(f"{path}: a DICOMDIR index, not an image")
     return ds
+
+
+def _has_file_header(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
+def _accept_forced(ds: Any, path: Path) -> None:
+    """ReaderError unless a dataset read with ``force`` has an image's elements; sets the
+    transfer syntax pydicom found when the file has no file meta to say it."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    missing = [k for k in ("Rows", "Columns") if k not in ds]
+    if "SOPClassUID" not in ds and "Modality" not in ds:
+        missing.insert(0, "SOPClassUID/Modality")
+    if _pixel_keyword(ds) is None:
+        missing.append("PixelData")
+    if missing:
+        raise ReaderError(
+            f"{path}: not a DICOM file (no 128-byte preamble and 'DICM' prefix, and read with "
+            f"force it lacks {', '.join(missing)})"
+        )
+    if not hasattr(ds, "file_meta"):
+        ds.file_meta = FileMetaDataset()
+    if ds.file_meta.get("TransferSyntaxUID") is not None:
+        return
+    pixels = ds.get_item(_pixel_keyword(ds))
+    if getattr(pixels, "length", 0) == 0xFFFFFFFF:
+        raise ReaderError(
+            f"{path}: no DICOM file header and encapsulated (compressed) pixel data: the "
+            "transfer syntax is unknown; not decoded"
+        )
+    implicit, little = ds.original_encoding
+    ds.file_meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian
+        if implicit
+        else ExplicitVRLittleEndian
+        if little
+        else ExplicitVRBigEndian
+    )
+
+
+class _Collect(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[list[str]]:
+    """pydicom's and its decoders' warnings and log records (tracebacks included) collected in
+    the yielded list instead of printed: the reader's message says what went wrong, once."""
+    messages: list[str] = []
+    handler = _Collect(messages)
+    # not thread-safe, like catch_warnings: another thread's pydicom records are collected too
+    saved = []
+    for name in QUIET_LOGGERS:
+        log = logging.getLogger(name)
+        saved.append((log, log.handlers, log.propagate))
+        log.handlers, log.propagate = [handler], False
+    try:
+        with catch_warnings(record=True) as caught:
+            simplefilter("always")
+            try:
+                yield messages
+            finally:
+                messages.extend(str(w.message) for w in caught)
+    finally:
+        for log, handlers, propagate in saved:
+            log.handlers, log.propagate = handlers, propagate
+
+
+def _truncation_reason(ds: Any, path: Path, messages: list[str]) -> str | None:
+    """Why a dataset pydicom read is cut short (it reads what is there and warns, or not), or
+    None: an element whose value runs past the end of the file, or no delimiter before it."""
+    syntax = getattr(ds.get("file_meta", {}), "TransferSyntaxUID", None)
+    label = syntax_label(syntax)
+    if any("End of file reached" in m for m in messages):
+        import pydicom
+
+        # pydicom drops the whole dataset then: is the header before the pixels intact?
+        with quiet_pydicom() as header_messages:
+            header = pydicom.dcmread(path, stop_before_pixels=True, force=True, defer_size=1024)
+        if not any("End of file reached" in m for m in header_messages) and (
+            _truncation_reason(header, path, header_messages) is None and "Rows" in header
+        ):
+            return (
+                f"truncated or corrupt compressed pixel data in {label}: the file ends "
+                "before the pixel data's sequence delimiter"
+            )
+        return "truncated: the file ends inside an element of the header (no delimiter found)"
+    if syntax == DEFLATED:
+        return None  # positions are in the inflated stream, not the file
+    size = path.stat().st_size
+    end = 0
+    for tag in list(ds.keys()):
+        element = ds.get_item(tag)
+        if not hasattr(element, "value_tell"):
+            continue  # converted already: read in full
+        if element.length == 0xFFFFFFFF:
+            end = max(end, element.value_tell + len(element.value or b"") + 8)
+            continue
+        present = len(element.value) if element.value is not None else size - element.value_tell
+        if present < element.length:
+            keyword = _tag_keyword(tag)
+            what = f"{keyword or 'element'} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+            amount = f"{max(present, 0):,} of its {element.length:,} bytes present"
+            if tag >= FIRST_PIXEL_TAG:
+                kind = "compressed pixel data" if syntax and syntax.is_compressed else "pixel data"
+                return (
+                    f"truncated or corrupt {kind} in {label}: the file ends inside {what}, {amount}"
+                )
+            return f"truncated: the file ends inside {what} of the header, {amount}"
+        end = max(end, element.value_tell + element.length)
+    if 0 < size - end < 8:
+        return f"truncated: the file ends inside an element header ({size - end} byte(s) left)"
+    return None
+
+
+def _tag_keyword(tag: int) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return keyword_for_tag(tag)
+
+
+def syntax_label(syntax: Any) -> str:
+    """A transfer syntax as its name and UID, for messages."""
+    if syntax is None:
+        return "an unknown transfer syntax"
+    return f"'{syntax.name}' ({syntax})" if syntax.name != str(syntax) else f"{syntax}"
 
 
 def check_deflated(path: Path, limits: ReadLimits) -> None:
@@ -378,7 +548,7 @@ def decode_counts(ds: Any, path: Path, limits: ReadLimits | None = None) -> np.n
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax is None:
         raise ReaderError(f"{path}: no TransferSyntaxUID in the file meta")
-    label = f"'{syntax.name}' ({syntax})" if syntax.name != str(syntax) else f"{syntax}"
+    label = syntax_label(syntax)
     if syntax.is_compressed and str(syntax).startswith(JPEG_FAMILY):
         check_codestream_sizes(ds, path)
     if syntax.is_compressed:
@@ -396,12 +566,15 @@ def decode_counts(ds: Any, path: Path, limits: ReadLimits | None = None) -> np.n
             )
     try:
         # raw stored values: pydicom >= 3 masks to BitsStored, which would hide (and cut) overflow
-        pixels = pixel_array(ds, correct_unused_bits=False)
+        with quiet_pydicom() as messages:
+            pixels = pixel_array(ds, correct_unused_bits=False)
     except Exception as error:  # plugins and pydicom raise many types on bad data
         raise ReaderError(
             f"{path}: pixel data in {label} could not be decoded, truncated or corrupt "
-            f"({type(error).__name__}: {error})"
+            f"({type(error).__name__}: {error}){_decoder_limit(syntax, ds)}"
         ) from error
+    for message in messages:
+        logger.debug("%s: while decoding: %s", path, message)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     pixels = np.asarray(pixels)
     if pixels.ndim == 2:
@@ -432,6 +605,22 @@ def decode_counts(ds: Any, path: Path, limits: ReadLimits | None = None) -> np.n
             cause = f"{keyword} values below 0"
         raise ReaderError(f"{path}: {problem} from {cause}: counts cannot be negative")
     return counts
+
+
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+
+
+def _decoder_limit(syntax: Any, ds: Any) -> str:
+    """The known decoder limit behind a failed decode, as a sentence to append, or ''."""
+    if str(syntax) == JPEG_EXTENDED and _integer(ds, "BitsStored", 8) > 8:
+        # pylibjpeg-libjpeg and Pillow decode 8-bit lossy JPEG only; pydicom 3.0's GDCM plugin
+        # refuses 12-bit JPEG Extended too (it raises "does not support"), so none can help
+        return (
+            "; JPEG Extended 12-bit: pylibjpeg and Pillow decode only 8-bit lossy JPEG and "
+            "pydicom's GDCM plugin refuses 12-bit, so decompress the file first "
+            "(gdcmconv --raw, dcmdjpeg)"
+        )
+    return ""
 
 
 def check_codestream_sizes(ds: Any, path: Path) -> None:
@@ -518,11 +707,12 @@ def identify_views(ds: Any, frame_numbers: list[int]) -> tuple[list[tuple[str, s
     """(view, rule) for each frame, in frame order, and warnings; views are distinct."""
     single = len(frame_numbers) == 1
     found: list[tuple[str | None, str]] = []
+    warnings: list[str] = []
     for number in frame_numbers:
         sources = [_detector_item(ds, number)] + ([ds] if single else [])
         sources = [s for s in sources if s is not None]
         found.append(_first_answer(ds, sources, single))
-    warnings: list[str] = []
+        warnings += _disagreements(found[-1], sources, number)
     views = [view for view, _ in found]
     if single:
         if views[0] is None:
@@ -550,13 +740,34 @@ def identify_views(ds: Any, frame_numbers: list[int]) -> tuple[list[tuple[str, s
     return [("anterior", "frame_order"), ("posterior", "frame_order")], warnings
 
 
-def _first_answer(ds: Any, sources: list[Any], single: bool) -> tuple[str | None, str]:
-    rules: list[tuple[str, Callable[[Any], str | None]]] = [
+def _frame_rules() -> list[tuple[str, Callable[[Any], str | None]]]:
+    """The per-frame view rules, in the order they are trusted."""
+    return [
         ("view_code", _view_from_code),
         ("orientation", _view_from_orientation),
         ("start_angle", _view_from_start_angle),
     ]
-    for rule, function in rules:
+
+
+def _disagreements(answer: tuple[str | None, str], sources: list[Any], number: int) -> list[str]:
+    """A warning for each lower-ranked rule that names the other view than the rule used: a
+    reader must know the file contradicts itself, and which rule won."""
+    view, used = answer
+    if view is None:
+        return []
+    out = []
+    for rule, function in _frame_rules():
+        other = next((v for v in map(function, sources) if v is not None), None)
+        if rule != used and other is not None and other != view:
+            out.append(
+                f"frame {number + 1}: {used} says {view} but {rule} says {other}; "
+                f"{used} was used (it ranks first); check the file"
+            )
+    return out
+
+
+def _first_answer(ds: Any, sources: list[Any], single: bool) -> tuple[str | None, str]:
+    for rule, function in _frame_rules():
         for source in sources:
             view = function(source)
             if view is not None:

@@ -69,7 +69,7 @@ class ScanImage:
 class SkippedInput:
     path: str
     reason: str
-    kind: str = "error"  # "error" (broken/unreadable), "not_a_scan", "unsupported"
+    kind: str = "error"  # "error" (broken/unreadable), "not_a_scan", "unsupported", "duplicate"
 
 
 def count_stats(counts: np.ndarray) -> dict[str, float]:
@@ -356,7 +356,8 @@ def iter_scans(
     errors without being decoded.
 
     Single-view files of one study in one folder are paired into anterior + posterior (by study,
-    then series). Keys that repeat (two scans of one study) get ``-2``, ``-3``... appended.
+    then series); a file with the SOPInstanceUID of one already read is skipped as a duplicate.
+    Keys that repeat (two scans of one study) get ``-2``, ``-3``... appended.
     Files under an ``exclude`` folder (e.g. the output folder inside the input) are not read.
     """
     files, skipped = _expand(paths, recursive)
@@ -372,6 +373,7 @@ def iter_scans(
         by_folder[f.parent].append(f)
     for folder in by_folder:
         singles: list[ScanImage] = []
+        instances: dict[str, Path] = {}
         for path in by_folder[folder]:
             if path.suffix.lower() == ".json":
                 duplicate = _labelme_duplicate(path, images, limits or DEFAULT_LIMITS)
@@ -391,6 +393,14 @@ def iter_scans(
                 continue
             for scan in scans:
                 if scan.merged is None and len(scan.views) == 1 and scan.pairing is not None:
+                    # a copy of an image already read is one image, never the other view
+                    instance = scan.pairing.get("instance")
+                    if instance and instance in instances:
+                        reason = f"{path}: same SOPInstanceUID as {instances[instance]}"
+                        yield SkippedInput(str(path), reason, "duplicate")
+                        continue
+                    if instance:
+                        instances[instance] = path
                     singles.append(scan)
                 else:
                     yield _unique_key(scan, seen)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.encaps import encapsulate
-from pydicom.uid import JPEG2000Lossless, RLELossless
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from bsi_d2.io.dicom import ORIENTATION, build_nm_dataset, decode_counts, write_dataset
 from bsi_d2.io.pseudonym import SALT_ENV, study_key
@@ -94,7 +94,14 @@ def test_two_frame_views_follow_the_rule_not_the_order(
     np.testing.assert_array_equal(scan.views["posterior"], POST)
     assert {v["view_rule"] for v in scan.metadata["views"].values()} == {rule}
     assert scan.metadata["views"]["posterior"]["frame"] == 0
-    assert scan.metadata["warnings"] == []
+    if any("start_angle" in d and "view_code" in d for d in detectors):
+        # before: the contradiction was resolved without a word
+        assert scan.metadata["warnings"] == [
+            "frame 1: view_code says posterior but start_angle says anterior; view_code was "
+            "used (it ranks first); check the file"
+        ]
+    else:
+        assert scan.metadata["warnings"] == []
 
 
 @pytest.mark.parametrize(
@@ -419,3 +426,100 @@ def test_float_pixel_data_that_is_not_counts_is_refused(
     with pytest.raises(ReaderError, match=pattern) as info:
         read_scan_file(path)
     assert str(path) in str(info.value) and "no pixel data" not in str(info.value)
+
+
+# -- truncated, header-less and undecodable files ---------------------------------------------
+def _jpeg_ls_frame(rows: int, cols: int) -> bytes:
+    """A JPEG-LS codestream start (SOI, SOF55 of rows x cols) and scan bytes, no end marker."""
+    sof = (
+        b"\xff\xf7\x00\x0b\x10"
+        + rows.to_bytes(2, "big")
+        + cols.to_bytes(2, "big")
+        + b"\x01\x01\x11\x00"
+    )
+    return b"\xff\xd8" + sof + b"\xff\xda\x00\x08\x01\x01\x00\x00\x00\x00" + bytes(range(256)) * 8
+
+
+def _compressed(tmp_path: Path, syntax: str) -> Path:
+    ds = build_nm_dataset([ANT], attributes={"StartAngle": 180})
+    if syntax == JPEG2000Lossless:
+        return write_dataset(ds, tmp_path / "c.dcm", syntax)
+    ds.PixelData = encapsulate([_jpeg_ls_frame(*ANT.shape)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = syntax
+    return write_dataset(ds, tmp_path / "c.dcm")
+
+
+@pytest.mark.parametrize("syntax", [JPEG2000Lossless, JPEGLSLossless])
+def test_truncated_compressed_pixel_data_is_reported_as_truncated(
+    tmp_path: Path, syntax: str
+) -> None:
+    # before: pydicom dropped the whole dataset at the missing delimiter: "modality (missing)"
+    path = _compressed(tmp_path, syntax)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 500])
+    with pytest.raises(ReaderError, match="truncated or corrupt compressed pixel data") as info:
+        read_scan_file(path)
+    assert syntax in str(info.value) and not isinstance(info.value, NotAScanError)
+
+
+def test_file_cut_inside_the_header_is_truncated(tmp_path: Path) -> None:
+    # before: pydicom kept the elements before the cut: "no pixel data in the file"
+    path = write_dataset(
+        build_nm_dataset([ANT], attributes={"StartAngle": 180}), tmp_path / "h.dcm"
+    )
+    data = path.read_bytes()
+    uid = data.index(b"1.2.826")  # a UID value in the dataset (after the file meta)
+    uid = data.index(b"1.2.826", uid + 200)
+    path.write_bytes(data[: uid + 5])
+    with pytest.raises(ReaderError, match="truncated: the file ends inside") as info:
+        read_scan_file(path)
+    assert not isinstance(info.value, NotAScanError)
+
+
+def test_file_without_part10_header_reads_with_a_warning(tmp_path: Path) -> None:
+    # before: "not a DICOM file (... Use force=True ...)"
+    ds = build_nm_dataset([ANT], attributes={"StartAngle": 180})
+    del ds.file_meta
+    path = tmp_path / "raw.dcm"
+    ds.save_as(path, implicit_vr=True, little_endian=True)
+    assert path.read_bytes()[128:132] != b"DICM"
+    scan = _read_one(path)
+    np.testing.assert_array_equal(scan.views["anterior"], ANT)
+    assert "no DICOM file header (read with force)" in scan.metadata["warnings"]
+
+
+def test_non_dicom_bytes_are_still_refused(tmp_path: Path) -> None:
+    path = tmp_path / "junk.dcm"
+    path.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(ReaderError, match="not a DICOM file") as info:
+        read_scan_file(path)
+    assert str(path) in str(info.value)
+
+
+def _jpeg_extended_12bit(tmp_path: Path) -> Path:
+    ds = build_nm_dataset([ANT], attributes={"StartAngle": 180})
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.PixelData = encapsulate([b"\x00\x01garbage, not a JPEG codestream" * 8])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.51"
+    return write_dataset(ds, tmp_path / "jply.dcm")
+
+
+def test_jpeg_extended_12bit_failure_names_the_decoder_limit(tmp_path: Path) -> None:
+    # before: only "could not be decoded, truncated or corrupt"
+    with pytest.raises(ReaderError, match=r"JPEG Extended 12-bit: .*decompress the file first"):
+        read_scan_file(_jpeg_extended_12bit(tmp_path))
+
+
+def test_decoder_tracebacks_are_not_printed(tmp_path: Path, capsys, caplog) -> None:
+    # before: pydicom logged each plugin's traceback (ERROR pydicom.pixels.decoders.base)
+    path = _compressed(tmp_path, JPEG2000Lossless)
+    ds = pydicom.dcmread(path)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[:200] + bytes(64) + frame[200 : len(frame) // 2]])
+    ds.save_as(path)
+    with caplog.at_level("WARNING"), pytest.raises(ReaderError, match="corrupt"):
+        read_scan_file(path)
+    assert "Traceback" not in capsys.readouterr().err
+    assert not [r for r in caplog.records if r.levelno >= 30]

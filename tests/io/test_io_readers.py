@@ -216,3 +216,25 @@ def test_float_tiff_counts_read_unchanged(tmp_path: Path) -> None:
     (scan,) = read_scan_file(tmp_path / "view_ant.tif")
     np.testing.assert_array_equal(scan.views["anterior"], counts)
     assert scan.metadata["bit_depth"] == 32
+
+
+def test_copies_of_one_image_are_one_view_not_a_pair(tmp_path: Path) -> None:
+    original = _single(tmp_path / "a.dcm", ANT, "1.2.4", "1.2.4.1", 1)
+    (tmp_path / "b.dcm").write_bytes(original.read_bytes())  # same SOPInstanceUID
+    items = list(iter_scans([tmp_path]))
+    (scan,) = _scans(items)
+    assert list(scan.views) == ["anterior"] and scan.sources == [str(original)]
+    (skip,) = _skips(items)
+    assert skip.kind == "duplicate" and skip.path == str(tmp_path / "b.dcm")
+    assert f"same SOPInstanceUID as {original}" in skip.reason
+
+
+def test_a_copy_does_not_block_pairing_with_the_real_other_view(tmp_path: Path) -> None:
+    original = _single(tmp_path / "a.dcm", ANT, "1.2.3", "1.2.3.1", 1)
+    (tmp_path / "a_copy.dcm").write_bytes(original.read_bytes())
+    _single(tmp_path / "p.dcm", POST, "1.2.3", "1.2.3.1", 2)
+    items = list(iter_scans([tmp_path]))
+    (scan,) = _scans(items)
+    np.testing.assert_array_equal(scan.views["anterior"], ANT)
+    np.testing.assert_array_equal(scan.views["posterior"], POST)
+    assert [s.kind for s in _skips(items)] == ["duplicate"]
