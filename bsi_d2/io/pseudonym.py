@@ -83,6 +83,17 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def content_suffix(paths: Sequence[str | Path]) -> str:
+    """Six hex digits over the sorted SHA-256 of the files: what tells two scans of one study
+    apart, the same in every run whatever order the files are read in."""
+    return digest_suffix([file_digest(p) for p in paths])
+
+
+def digest_suffix(digests: Sequence[str]) -> str:
+    """:func:`content_suffix` from the files' SHA-256 hex digests."""
+    return hashlib.sha256("\x1f".join(sorted(digests)).encode("ascii")).hexdigest()[:6]
+
+
 # -- input files in records and logs ---------------------------------------------------------
 
 DIGEST_HEX_DIGITS = 16  # of a file's SHA-256 in its label: enough to find it again

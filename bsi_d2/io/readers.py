@@ -489,10 +489,14 @@ def _try_pair(group: Sequence[ScanImage]) -> ScanImage | None:
 
 
 def _unique_key(scan: ScanImage, seen: dict[str, int]) -> ScanImage:
+    """A second scan of a study gets the study key plus a suffix from its files' content, so
+    every run names it alike whatever else it reads (a counter would depend on the order)."""
+    from bsi_d2.io.pseudonym import content_suffix
+
     base = scan.key
     seen[base] += 1
     if seen[base] > 1:
-        scan.key = f"{base}-{seen[base]}"
+        scan.key = f"{base}-{content_suffix(scan.sources)}"
         scan.metadata["study_key"] = base
     scan.pairing = None
     return scan

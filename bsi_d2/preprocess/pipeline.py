@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bsi_d2.io.files import atomic_path, atomic_write_bytes
-from bsi_d2.io.pseudonym import InputLabels
+from bsi_d2.io.pseudonym import InputLabels, digest_suffix, file_digest
 from bsi_d2.io.readers import ScanImage, SkippedInput, iter_scans
 from bsi_d2.preprocess.merge import (
     KNEE_ROW,
@@ -201,6 +201,7 @@ def write_prepared(
     labelme: bool = False,
     sources: Sequence[str] | None = None,
     keep_identity: bool = False,
+    source_digests: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """Write one prepared scan's files into ``out_dir``; returns {kind: file name}.
 
@@ -221,6 +222,8 @@ def write_prepared(
     metadata.update(key=key, files=files, counts_clipped_pixels=clipped)
     if sources is not None:
         metadata["sources"] = list(sources)
+    if source_digests is not None:  # SHA-256 of the input files: tells a rerun from a clash
+        metadata["source_digests"] = sorted(source_digests)
     text = json.dumps(metadata, indent=2, sort_keys=False)
     atomic_write_bytes(out_dir / files["meta"], text.encode("utf-8"))
     return files
@@ -245,6 +248,22 @@ class PreprocessSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"summary": self.counts, "scans": self.written, "skipped": self.skipped}
+
+
+def free_key(out_dir: Path, key: str, digests: Sequence[str]) -> str:
+    """``key``, unless the output folder holds another scan under it (written by an earlier run
+    from other files): then the key plus a suffix from this scan's content, so no run overwrites
+    another's outputs and a rerun of the same files finds its own."""
+    meta = out_dir / f"{key}.meta.json"
+    if not meta.is_file():
+        return key
+    try:
+        written = json.loads(meta.read_text(encoding="utf-8")).get("source_digests")
+    except (OSError, ValueError):
+        written = None
+    if written == sorted(digests):
+        return key
+    return f"{key.split('-', 1)[0]}-{digest_suffix(digests)}"
 
 
 def preprocess_paths(
@@ -284,7 +303,11 @@ def preprocess_paths(
             sources = [labels(s) for s in item.sources]
             try:
                 prepared = preprocess_scan(item, cut_below_knee=cut_below_knee)
-                files = write_prepared(prepared, out_dir, labelme, sources, keep_identity)
+                digests = [file_digest(p) for p in item.sources]
+                prepared.key = free_key(out_dir, prepared.key, digests)
+                files = write_prepared(
+                    prepared, out_dir, labelme, sources, keep_identity, source_digests=digests
+                )
             except Exception as error:  # one bad scan must not stop the batch: record it
                 detail = labels.redact(f"{type(error).__name__}: {error}", *item.sources)
                 reason = f"{', '.join(sources)}: preprocessing failed: {detail}"

@@ -10,6 +10,7 @@ from PIL import Image
 
 from bsi_d2.io.dicom import build_nm_dataset, write_dataset
 from bsi_d2.io.labelme import write_labelme
+from bsi_d2.io.pseudonym import content_suffix
 from bsi_d2.io.readers import (
     NotAScanError,
     ReaderError,
@@ -90,7 +91,10 @@ def test_two_scans_of_one_study_get_distinct_keys(tmp_path: Path) -> None:
         _single(tmp_path / f"{series}p.dcm", POST, "1.2.6", series, 2, StartAngle=0)
     scans = _scans(list(iter_scans([tmp_path])))
     assert len(scans) == 2 and all(len(s.views) == 2 for s in scans)
-    assert scans[1].key == scans[0].key + "-2"
+    # the second scan's suffix comes from its files' content, not from the reading order
+    assert scans[1].key == scans[0].key + "-" + content_suffix(scans[1].sources)
+    alone = _scans(list(iter_scans([tmp_path], recursive=False)))
+    assert {s.key for s in alone} == {s.key for s in scans}
 
 
 def test_files_in_different_folders_are_not_paired(tmp_path: Path) -> None:

@@ -211,3 +211,31 @@ def test_an_output_folder_that_is_a_file_is_refused_in_one_line(tmp_path: Path, 
     out.write_text("a file")
     assert cli_main(["preprocess", str(tmp_path), str(out), "--no-progress"]) == 2
     assert any("the output folder is a file" in r.getMessage() for r in caplog.records)
+
+
+def test_two_runs_into_one_folder_never_overwrite_each_other(tmp_path: Path) -> None:
+    # before: a second scan of a study was keyed <study>-2 by reading order, and a run with
+    # only that scan wrote it as <study>, over the first run's other scan
+    from bsi_d2.io.dicom import build_nm_dataset, write_dataset
+
+    rng = np.random.default_rng(4)
+    frames = [rng.poisson(20, (1024, 256)).astype(np.uint16) for _ in range(2)]
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, seed in ((first, 1), (second, 2)):
+        data = [f + seed for f in frames]
+        ds = build_nm_dataset(
+            data,
+            detectors=[{"view_code": "anterior"}, {"view_code": "posterior"}],
+            study_uid="1.2.826.0.1.99.7",
+        )
+        write_dataset(ds, folder / "wb.dcm")
+    out = tmp_path / "out"
+    assert cli_main(["preprocess", str(first), str(out), "--no-progress"]) == 0
+    assert cli_main(["preprocess", str(second), str(out), "--no-progress"]) == 0
+    metas = sorted(out.glob("*.meta.json"))
+    assert len(metas) == 2  # both scans kept
+    digests = {tuple(json.loads(m.read_text())["source_digests"]) for m in metas}
+    assert len(digests) == 2
+    # a rerun of the same files finds its own key again
+    assert cli_main(["preprocess", str(second), str(out), "--no-progress"]) == 0
+    assert len(list(out.glob("*.meta.json"))) == 2
