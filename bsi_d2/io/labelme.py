@@ -225,6 +225,8 @@ def load_labelme(path: str | Path) -> LabelmeFile:
         raw, has_repeats = _parse_json(text)
     except json.JSONDecodeError as err:
         raise LabelmeError(f"{path}: invalid JSON: {err}") from err
+    except RecursionError:  # Python's parser gives up on deep nesting; labelme writes 4 levels
+        raise LabelmeError(f"{path}: JSON nested too deeply to be a Labelme file") from None
     if not isinstance(raw, dict):
         raise NotLabelmeError(f"{path}: not a Labelme file: top level is {type(raw).__name__}")
     if "shapes" not in raw and "imagePath" not in raw:

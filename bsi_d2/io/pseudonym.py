@@ -53,7 +53,8 @@ def pseudonym(*parts: str, salt: str | None = None, prefix: str = "s") -> str:
     digest = hashlib.sha256(resolve_salt(salt).encode("utf-8"))
     for part in parts:
         digest.update(b"\x1f")  # unit separator: ("ab", "c") and ("a", "bc") differ
-        digest.update(str(part).encode("utf-8"))
+        # a file name that is not UTF-8 reaches Python as surrogates: hash its original bytes
+        digest.update(str(part).encode("utf-8", "surrogateescape"))
     return prefix + digest.hexdigest()[:KEY_HEX_DIGITS]
 
 

@@ -567,8 +567,11 @@ def image_array(
     problem = counts_problem(array)
     if problem is not None:
         raise ReaderError(f"{path}: {mode}-mode image holds {problem}: not counts")
-    if frames > 1:
-        logger.warning("%s: %d pages, only the first is read", path, frames)
+    if frames > 1:  # the pages may be the two views or a series: guessing would mislabel them
+        raise NotAScanError(
+            f"{path}: {frames} pages in one image; only single-page images are read (save each "
+            "view as its own file)"
+        )
     bits = 8 if array.dtype == np.uint8 else 16 if array.dtype.itemsize <= 2 else 32
     return array, bits
 

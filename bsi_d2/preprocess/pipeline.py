@@ -292,6 +292,7 @@ def preprocess_paths(
     items = iter_scans(
         inputs, recursive=recursive, salt=salt, keep_identity=keep_identity, exclude=[out_dir]
     )
+    seen: dict[tuple[str, ...], str] = {}  # the input files' digests -> their labels, this run
     with labels.in_logs():
         for item in tqdm(items, desc="preprocess", unit="item", disable=not progress):
             if isinstance(item, SkippedInput):
@@ -302,8 +303,16 @@ def preprocess_paths(
                 continue
             sources = [labels(s) for s in item.sources]
             try:
-                prepared = preprocess_scan(item, cut_below_knee=cut_below_knee)
                 digests = [file_digest(p) for p in item.sources]
+                if tuple(sorted(digests)) in seen:
+                    reason = f"{', '.join(sources)}: same content as {seen[tuple(sorted(digests))]}"
+                    summary.skipped.append(
+                        {"path": sources[0], "kind": "duplicate", "reason": reason}
+                    )
+                    logger.info("skipped (duplicate): %s", reason)
+                    continue
+                seen[tuple(sorted(digests))] = ", ".join(sources)
+                prepared = preprocess_scan(item, cut_below_knee=cut_below_knee)
                 prepared.key = free_key(out_dir, prepared.key, digests)
                 files = write_prepared(
                     prepared, out_dir, labelme, sources, keep_identity, source_digests=digests
