@@ -47,6 +47,10 @@ def add_bsi_config(cfg: Any) -> None:
     cfg.BSI.COMBINE_VIEWS = "mean"  # how per-view involvement is combined: mean|max|union|...
     cfg.BSI.MATCH_VIEWS = True  # a lesion seen in both views is one lesion (seed 003)
     cfg.BSI.MATCH_RADIUS = 20.0  # pixels, about 45 mm: farthest a lesion's two views may lie
+    cfg.BSI.READ = CN()  # limits checked before any pixel is decoded (bsi_d2/io/limits.py)
+    cfg.BSI.READ.MAX_FILE_MB = 512.0  # largest input file read
+    cfg.BSI.READ.MAX_FRAME_PIXELS = 4096 * 4096  # most pixels one frame may declare
+    cfg.BSI.READ.MAX_FRAMES = 4  # anterior and posterior in up to two energy windows
     cfg.BSI.QC = CN()  # per-scan quality control (bsi_d2/postprocess/qc.py)
     cfg.BSI.QC.ENABLED = True  # a scan failing a check is qc_failed, never a normal finding
     cfg.BSI.QC.MIN_VIEW_COUNTS = 1.0e5  # total counts a whole-body view holds at least

@@ -55,6 +55,7 @@ def main(args: argparse.Namespace) -> int:
     )
     from bsi_d2.inference.batch import BatchOptions, run_batch
     from bsi_d2.io.files import OutputDirError, check_output_dir
+    from bsi_d2.io.limits import limits_from
     from bsi_d2.taxonomy import TaxonomyError, load_taxonomy
 
     try:
@@ -79,6 +80,7 @@ def main(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         prefetch=0,
         model={"engine": ENGINE_NAME, "config": None, "weights": None},
+        limits=limits_from(None, args.max_file_mb, args.max_frame_pixels, args.max_frames),
     )
     result = run_batch(
         files, args.out, None, taxonomy, options, annotations=AnnotationSource(taxonomy, coco)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bsi_d2.io.limits import add_limit_arguments, limits_from
 from bsi_d2.postprocess.bsi import COMBINE_RULES
 from bsi_d2.postprocess.qc import QCThresholds
 from bsi_d2.postprocess.rasterize import parse_class_thresholds
@@ -68,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of what a batch writes, shared by ``predict`` and ``bsi``."""
+    add_limit_arguments(parser)
     parser.add_argument("--salt", help="salt for pseudonymous keys (default: $BSI_D2_SALT)")
     parser.add_argument(
         "--keep-identity",
@@ -95,6 +97,9 @@ def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:
         ("--combine", args.combine),
         ("--salt", args.salt),
         ("--match-radius", args.match_radius),
+        ("--max-file-mb", args.max_file_mb),
+        ("--max-frame-pixels", args.max_frame_pixels),
+        ("--max-frames", args.max_frames),
     ):
         if value is not None:
             argv += [flag, str(value)]
@@ -184,6 +189,13 @@ def main(args: argparse.Namespace) -> int:
         },
     )
     options.qc = QCThresholds.from_config(bsi_cfg.QC)
+    read = bsi_cfg.READ
+    options.limits = limits_from(
+        limits_from(None, read.MAX_FILE_MB, read.MAX_FRAME_PIXELS, read.MAX_FRAMES),
+        args.max_file_mb,
+        args.max_frame_pixels,
+        args.max_frames,
+    )
     result = run_batch(args.inputs, Path(args.out), predictor, predictor.taxonomy, options)
     logger.info("%s; outputs in %s", result.summary(), args.out)
     return batch_exit_code(result, args.strict)

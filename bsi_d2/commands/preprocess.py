@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from bsi_d2.io.limits import add_limit_arguments, limits_from
 from bsi_d2.io.pseudonym import DEFAULT_SALT, SALT_ENV
 
 HELP = "DICOM/images -> merged 950 x 512 scans"
@@ -47,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when any input was skipped as broken"
     )
+    add_limit_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -67,6 +69,7 @@ def main(args: argparse.Namespace) -> int:
         labelme=args.labelme,
         cut_below_knee=args.cut_below_knee,
         progress=args.progress,
+        limits=limits_from(None, args.max_file_mb, args.max_frame_pixels, args.max_frames),
     )
     counts = summary.counts
     kinds = ", ".join(

@@ -26,6 +26,7 @@ import numpy as np
 
 from bsi_d2.inference import outputs as out
 from bsi_d2.io.files import atomic_path
+from bsi_d2.io.limits import ReadLimits
 from bsi_d2.io.pseudonym import InputLabels
 from bsi_d2.postprocess.analysis import analyse_scan
 from bsi_d2.postprocess.assign import assign_views
@@ -60,6 +61,7 @@ class BatchOptions:
     progress: bool = True
     prefetch: int = 8  # scans read and preprocessed ahead of the model, in a thread
     qc: QCThresholds = field(default_factory=QCThresholds)  # quality control of every scan
+    limits: ReadLimits | None = None  # checked before decoding (None: the readers' defaults)
     model: dict[str, Any] = field(default_factory=dict)  # the record's "model" entry
 
 
@@ -299,6 +301,7 @@ class BatchRunner:
             salt=opts.salt,
             keep_identity=opts.keep_identity,
             exclude=[self.out_dir],
+            limits=opts.limits,
         )
         seen: dict[str, list[str]] = {}  # content key -> files, within this run
         for item in items:

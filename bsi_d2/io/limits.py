@@ -9,7 +9,7 @@ within the limits) so this module needs nothing from the readers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MiB = 1 << 20
 
@@ -73,3 +73,39 @@ DEFAULT_LIMITS = ReadLimits()
 
 def _bytes(size: int) -> str:
     return f"{size / MiB:,.1f} MiB" if size >= MiB else f"{size:,} bytes"
+
+
+def add_limit_arguments(parser) -> None:
+    """The command-line overrides of :class:`ReadLimits`, shared by every reading command."""
+    parser.add_argument(
+        "--max-file-mb", type=float, help="largest input file read, MiB (default 512)"
+    )
+    parser.add_argument(
+        "--max-frame-pixels",
+        type=int,
+        help="most pixels one frame may declare before it is decoded (default 4096 x 4096)",
+    )
+    parser.add_argument("--max-frames", type=int, help="most frames a file may declare (default 4)")
+
+
+def limits_from(
+    base: ReadLimits | None = None,
+    max_file_mb: float | None = None,
+    max_frame_pixels: int | None = None,
+    max_frames: int | None = None,
+) -> ReadLimits:
+    """``base`` (default :data:`DEFAULT_LIMITS`) with the given limits replaced; the total
+    follows a raised frame limit so one frame at the limit still fits."""
+    limits = base or DEFAULT_LIMITS
+    changes: dict[str, int] = {}
+    if max_file_mb is not None:
+        changes["max_file_bytes"] = int(max_file_mb * MiB)
+    if max_frame_pixels is not None:
+        changes["max_frame_pixels"] = int(max_frame_pixels)
+    if max_frames is not None:
+        changes["max_frames"] = int(max_frames)
+    limits = replace(limits, **changes)
+    frames_total = limits.max_frames * limits.max_frame_pixels
+    if "max_frame_pixels" in changes or "max_frames" in changes:
+        limits = replace(limits, max_total_pixels=frames_total)
+    return limits

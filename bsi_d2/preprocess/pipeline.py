@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from bsi_d2.io.files import atomic_path, atomic_write_bytes
+from bsi_d2.io.limits import ReadLimits
 from bsi_d2.io.pseudonym import InputLabels, digest_suffix, file_digest
 from bsi_d2.io.readers import ScanImage, SkippedInput, iter_scans
 from bsi_d2.preprocess.merge import (
@@ -276,6 +277,7 @@ def preprocess_paths(
     labelme: bool = False,
     cut_below_knee: bool = False,
     progress: bool = True,
+    limits: ReadLimits | None = None,
 ) -> PreprocessSummary:
     """Read every scan under ``inputs``, write the prepared files and ``preprocess_report.json``.
 
@@ -290,7 +292,12 @@ def preprocess_paths(
     summary = PreprocessSummary()
     labels = InputLabels(inputs, salt, keep_identity)
     items = iter_scans(
-        inputs, recursive=recursive, salt=salt, keep_identity=keep_identity, exclude=[out_dir]
+        inputs,
+        recursive=recursive,
+        salt=salt,
+        keep_identity=keep_identity,
+        exclude=[out_dir],
+        limits=limits,
     )
     seen: dict[tuple[str, ...], str] = {}  # the input files' digests -> their labels, this run
     with labels.in_logs():

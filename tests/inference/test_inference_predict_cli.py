@@ -130,6 +130,9 @@ def test_worker_command_line_keeps_every_option():
     again = _parser().parse_args(predict.worker_argv(off, "0/2", "cpu")[4:])
     assert again.match_views is False and again.match_radius == 9.0
     assert _parser().parse_args(["in", "--out", "o"]).match_views is None  # config decides
+    limited = _parser().parse_args(["in", "--out", "o", "--max-file-mb", "8", "--max-frames", "2"])
+    again = _parser().parse_args(predict.worker_argv(limited, "0/2", "cpu")[4:])
+    assert again.max_file_mb == 8.0 and again.max_frames == 2
 
 
 def test_class_thresholds_from_flags_and_config():

@@ -239,3 +239,20 @@ def test_two_runs_into_one_folder_never_overwrite_each_other(tmp_path: Path) -> 
     # a rerun of the same files finds its own key again
     assert cli_main(["preprocess", str(second), str(out), "--no-progress"]) == 0
     assert len(list(out.glob("*.meta.json"))) == 2
+
+
+def test_read_limits_from_the_command_line(tmp_path: Path) -> None:
+    from bsi_d2.io.dicom import build_nm_dataset, write_dataset
+
+    frames = [np.full((1024, 256), 5, np.uint16)] * 2
+    detectors = [{"view_code": "anterior"}, {"view_code": "posterior"}]
+    write_dataset(build_nm_dataset(frames, detectors=detectors), tmp_path / "in" / "wb.dcm")
+    out = tmp_path / "out"
+    argv = ["preprocess", str(tmp_path / "in"), str(out), "--no-progress"]
+    assert cli_main([*argv, "--max-file-mb", "0.1"]) == 1  # 1 MB file: nothing read
+    (skip,) = json.loads((out / REPORT_NAME).read_text())["skipped"]
+    assert "over the limit of" in skip["reason"] and "max_file_bytes" in skip["reason"]
+    assert cli_main([*argv, "--max-frame-pixels", "1000"]) == 1
+    (skip,) = json.loads((out / REPORT_NAME).read_text())["skipped"]
+    assert "max_frame_pixels" in skip["reason"] and "not decoded" in skip["reason"]
+    assert cli_main(argv) == 0  # the defaults read it
