@@ -129,7 +129,8 @@ def compute_bsi(
     hist = np.bincount(code.ravel(), minlength=4 * size).reshape(2, 2, size)  # view, lesion, id
     region_hist = {v: hist[k].sum(axis=0) for k, v in enumerate(VIEW_ORDER)}
     lesion_hist = {v: hist[k, 1] for k, v in enumerate(VIEW_ORDER)}
-    per_lesion = _per_lesion_pixels(region_map, lesion_mask, lesion_labels, size, columns)
+    lesion_flat = np.flatnonzero(lesion_mask)  # the few lesion pixels, for what follows
+    per_lesion = _per_lesion_pixels(region_map, lesion_flat, lesion_labels, size, columns)
     bones: dict[str, BoneInvolvement] = {}
     for bone, weight in taxonomy.weights.items():
         ids = [cid for cid, b in bone_of_class.items() if b == bone]
@@ -162,7 +163,7 @@ def compute_bsi(
     total = int(np.count_nonzero(lesion_mask))
     in_regions = int(lesion_by_id[list(bone_of_class)].sum())
     decoy_ids = taxonomy.decoy_ids
-    in_decoys = int(np.count_nonzero(lesion_mask & np.isin(decoy_map, decoy_ids)))
+    in_decoys = int(np.isin(decoy_map.ravel()[lesion_flat], decoy_ids).sum())
     in_decoys += int(lesion_by_id[decoy_ids].sum())  # decoys painted into the region map
     assessed_bones = [b for b in bones.values() if b.bsi is not None]
     result = BSIResult(
@@ -177,8 +178,9 @@ def compute_bsi(
     )
     if counts is not None:
         counts = np.asarray(counts, dtype=np.float64)
-        exclude_ids = taxonomy.burden_exclude_ids
-        excluded = np.isin(decoy_map, exclude_ids) | np.isin(region_map, exclude_ids)
+        exclude = np.zeros(size, dtype=bool)  # a lookup table: cheaper than isin per pixel
+        exclude[taxonomy.burden_exclude_ids] = True
+        excluded = exclude[decoy_map] | exclude[region_map]
         for view, cols in columns.items():
             result.bstbi_per_view[view] = compute_bstbi(
                 counts[:, cols], lesion_mask[:, cols], excluded[:, cols], k
@@ -190,21 +192,22 @@ def compute_bsi(
 
 def _per_lesion_pixels(
     region_map: np.ndarray,
-    lesion_mask: np.ndarray,
+    lesion_flat: np.ndarray,
     lesion_labels: np.ndarray | None,
     size: int,
     columns: dict[str, slice],
 ) -> np.ndarray | None:
-    """(lesions, views, class ids) counted pixels of each lesion, from the lesion pixels only."""
+    """(lesions, views, class ids) counted pixels of each lesion, from the lesion pixels only
+    (``lesion_flat``: their flat indices)."""
     if lesion_labels is None:
         return None
-    labels = np.where(lesion_mask, np.asarray(lesion_labels), 0)
-    flat = np.flatnonzero(labels)
-    n = int(labels.max(initial=0))
+    lesion = np.asarray(lesion_labels).ravel()[lesion_flat].astype(np.int64)
+    keep = lesion > 0
+    lesion, flat = lesion[keep] - 1, lesion_flat[keep]
+    n = int(lesion.max(initial=-1)) + 1
     if n == 0:
         return np.zeros((0, len(columns), size))
-    lesion = labels.ravel()[flat].astype(np.int64) - 1
-    posterior = (flat % labels.shape[1]) >= columns[VIEW_ORDER[1]].start
+    posterior = (flat % region_map.shape[1]) >= columns[VIEW_ORDER[1]].start
     code = (lesion * 2 + posterior) * size + region_map.ravel()[flat].astype(np.int64)
     return np.bincount(code, minlength=n * 2 * size).reshape(n, 2, size).astype(np.float64)
 

@@ -238,12 +238,14 @@ def build_lesion_model(
         )
         group_to_lesion[[g + 1 for g in member]] = lesion_id
 
-    labels = group_to_lesion[group_map]
+    # only the lesion pixels are touched: a full-image lookup would cost more than the rest
+    labels = np.zeros((height, width), dtype=np.int32)
+    pix_lesion = group_to_lesion[pix_group + 1]
+    labels.ravel()[flat] = pix_lesion
     bone_lesion = np.zeros(len(lesions) + 1, dtype=bool)
     bone_lesion[[les.id for les in lesions if les.site == SITE_BONE]] = True
     counted_mask = np.zeros((height, width), dtype=bool)
-    counted_flat = bone_lesion[labels.ravel()[flat]] & on_bone
-    counted_mask.ravel()[flat[counted_flat]] = True
+    counted_mask.ravel()[flat[bone_lesion[pix_lesion] & on_bone]] = True
     return LesionModel(
         lesions=lesions,
         labels=labels,
