@@ -14,10 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from bsi_d2.structures.instances import Instances
-from bsi_d2.structures.masks import mask_to_bbox, segmentation_to_mask
 from bsi_d2.taxonomy import Taxonomy
 
 ENGINE_NAME = "annotations"  # the record's model "engine": no model ran
@@ -27,35 +24,19 @@ class AnnotationError(ValueError):
     """Annotations that cannot be used; the message names the file and the problem."""
 
 
-def is_coco_file(path: Path) -> bool:
-    """Whether a JSON file is a COCO instances file (``images`` and ``annotations`` lists)."""
+def coco_data(path: Path) -> dict | None:
+    """The parsed file if it is a COCO instances file (``images`` and ``annotations`` lists),
+    else None; Labelme files are told apart by their first 4 kB, unparsed."""
     try:
         with open(path, encoding="utf-8") as handle:
             head = handle.read(4096)
         if '"images"' not in head and '"annotations"' not in head:
-            return False
+            return None
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("images"), list) and "annotations" in data
-
-
-def _instances(records: list[tuple[int, np.ndarray]], height: int, width: int) -> Instances:
-    if not records:
-        return Instances.empty(height, width)
-    masks = np.stack([m for _, m in records])
-    boxes = []
-    for m in masks:
-        x, y, w, h = mask_to_bbox(m)
-        boxes.append([x, y, x + w, y + h])
-    return Instances(
-        height,
-        width,
-        np.array(boxes, np.float32).reshape(-1, 4),
-        np.ones(len(records), np.float32),
-        np.array([cid for cid, _ in records], np.int64),
-        masks,
-    )
+        return None
+    is_coco = isinstance(data, dict) and isinstance(data.get("images"), list)
+    return data if is_coco and "annotations" in data else None
 
 
 def labelme_file_instances(path: Path, taxonomy: Taxonomy, shape: tuple[int, int]) -> Instances:
@@ -79,8 +60,10 @@ def labelme_file_instances(path: Path, taxonomy: Taxonomy, shape: tuple[int, int
     if errors:
         details = "; ".join(f"shape {p.shape}: {p.message}" for p in errors[:5])
         raise AnnotationError(f"{path}: {len(errors)} shape(s) cannot be used: {details}")
-    records = [(inst.category_id, inst.mask()) for inst in found if not inst.is_ignore]
-    return _instances(records, *shape)
+    found = [inst for inst in found if not inst.is_ignore]
+    return Instances.from_masks(
+        *shape, [inst.category_id for inst in found], [inst.mask() for inst in found]
+    )
 
 
 @dataclass
@@ -92,14 +75,10 @@ class CocoImage:
     annotations: list[dict] = field(default_factory=list)
 
 
-def coco_images(path: Path, image_root: Path | None = None) -> list[CocoImage]:
-    """The images of a COCO instances file with their (non-crowd) annotations. File names are
-    looked up under ``image_root``, else beside the file, else in ``../images`` (the
-    converter's layout ``datasets/bsi/{annotations,images}``)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise AnnotationError(f"{path}: not a readable COCO file: {err}") from err
+def coco_images(path: Path, data: dict, image_root: Path | None = None) -> list[CocoImage]:
+    """The images of COCO instances ``data`` read from ``path``, with their (non-crowd)
+    annotations. File names are looked up under ``image_root``, else beside the file, else in
+    ``../images`` (the converter's layout ``datasets/bsi/{annotations,images}``)."""
     roots = [image_root] if image_root else [path.parent, path.parent.parent / "images"]
     images: dict[int, CocoImage] = {}
     for img in data.get("images") or []:
@@ -144,16 +123,13 @@ class AnnotationSource:
                 f"not the merged {shape[0]} x {shape[1]} scan"
             )
         known = set(self.taxonomy.ids)
-        records = []
         for ann in image.annotations:
             if int(ann["category_id"]) not in known:
                 raise AnnotationError(
                     f"{first}: annotation {ann.get('id')} has category {ann['category_id']}, "
                     f"not in taxonomy {self.taxonomy.name!r}"
                 )
-            mask = segmentation_to_mask(ann["segmentation"], image.height, image.width)
-            records.append((int(ann["category_id"]), mask.astype(bool)))
-        return _instances(records, image.height, image.width)
+        return Instances.from_coco(image.annotations, image.height, image.width)
 
 
 def annotation_inputs(
@@ -168,13 +144,14 @@ def annotation_inputs(
     for item in map(Path, inputs):
         if item.is_dir():
             for path in find_labelme_files(item):
-                if is_coco_file(path):
-                    continue  # a COCO file inside a Labelme folder is named explicitly or not used
-                files.append(path)
-        elif item.suffix.lower() == ".json" and is_coco_file(item):
-            images = coco_images(item, image_root)
-            coco.extend(images)
-            files.extend(image.file for image in images)
-        else:
+                if coco_data(path) is None:  # a COCO file in a Labelme folder must be named
+                    files.append(path)
+            continue
+        data = coco_data(item) if item.suffix.lower() == ".json" else None
+        if data is None:
             files.append(item)
+            continue
+        images = coco_images(item, data, image_root)
+        coco.extend(images)
+        files.extend(image.file for image in images)
     return files, coco

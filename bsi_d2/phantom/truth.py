@@ -182,13 +182,8 @@ def build_truth(
                 "lesion_id": inst.lesion_id,
             }
         )
-    truth_instances = Instances(
-        height,
-        width,
-        np.array([_xyxy(r["bbox"]) for r in records], np.float32).reshape(-1, 4),
-        np.ones(len(records), np.float32),
-        np.array([r["category_id"] for r in records], np.int64),
-        np.stack(masks) if masks else np.zeros((0, height, width), bool),
+    truth_instances = Instances.from_masks(
+        height, width, [r["category_id"] for r in records], masks
     )
     analysis = analyse_scan(truth_instances, counts, taxonomy, score_thresh=0.0)
     result, record = analysis.bsi, analysis.record
@@ -227,8 +222,3 @@ def build_truth(
         "lesion_pixels_in_decoys": record["lesion_pixels_in_decoys"],
         "bsi_detail": result.to_dict(),
     }
-
-
-def _xyxy(xywh: list[float]) -> list[float]:
-    x, y, w, h = xywh
-    return [x, y, x + w, y + h]

@@ -213,6 +213,7 @@ def analysis_record(
     involved = {bone for bone, b in result.bones.items() if sum(b.lesion_pixels.values()) > 0}
     rows = region_rows(result, taxonomy, involved)
     per_view = result.bstbi_per_view
+    counted = int(np.count_nonzero(model.counted))
     return {
         "bsi": None if result.bsi is None else float(result.bsi),
         "bsi_coverage": float(result.coverage),
@@ -233,8 +234,7 @@ def analysis_record(
         "regions": rows,
         "lesions": [lesion.to_dict(taxonomy) for lesion in model.lesions],
         "lesions_by_region": lesions_by_site(model, taxonomy),
-        "lesion_pixels_counted": int(np.count_nonzero(model.counted)),
-        "lesion_pixels_outside": int(model.pixels_where(SITE_BONE, SITE_OUTSIDE))
-        - int(np.count_nonzero(model.counted)),
+        "lesion_pixels_counted": counted,
+        "lesion_pixels_outside": model.pixels_where(SITE_BONE, SITE_OUTSIDE) - counted,
         "lesion_pixels_in_decoys": int(model.pixels_where(SITE_DECOY)),
     }

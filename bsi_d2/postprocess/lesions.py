@@ -187,13 +187,16 @@ def build_lesion_model(
         views.append(_view_of_pixels(pix_col[sel], half))
         centroids[g] = (float(np.mean(flat[sel] // width)), float(np.mean(pix_col[sel])))
 
-    members: list[list[int]] = [[g] for g in range(len(groups))]
     pairs: list[tuple[int, int]] = []
     if match_views and len(groups) > 1:
         _, pairs = count_matched_lesions(centroids, views, view_midlines(region_map), match_radius)
-        partner = {p: a for a, p in pairs}
-        members = [[g] + ([p for a, p in pairs if a == g]) for g in range(len(groups))]
-        members = [m for g, m in enumerate(members) if g not in partner]
+    posterior_of = dict(pairs)  # anterior appearance -> its matched posterior one
+    paired = set(posterior_of.values())
+    members = [
+        [g, *([posterior_of[g]] if g in posterior_of else [])]
+        for g in range(len(groups))
+        if g not in paired
+    ]
 
     size = max([int(region_map.max(initial=0)), int(decoy_map.max(initial=0)), *taxonomy.ids]) + 1
     is_region = np.zeros(size, dtype=bool)

@@ -74,17 +74,36 @@ class Instances:
     @classmethod
     def from_coco(cls, records: list[dict[str, Any]], height: int, width: int) -> Instances:
         """From COCO annotations or results (``score`` defaults to 1.0, ground truth)."""
-        if not records:
+        return cls.from_masks(
+            height,
+            width,
+            [int(r["category_id"]) for r in records],
+            [segmentation_to_mask(r["segmentation"], height, width) for r in records],
+            [float(r.get("score", 1.0)) for r in records],
+        )
+
+    @classmethod
+    def from_masks(
+        cls,
+        height: int,
+        width: int,
+        category_ids: list[int],
+        masks: list[np.ndarray],
+        scores: list[float] | None = None,
+    ) -> Instances:
+        """From (H, W) masks, boxes taken from the masks; ``scores`` default to 1.0 (ground
+        truth, annotations)."""
+        if not masks:
             return cls.empty(height, width)
-        masks = np.stack([segmentation_to_mask(r["segmentation"], height, width) for r in records])
-        boxes = np.array([_xyxy(mask_to_bbox(m)) for m in masks], dtype=np.float32)
+        stacked = np.stack([np.asarray(m, dtype=bool) for m in masks])
+        boxes = np.array([_xyxy(mask_to_bbox(m)) for m in stacked], dtype=np.float32)
         return cls(
             height,
             width,
             boxes,
-            np.array([float(r.get("score", 1.0)) for r in records], dtype=np.float32),
-            np.array([int(r["category_id"]) for r in records], dtype=np.int64),
-            masks,
+            np.ones(len(masks), np.float32) if scores is None else np.array(scores, np.float32),
+            np.array(category_ids, dtype=np.int64),
+            stacked,
         )
 
 
