@@ -57,6 +57,11 @@ def add_bsi_config(cfg: Any) -> None:
     cfg.BSI.QC.MAX_VIEW_COUNTS = 1.0e8  # ... and at most
     cfg.BSI.QC.MAX_FLAT_FRACTION = 0.01  # share of a view's pixels at its maximum (saturation)
     cfg.BSI.QC.REQUIRED_REGIONS = ("skull", "spine", "chest", "pelvis")  # bones each view shows
+    cfg.BSI.QC.MIN_BODY_HEIGHT = 0.35  # body rows / view rows at least (a whole-body view)
+    cfg.BSI.QC.MIN_BODY_WIDTH = 0.15  # body columns / view columns at least
+    cfg.BSI.QC.MIN_BODY_ASPECT = 1.5  # body box height / width at least
+    cfg.BSI.QC.MIN_SKELETON_FRACTION = 0.04  # bone-region pixels / view pixels, at least
+    cfg.BSI.QC.MAX_SKELETON_FRACTION = 0.40  # ... and at most
 
     cfg.SOLVER.EPOCHS = 0  # > 0: MAX_ITER (and STEPS from EPOCH_STEPS) derived from dataset size
     cfg.SOLVER.EPOCH_STEPS = ()  # with EPOCHS > 0: epochs after which the LR is multiplied by GAMMA

@@ -16,15 +16,16 @@ from bsi_d2.taxonomy import load_taxonomy
 TAX = load_taxonomy()
 
 
-def _all_regions(shape, views=("anterior", "posterior")):
-    """A BSI result in which every region was found in ``views``."""
+def _all_regions(shape, views=("anterior", "posterior"), side=50):
+    """A BSI result in which every region was found in ``views``, each a ``side``-pixel square
+    (50: about 10 % of a 950 x 256 view in bone, as in a whole-body scan)."""
     region = np.zeros(shape, np.uint8)
     half = shape[1] // 2
     ids = [c.id for c in TAX.region_classes]
     for view in views:
         c0 = 0 if view == "anterior" else half
         for k, cid in enumerate(ids):
-            region[10 + 10 * k : 18 + 10 * k, c0 + 10 : c0 + 20] = cid
+            region[10 + 60 * k : 10 + 60 * k + side, c0 + 10 : c0 + 10 + side] = cid
     return compute_bsi(region, np.zeros(shape, bool), TAX)
 
 
@@ -117,3 +118,22 @@ def test_thresholds_are_the_users():
     assert quality_control(counts, _all_regions(counts.shape), None, "counts", True, lenient).passed
     off = QCThresholds(enabled=False)
     assert quality_control(_garbage("blank"), _all_regions(counts.shape), thresholds=off).passed
+
+
+def test_a_spot_view_fails_the_body_extent():
+    # a 256 x 256 chest spot view placed on the 950-row canvas without scaling
+    ph = phantom.generate_phantom(0, seed=3)
+    counts = np.zeros_like(ph.merged.counts)
+    counts[300:556] = ph.merged.counts[300:556]
+    qc = quality_control(counts, _all_regions(counts.shape), None, "counts", True)
+    assert qc.checks["body_extent_anterior"] is False
+    assert any("not a whole-body view" in r and "of the view's height" in r for r in qc.failed)
+
+
+@pytest.mark.parametrize(("side", "words"), [(8, "cover 0.2 %"), (200, "cover 55.9 %")])
+def test_fragments_or_bone_everywhere_fail_the_skeleton_area(side, words):
+    ph = phantom.generate_phantom(0, seed=3)
+    counts = ph.merged.counts
+    qc = quality_control(counts, _all_regions(counts.shape, side=side), None, "counts", True)
+    assert qc.checks["skeleton_found_anterior"] and qc.checks["skeleton_area_anterior"] is False
+    assert any(words in r and "outside the plausible 4-40 %" in r for r in qc.failed), qc.failed
