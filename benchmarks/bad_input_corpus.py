@@ -27,12 +27,13 @@ CORPUS_FILE = ROOT / "tests" / "robustness" / "corpus.py"
 CONFIG = ROOT / "configs" / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"
 # a random model at a quarter of the resolution: the corpus tests reading, not segmenting
 PREDICT_ARGV = [
-    "--config", str(CONFIG), "--batch-size", "4", "--no-progress", "--score-thresh", "0.5",
+    "--config-file", str(CONFIG), "--batch-size", "4", "--no-progress", "--score-thresh", "0.5",
     "--opts", "MODEL.ENGINE", "torchvision", "MODEL.DEVICE", "cpu",
     "TEST.DETECTIONS_PER_IMAGE", "5", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "256",
 ]  # fmt: skip
 # quality control without the skeleton check (a random model finds none), where it exists
 QC_OPTS = ["BSI.QC.ENABLED", "True", "BSI.QC.REQUIRED_REGIONS", "()"]
+AREA_OPTS = ["BSI.QC.MIN_SKELETON_FRACTION", "0.0", "BSI.QC.MAX_SKELETON_FRACTION", "1.0"]
 
 
 def load_corpus():
@@ -53,9 +54,15 @@ def main() -> int:
 
     corpus = load_corpus()
     torch.manual_seed(0)
-    config_text = (Path(bsi_d2.__file__).parent / "config.py").read_text()
-    has_qc = "BSI.QC.REQUIRED_REGIONS" in config_text  # plain file inspection: any checkout
-    runner = corpus.cli_runner(PREDICT_ARGV + (QC_OPTS if has_qc else []))
+    package = Path(bsi_d2.__file__).parent  # plain file inspection: any checkout
+    config_text = "".join(
+        p.read_text() for p in [*package.glob("config.py"), *package.glob("config/*.py")]
+    )
+    has_qc = "BSI.QC.REQUIRED_REGIONS" in config_text
+    has_area = "MIN_SKELETON_FRACTION" in config_text
+    runner = corpus.cli_runner(
+        PREDICT_ARGV + (QC_OPTS if has_qc else []) + (AREA_OPTS if has_area else [])
+    )
     print(f"quality control: {'on (no skeleton check)' if has_qc else 'absent in this checkout'}")
     cases = [c for c in corpus.CASES if args.only in c.name]
     print(f"bsi_d2 from {Path(bsi_d2.__file__).resolve().parent}; {len(cases)} cases")

@@ -3,7 +3,7 @@ data, measured in one run (detectron2 only where it is installed).
 
 Run by hand::
 
-    bsi-d2 phantom --n 24 --out /tmp/ph && bsi-d2 convert /tmp/ph/labelme /tmp/phcoco
+    bsi-d2 phantom --scans 24 --out /tmp/ph && bsi-d2 convert /tmp/ph/labelme --out /tmp/phcoco
     python benchmarks/bench_engines.py --data /tmp/phcoco [--config-file C] [--iters 40] \
         [KEY VALUE ...]
 

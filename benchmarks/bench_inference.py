@@ -1,6 +1,6 @@
 """Batched inference throughput against one scan at a time, measured in the same run.
 
-Run by hand: ``python benchmarks/bench_inference.py [--config C] [--weights W] [--device cuda]
+Run by hand: ``python benchmarks/bench_inference.py [--config-file C] [--weights W] [--device cuda]
 [--scans 16] [--batch-size 8]``. Two measurements, each against its own baseline:
 
 1. the model alone: ``Predictor`` on N display images, batch 1 vs batch B;
@@ -39,7 +39,9 @@ def synthetic_inputs(folder: Path, n: int) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "configs/mask_rcnn_R_18_FPN_cpu_bsi.yaml"))
+    parser.add_argument(
+        "--config-file", default=str(ROOT / "configs/mask_rcnn_R_18_FPN_cpu_bsi.yaml")
+    )
     parser.add_argument("--weights")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scans", type=int, default=12)
@@ -54,9 +56,9 @@ def main() -> None:
     from bsi_d2.inference.batch import BatchOptions, run_batch
 
     torch.manual_seed(0)
-    cfg = setup_cfg(args.config, args.opts)
+    cfg = setup_cfg(args.config_file, args.opts)
     predictor = build_predictor(cfg, weights=args.weights, device=args.device)
-    print(f"device {predictor.device}, engine {predictor.engine}, torch threads "
+    print(f"device {predictor.device}, engine {predictor.engine.name}, torch threads "
           f"{torch.get_num_threads()}, {args.scans} scans, batch {args.batch_size}")  # fmt: skip
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """Phantom generation speed: scans per second in one process and in a process pool.
 
-    python benchmarks/bench_phantom.py --n 40 --workers 2
+    python benchmarks/bench_phantom.py --scans 40 --workers 2
 
 Run by hand. Both timings are taken in the same run, so the printed ratio (pool / single)
 holds on any machine even where absolute numbers do not.
@@ -29,17 +29,17 @@ def timed(n: int, workers: int, seed: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=40, help="phantoms per timing")
+    parser.add_argument("--scans", type=int, default=40, help="phantoms per timing")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    single = timed(args.n, 1, args.seed)
-    pool = timed(args.n, args.workers, args.seed)
-    print(f"{args.n} phantoms (DICOM + PNGs + Labelme + truth each), {os.cpu_count()} CPUs")
-    print(f"  single process : {single:6.1f} s  {args.n / single:6.2f} scans/s")
-    print(f"  {args.workers} workers      : {pool:6.1f} s  {args.n / pool:6.2f} scans/s")
+    single = timed(args.scans, 1, args.seed)
+    pool = timed(args.scans, args.workers, args.seed)
+    print(f"{args.scans} phantoms (DICOM + PNGs + Labelme + truth each), {os.cpu_count()} CPUs")
+    print(f"  single process : {single:6.1f} s  {args.scans / single:6.2f} scans/s")
+    print(f"  {args.workers} workers      : {pool:6.1f} s  {args.scans / pool:6.2f} scans/s")
     print(f"  pool / single speed-up: {single / pool:.2f}x")
-    print(f"  projected time for 200 scans with the pool: {200 * pool / args.n:.0f} s")
+    print(f"  projected time for 200 scans with the pool: {200 * pool / args.scans:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The ``bsi-d2`` command line: one entry, one module per sub-command.
 
-Each module in ``bsi_d2.commands`` exposes ``HELP``, ``add_arguments(parser)`` and
-``main(args) -> int``; the logic itself lives in the package, behind a typed function.
+Each module in ``bsi_d2.commands`` exposes ``HELP``, ``add_arguments(parser)`` (a
+:class:`~bsi_d2.commands._args.CommandParser`) and ``main(args) -> int``; the logic itself lives
+in the package, behind a typed function. Options shared by commands, and the deprecated
+spellings they replaced, are defined once in ``bsi_d2.commands._args``.
 Modules are imported only when their command runs, so ``bsi-d2 --help`` stays fast.
 """
 
@@ -11,6 +13,9 @@ import argparse
 import importlib
 import logging
 import sys
+from types import ModuleType
+
+from bsi_d2.commands._args import CommandParser
 
 # sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(command: str) -> tuple[ModuleType, CommandParser]:
+    """The module of ``command`` and the parser of its arguments."""
+    module_name, help_text = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = CommandParser(prog=f"bsi-d2 {command}", description=help_text)
+    module.add_arguments(parser)
+    return module, parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -46,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if known.command is None:
         parser.print_help()
         return 2
-    module_name, help_text = COMMANDS[known.command]
-    module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"bsi-d2 {known.command}", description=help_text)
-    module.add_arguments(sub)
+    module, sub = command_parser(known.command)
     args = sub.parse_args(rest)
     logging.basicConfig(
         level=logging.DEBUG if known.verbose else logging.INFO,

@@ -11,6 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from bsi_d2.commands._args import add_out_argument, add_taxonomy_argument
 from bsi_d2.commands.predict import add_record_arguments, batch_exit_code
 from bsi_d2.postprocess.bsi import COMBINE_RULES
 from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
@@ -26,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="Labelme JSON files or folders of them, or a COCO instances JSON",
     )
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--taxonomy", default=None, help="taxonomy YAML/JSON (default: built-in)")
+    add_out_argument(parser, "output folder")
+    add_taxonomy_argument(parser)
     parser.add_argument(
         "--images", type=Path, default=None, help="image folder of a COCO file's file_name"
     )
@@ -77,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
         recursive=False,
         salt=args.salt,
         keep_identity=args.keep_identity,
-        progress=not args.no_progress,
+        progress=args.progress,
         prefetch=0,
         model={"engine": ENGINE_NAME, "config": None, "weights": None},
         limits=limits_from(None, args.max_file_mb, args.max_frame_pixels, args.max_frames),

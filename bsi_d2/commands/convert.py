@@ -1,10 +1,12 @@
-"""``bsi-d2 convert SRC OUT``: a folder of Labelme JSON -> COCO instances per split."""
+"""``bsi-d2 convert SRC --out OUT``: a folder of Labelme JSON -> COCO instances per split."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+
+from bsi_d2.commands._args import add_out_argument, add_taxonomy_argument, add_workers_argument
 
 HELP = "Labelme JSON folder -> COCO instances per split"
 
@@ -22,12 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "src", type=Path, help="folder of Labelme JSON files (searched recursively)"
     )
-    parser.add_argument("out", type=Path, help="output folder (images/, annotations/, report)")
-    parser.add_argument(
-        "--taxonomy",
-        default=None,
-        help="taxonomy YAML/JSON or Labelme labels.txt (default: built-in)",
+    add_out_argument(
+        parser,
+        "output folder: images/, annotations/, the report",
+        deprecated_positional="own",
     )
+    add_taxonomy_argument(parser)
     parser.add_argument(
         "--split",
         type=_ratios,
@@ -73,12 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit non-zero if any input was bad (still writes what it could)",
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="worker processes (default: CPU count; 1 = no pool)",
-    )
+    add_workers_argument(parser)
 
 
 def _ratios(text: str) -> tuple[float, float, float]:

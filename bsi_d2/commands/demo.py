@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from bsi_d2.demo import CPU_CONFIG, GPU_CONFIG, DemoOptions, run_demo
+from bsi_d2.commands._args import add_config_file_argument, add_out_argument, add_workers_argument
+from bsi_d2.workflows.demo import CPU_CONFIG, GPU_CONFIG, DemoOptions, run_demo
 
 HELP = "synthetic scans -> COCO -> training -> batch inference -> BSI report"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = DemoOptions()
-    parser.add_argument("--out", type=Path, default=d.out, help="output folder (resumable)")
+    add_out_argument(parser, "output folder (resumable)", default=d.out)
     parser.add_argument("--scans", type=int, default=d.scans, help="synthetic patients in all")
     parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument(
-        "--config",
-        default=None,
-        help=f"config file (path or name in configs/); default {GPU_CONFIG} on a GPU, "
+    add_config_file_argument(
+        parser,
+        f"config file (path or name in configs/); default {GPU_CONFIG} on a GPU, "
         f"{CPU_CONFIG} on a CPU; mask_rcnn_R_50_FPN_100ep_bsi.yaml is seed 000's schedule",
+        deprecated=["--config"],
     )
     parser.add_argument(
         "--iterations",
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="inference batch")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    parser.add_argument("--workers", type=int, default=None, help="processes for data making")
+    add_workers_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
 
 
@@ -39,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
             out=args.out,
             scans=args.scans,
             seed=args.seed,
-            config=args.config,
+            config=args.config_file or None,
             iterations=args.iterations,
             batch_size=args.batch_size,
             device=args.device,

@@ -8,6 +8,7 @@ import logging
 from collections import defaultdict
 from pathlib import Path
 
+from bsi_d2.commands._args import add_out_argument, add_taxonomy_argument
 from bsi_d2.evaluation import evaluate_dataset, format_pixel_table
 from bsi_d2.evaluation.coco_eval import GroundTruthError, load_ground_truth
 from bsi_d2.structures.instances import Instances
@@ -25,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="COCO results JSON: list of {image_id, category_id, score, segmentation (RLE)}",
     )
-    parser.add_argument("--taxonomy", default=None, help="taxonomy YAML/JSON (default: built-in)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for evaluation.json etc.")
+    add_taxonomy_argument(parser)
+    add_out_argument(parser, "folder for evaluation.json etc. (default: print only)", default=None)
     parser.add_argument(
         "--score-thresh",
         type=float,

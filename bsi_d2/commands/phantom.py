@@ -1,11 +1,12 @@
-"""``bsi-d2 phantom --n N --out DIR``: synthetic whole-body bone scans with exact ground truth."""
+"""``bsi-d2 phantom --scans N --out DIR``: synthetic whole-body bone scans, exact ground truth."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-from pathlib import Path
+
+from bsi_d2.commands._args import add_deprecated_alias, add_out_argument, add_workers_argument
 
 HELP = "make synthetic whole-body bone scans with ground truth"
 
@@ -13,12 +14,13 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=200, help="number of patients (default 200)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="seed; patient i depends on (seed, i)")
-    parser.add_argument(
-        "--workers", type=int, default=None, help="worker processes (default: CPU count)"
+    scans = parser.add_argument(
+        "--scans", type=int, default=200, metavar="N", help="number of patients (default 200)"
     )
+    add_deprecated_alias(parser, "--n", scans)
+    add_out_argument(parser, "output folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed; patient i depends on (seed, i)")
+    add_workers_argument(parser)
     parser.add_argument(
         "--one-view-per-file",
         action="store_true",
@@ -29,12 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from bsi_d2.phantom import write_phantoms
 
-    if args.n < 0:
-        logger.error("--n must be >= 0, got %d", args.n)
+    if args.scans < 0:
+        logger.error("--scans must be >= 0, got %d", args.scans)
         return 2
     written = write_phantoms(
         args.out,
-        args.n,
+        args.scans,
         seed=args.seed,
         workers=args.workers,
         one_view_per_file=args.one_view_per_file,
@@ -42,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     manifest = json.loads((args.out / "manifest.json").read_text(encoding="utf-8"))
     summary = manifest["summary"]
     print(
-        f"wrote {len(written)} of {args.n} phantoms to {args.out} "
+        f"wrote {len(written)} of {args.scans} phantoms to {args.out} "
         f"({summary['patients_without_lesion']} without lesion, lesions per patient "
         f"{summary['lesions_min']}-{summary['lesions_max']}, "
         f"{summary['low_count_scans']} low-count); synthetic data, not for diagnosis"

@@ -6,8 +6,15 @@ import argparse
 import logging
 import subprocess
 import sys
-from pathlib import Path
 
+from bsi_d2.commands._args import (
+    add_config_file_argument,
+    add_cut_below_knee_argument,
+    add_out_argument,
+    add_progress_argument,
+    add_recursive_argument,
+    add_salt_argument,
+)
 from bsi_d2.io.limits import add_limit_arguments, limits_from
 from bsi_d2.postprocess.bsi import COMBINE_RULES
 from bsi_d2.postprocess.qc import QCThresholds
@@ -20,9 +27,15 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", help="DICOM, PNG/TIFF or Labelme JSON files/folders")
-    parser.add_argument("--config", help="model config YAML (the one it was trained with)")
-    parser.add_argument("--weights", help="model weights (default: MODEL.WEIGHTS of the config)")
-    parser.add_argument("--out", required=True, help="output folder (a rerun resumes it)")
+    add_config_file_argument(
+        parser, "model config YAML (the one it was trained with)", deprecated=["--config"]
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="model weights: shorthand for --opts MODEL.WEIGHTS FILE (default: the config's)",
+    )
+    add_out_argument(parser, "output folder (a rerun resumes it)")
     parser.add_argument("--batch-size", type=int, default=4, help="scans per forward pass")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: MODEL.DEVICE)")
     parser.add_argument(
@@ -57,27 +70,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--match-radius", type=float, help="matching radius in pixels (default BSI.MATCH_RADIUS)"
     )
-    parser.add_argument(
-        "--cut-below-knee", action="store_true", help="blank rows below the knees (640 of 950)"
-    )
-    parser.add_argument("--no-recursive", action="store_true", help="do not descend into folders")
+    add_cut_below_knee_argument(parser)
+    add_recursive_argument(parser)
     add_record_arguments(parser)
     parser.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ..."
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="KEY VALUE config overrides; give it last, it takes the rest of the line",
     )
 
 
 def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of what a batch writes, shared by ``predict`` and ``bsi``."""
     add_limit_arguments(parser)
-    parser.add_argument("--salt", help="salt for pseudonymous keys (default: $BSI_D2_SALT)")
+    add_salt_argument(parser)
     parser.add_argument(
         "--keep-identity",
         action="store_true",
         help="name input files by their paths in bsi.json, errors and the log (folder and file "
         "names may identify the patient; by default: salted pseudonyms and a content digest)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -91,7 +105,7 @@ def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:
     argv += ["--out", str(args.out), "--batch-size", str(args.batch_size)]
     argv += ["--shard", shard, "--device", device]
     for flag, value in (
-        ("--config", args.config),
+        ("--config-file", args.config_file or None),
         ("--weights", args.weights),
         ("--score-thresh", args.score_thresh),
         ("--combine", args.combine),
@@ -109,9 +123,9 @@ def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:
         argv.append("--match-views" if args.match_views else "--no-match-views")
     for flag, on in (
         ("--cut-below-knee", args.cut_below_knee),
-        ("--no-recursive", args.no_recursive),
+        ("--no-recursive", not args.recursive),
         ("--keep-identity", args.keep_identity),
-        ("--no-progress", args.no_progress),
+        ("--no-progress", not args.progress),
         ("--strict", args.strict),
     ):
         if on:
@@ -159,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.num_gpus > 1:
         return _spawn_workers(args)
-    cfg = setup_cfg(args.config, args.opts)
+    cfg = setup_cfg(args.config_file or None, args.opts)
     predictor = build_predictor(cfg, weights=args.weights, device=args.device)
     predictor.batch_size = max(1, args.batch_size)
     bsi_cfg = cfg.BSI
@@ -178,14 +192,14 @@ def main(args: argparse.Namespace) -> int:
         ),
         cut_below_knee=args.cut_below_knee,
         shard=shard,
-        recursive=not args.no_recursive,
+        recursive=args.recursive,
         salt=args.salt,
         keep_identity=args.keep_identity,
-        progress=not args.no_progress,
+        progress=args.progress,
         model={
-            "config": str(args.config) if args.config else None,
+            "config": args.config_file or None,
             "weights": args.weights or (str(cfg.MODEL.WEIGHTS) or None),
-            "engine": predictor.engine,
+            "engine": predictor.engine.name,
         },
     )
     options.qc = QCThresholds.from_config(bsi_cfg.QC)
@@ -196,7 +210,7 @@ def main(args: argparse.Namespace) -> int:
         args.max_frame_pixels,
         args.max_frames,
     )
-    result = run_batch(args.inputs, Path(args.out), predictor, predictor.taxonomy, options)
+    result = run_batch(args.inputs, args.out, predictor, predictor.taxonomy, options)
     logger.info("%s; outputs in %s", result.summary(), args.out)
     return batch_exit_code(result, args.strict)
 

@@ -1,12 +1,18 @@
-"""``bsi-d2 preprocess IN... OUT``: DICOM and images -> merged 950 x 512 scans, one per study."""
+"""``bsi-d2 preprocess IN... --out OUT``: DICOM, images -> merged 950 x 512 scans, one per study."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
+from bsi_d2.commands._args import (
+    add_cut_below_knee_argument,
+    add_out_argument,
+    add_progress_argument,
+    add_recursive_argument,
+    add_salt_argument,
+)
 from bsi_d2.io.limits import add_limit_arguments, limits_from
-from bsi_d2.io.pseudonym import DEFAULT_SALT, SALT_ENV
 
 HELP = "DICOM/images -> merged 950 x 512 scans"
 
@@ -23,12 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "digest, since archives are often laid out by patient."
     )
     parser.add_argument("inputs", nargs="+", metavar="IN", help="DICOM/image files or folders")
-    parser.add_argument("output", metavar="OUT", help="output folder")
-    parser.add_argument(
-        "--salt",
-        default=None,
-        help=f"salt of the study key (default: ${SALT_ENV}, else the public {DEFAULT_SALT!r})",
+    add_out_argument(
+        parser,
+        "output folder",
+        deprecated_positional="inputs",
     )
+    add_salt_argument(parser)
     parser.add_argument(
         "--keep-identity",
         action="store_true",
@@ -38,13 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--labelme", action="store_true", help="write an empty Labelme JSON per scan to annotate"
     )
-    parser.add_argument(
-        "--cut-below-knee", action="store_true", help="zero rows from 640 on (below the knees)"
-    )
-    parser.add_argument(
-        "--no-recursive", dest="recursive", action="store_false", help="do not enter sub-folders"
-    )
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    add_cut_below_knee_argument(parser)
+    add_recursive_argument(parser)
+    add_progress_argument(parser)
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when any input was skipped as broken"
     )
@@ -56,13 +58,13 @@ def main(args: argparse.Namespace) -> int:
     from bsi_d2.preprocess.pipeline import REPORT_NAME, preprocess_paths
 
     try:
-        check_output_dir(args.output)
+        check_output_dir(args.out)
     except OutputDirError as err:
         logger.error("%s", err)
         return 2
     summary = preprocess_paths(
         args.inputs,
-        args.output,
+        args.out,
         recursive=args.recursive,
         salt=args.salt,
         keep_identity=args.keep_identity,
@@ -76,10 +78,10 @@ def main(args: argparse.Namespace) -> int:
         f"{k}: {v}" for k, v in counts.items() if k not in ("scans_written", "skipped")
     )
     skipped = f"skipped {counts['skipped']}" + (f" ({kinds})" if kinds else "")
-    print(f"wrote {counts['scans_written']} scan(s) to {args.output}; {skipped}")
+    print(f"wrote {counts['scans_written']} scan(s) to {args.out}; {skipped}")
     for entry in summary.skipped:
         print(f"  skipped [{entry['kind']}] {entry['reason']}")
-    print(f"report: {args.output}/{REPORT_NAME}")
+    print(f"report: {args.out}/{REPORT_NAME}")
     if not summary.written:
         return 1
     broken = [e for e in summary.skipped if e.get("kind") == "error"]

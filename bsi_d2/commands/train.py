@@ -14,15 +14,16 @@ import argparse
 import json
 import logging
 import os
-import socket
 from typing import Any
+
+from bsi_d2.commands._args import add_config_file_argument
 
 HELP = "train Mask R-CNN (detectron2 or torchvision engine)"
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    add_config_file_argument(parser, "path to config file")
     parser.add_argument(
         "--resume", action="store_true", help="continue from OUTPUT_DIR's last checkpoint"
     )
@@ -37,66 +38,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Set up the config and train (or evaluate) on the engine it resolves to."""
     from bsi_d2.config import setup_cfg
-    from bsi_d2.engine import load_engine, resolve_engine
+    from bsi_d2.engine import get_engine
 
     cfg = setup_cfg(args.config_file or None, args.opts)
-    if resolve_engine(cfg) == "detectron2":
-        from detectron2.engine import default_setup
-
-        default_setup(cfg, args)  # detectron2's logging, config dump and seeding
-    engine = load_engine(cfg)
+    engine = get_engine(cfg)
+    engine.default_setup(cfg, args)
     if args.eval_only:
         return engine.evaluate(cfg, str(cfg.MODEL.WEIGHTS) or None)
     return engine.train(cfg, resume=args.resume)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _spawned_worker(local_rank: int, args: argparse.Namespace, port: int) -> None:
-    os.environ.update(
-        RANK=str(local_rank),
-        LOCAL_RANK=str(local_rank),
-        WORLD_SIZE=str(args.num_gpus),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    run(args)
-
-
 def launch(args: argparse.Namespace) -> dict[str, Any] | None:
-    """One process per GPU for --num-gpus > 1 (detectron2's launcher or torch's spawn);
-    under torchrun (WORLD_SIZE set) each process simply runs."""
+    """One process per GPU for --num-gpus > 1 (the engine's launcher); under torchrun
+    (WORLD_SIZE set) each process simply runs."""
     world = args.num_gpus * args.num_machines
     if world <= 1 or "WORLD_SIZE" in os.environ:
         return run(args)
     from bsi_d2.config import setup_cfg
-    from bsi_d2.engine import resolve_engine
+    from bsi_d2.engine import get_engine
 
-    engine = resolve_engine(setup_cfg(args.config_file or None, args.opts))
-    if engine == "detectron2":
-        from detectron2.engine import launch as d2_launch
-
-        d2_launch(
-            run, args.num_gpus, num_machines=args.num_machines,
-            machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,),
-        )  # fmt: skip
-        return None
-    if args.num_machines > 1:
-        raise ValueError("torchvision engine across machines: start it with torchrun instead")
-    import torch.multiprocessing as mp
-
-    mp.spawn(_spawned_worker, args=(args, _free_port()), nprocs=args.num_gpus)
+    engine = get_engine(setup_cfg(args.config_file or None, args.opts))
+    engine.launch(run, args, args.num_gpus, args.num_machines)
     return None
 
 
 def config_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean a bad config, checkpoint or data set: reported in a line, exit code 2."""
+    from bsi_d2.config import UnsupportedConfigError
     from bsi_d2.engine.checkpoint import CheckpointError
-    from bsi_d2.engine.tv_model import UnsupportedConfigError
     from bsi_d2.taxonomy import TaxonomyError
 
     return (
@@ -121,11 +90,18 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _headline(result: dict[str, Any]) -> dict[str, Any]:
-    """The run's outcome without per-image detail: paths, iterations, mask AP per test set."""
+    """The run's outcome without per-image detail: paths, iterations, and per test set the
+    flattened numbers both engines log (mask AP, skeleton F1, lesion Dice ...)."""
+    from bsi_d2.evaluation.results import EvaluationResult
+
     out = {k: v for k, v in result.items() if k not in ("evaluation", "losses")}
     for name, evaluation in (result.get("evaluation") or {}).items():
         if isinstance(evaluation, dict):
-            # torchvision engine: the full evaluation; detectron2 engine: its numeric digest
-            segm = evaluation.get("coco", evaluation).get("segm") or {}
-            out[f"{name}/segm"] = {k: v for k, v in segm.items() if k != "per_class"}
+            typed = EvaluationResult.from_dict(evaluation)
+            out[name] = {
+                "mask_AP": typed.segm.ap,
+                "skeleton_pixel_f1": typed.skeleton.f1,
+                "lesion_dice": typed.lesion.dice_pooled,
+                "n_images": typed.n_images,
+            }
     return out

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bsi_d2.data.splits import SPLIT_NAMES, fixed_split, kfold_splits
+from bsi_d2.io.base import COUNTS_SUFFIX
 from bsi_d2.io.labelme import (
     IGNORE_POLICIES,
     UNKNOWN_LABEL_POLICIES,
@@ -322,7 +323,7 @@ def convert_labelme_folder(
             written = image.write(images_dir / name[: -len(image.suffix)])
             counts_name = None
             if image.counts_source is not None:
-                counts_name = name[: -len(image.suffix)] + ".counts.png"
+                counts_name = name[: -len(image.suffix)] + COUNTS_SUFFIX
                 shutil.copyfile(image.counts_source, images_dir / counts_name)
                 report.counts_written += 1
         except OSError as err:

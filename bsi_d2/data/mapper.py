@@ -36,7 +36,8 @@ def read_grey_image(path: str | Path) -> tuple[np.ndarray, float]:
     which keeps 16 bits (PIL mode I;16; detectron2's read_image would clip to 8) and refuses
     colour screen captures; ``.npy`` arrays (raw counts) are read as they are.
     """
-    from bsi_d2.io.readers import ReaderError, image_array
+    from bsi_d2.io.base import ReaderError
+    from bsi_d2.io.readers import image_array
 
     path = Path(path)
     if not path.is_file():

@@ -108,16 +108,59 @@ def load_checkpoint(weights: str | Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not ours"
         raise CheckpointError(
-            f"{path}: not a torchvision-engine checkpoint loadable with weights_only=True ({err})"
+            f"{path}: not a torchvision-engine checkpoint loadable with weights_only=True ({err}); "
+            "a checkpoint of the detectron2 engine (which stores scheduler objects) needs "
+            "MODEL.ENGINE detectron2"
         ) from err
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: no 'model' entry; not a checkpoint of this engine")
-    if state.get("engine") != ENGINE:
-        raise CheckpointError(
-            f"{path}: written by engine {state.get('engine', 'detectron2')!r}, not {ENGINE!r}; "
-            "use MODEL.ENGINE detectron2 for detectron2 checkpoints"
-        )
+    written_by = checkpoint_engine(state)
+    if written_by != ENGINE:
+        raise CheckpointError(other_engine_message(path, written_by or "detectron2", ENGINE))
     return state
+
+
+def checkpoint_engine(state: Any) -> str | None:
+    """The engine that wrote a loaded checkpoint: its ``engine`` tag (a name, or detectron2's
+    ``{"name": ...}`` checkpointable), else read from the state dict's key names (detectron2's
+    ``backbone.bottom_up.*`` / torchvision's ``backbone.body.*``); None where it cannot tell."""
+    if not isinstance(state, dict):
+        return None
+    tag = state.get("engine")
+    if isinstance(tag, dict):
+        tag = tag.get("name")
+    if isinstance(tag, str) and tag:
+        return tag
+    model = state.get("model", state)
+    keys = list(model) if isinstance(model, dict) else []
+    if any(str(k).startswith("backbone.bottom_up.") for k in keys):
+        return "detectron2"
+    if any(str(k).startswith("backbone.body.") for k in keys):
+        return "torchvision"
+    return None
+
+
+def peek_engine(weights: str | Path) -> str | None:
+    """:func:`checkpoint_engine` of a local checkpoint file, None where it cannot be read
+    with ``weights_only=True`` (detectron2's own checkpoints hold scheduler objects)."""
+    path = Path(weights).expanduser()
+    if not path.is_file() or path.suffix == ".pkl":
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable this way: not one of the torchvision engine's
+        return None
+    return checkpoint_engine(state)
+
+
+def other_engine_message(path: str | Path, written_by: str, running: str) -> str:
+    """The error for a checkpoint of one engine loaded by another, naming both."""
+    return (
+        f"{path}: a checkpoint of the {written_by} engine cannot be loaded by the {running} "
+        f"engine (the two lay their weights out differently); set MODEL.ENGINE {written_by} "
+        f"to use it (MODEL.ENGINE auto runs detectron2 wherever detectron2 is installed), or "
+        f"train again with MODEL.ENGINE {running}"
+    )
 
 
 def load_model_weights(model: nn.Module, weights: str | Path) -> dict[str, Any]:

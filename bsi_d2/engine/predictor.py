@@ -1,7 +1,8 @@
-"""The one inference interface of both engines: grey scans in, :class:`Instances` out.
+"""The one inference interface of every engine: grey scans in, :class:`Instances` out.
 
-Batch inference, evaluation and the demo call :class:`Predictor`; only this module (and the
-trainers) know which framework runs underneath.
+Batch inference, evaluation and the demo call :class:`Predictor`. It batches, picks the
+device, runs under autocast on CUDA, and leaves building, loading and the forward pass to the
+:class:`~bsi_d2.engine.base.Engine` the config selects; it knows no framework itself.
 """
 
 from __future__ import annotations
@@ -15,28 +16,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from bsi_d2.engine.tv_model import LABEL_OFFSET, cfg_get
+from bsi_d2.config import cfg_get
+from bsi_d2.engine.base import Engine, available_device, get_engine
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
 
-MASK_THRESHOLD = 0.5
-
 
 def resolve_device(requested: str | None, cfg: Any) -> str:
-    """The device to run on: ``requested``, else MODEL.DEVICE; a missing GPU is an error."""
-    device = requested or str(cfg_get(cfg, "MODEL.DEVICE", "cpu"))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
-    return device
+    """The device to run on: ``requested`` (a missing GPU is then an error), else MODEL.DEVICE
+    (cpu, with a warning, where it names CUDA and CUDA is absent)."""
+    if not requested:
+        return available_device(str(cfg_get(cfg, "MODEL.DEVICE", "cpu")))
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {requested!r} requested but CUDA is not available; use 'cpu'")
+    return requested
 
 
 class Predictor:
     """A trained model, in eval mode, that segments lists of merged grey scans.
 
-    ``weights`` defaults to MODEL.WEIGHTS; ``model`` hands over an already built torchvision
-    model (the trainer's, for periodic evaluation) instead of building and loading one.
+    ``weights`` defaults to MODEL.WEIGHTS; ``model`` hands over an already built model (the
+    trainer's, for periodic evaluation) instead of building and loading one; ``engine``
+    defaults to the one MODEL.ENGINE selects.
     """
 
     def __init__(
@@ -46,11 +49,10 @@ class Predictor:
         device: str | None = None,
         *,
         model: torch.nn.Module | None = None,
+        engine: Engine | None = None,
         batch_size: int = 4,
         amp: bool | None = None,
     ) -> None:
-        from bsi_d2.engine import resolve_engine
-
         self.cfg = cfg
         self.taxonomy: Taxonomy = load_taxonomy(cfg_get(cfg, "BSI.TAXONOMY", None) or None)
         num_classes = int(cfg_get(cfg, "MODEL.ROI_HEADS.NUM_CLASSES"))
@@ -63,15 +65,19 @@ class Predictor:
         self.device = resolve_device(device, cfg)
         self.batch_size = max(1, int(batch_size))
         self.amp = self.device.startswith("cuda") if amp is None else bool(amp)
-        self.engine = "torchvision" if model is not None else resolve_engine(cfg)
+        self.engine = engine if engine is not None else get_engine(cfg)
         self._mapper: Any = None
         weights = weights if weights is not None else str(cfg_get(cfg, "MODEL.WEIGHTS", ""))
         if model is not None:
             self.model = model
-        elif self.engine == "detectron2":
-            self.model = _build_detectron2(cfg, weights)
         else:
-            self.model = _build_torchvision(cfg, weights)
+            self.model = self.engine.build_model(cfg)
+            if weights:
+                self.engine.load_weights(self.model, weights)
+            else:
+                logger.warning(
+                    "no weights given (MODEL.WEIGHTS is empty): predicting with a random model"
+                )
         self.model.to(self.device)
         self.model.eval()
 
@@ -103,68 +109,10 @@ class Predictor:
             out.extend(self._forward(chunk, chunk_sizes))
         return out
 
-    # -- engine-specific -----------------------------------------------------------------------
     @torch.inference_mode()
     def _forward(self, tensors, sizes) -> list[Instances]:
         with torch.autocast("cuda", enabled=self.amp and self.device.startswith("cuda")):
-            if self.engine == "detectron2":
-                inputs = [
-                    {"image": t.to(self.device), "height": h, "width": w}
-                    for t, (h, w) in zip(tensors, sizes, strict=True)
-                ]
-                from bsi_d2.engine.d2_trainer import to_neutral_instances
-
-                lookup = self.taxonomy.contiguous_to_id
-                return [to_neutral_instances(o["instances"], lookup) for o in self.model(inputs)]
-            outputs = self.model([t.to(self.device).float() for t in tensors])
-        return [
-            self._from_torchvision(o, t.shape[-2], t.shape[-1], h, w)
-            for o, t, (h, w) in zip(outputs, tensors, sizes, strict=True)
-        ]
-
-    def _taxonomy_ids(self, contiguous: np.ndarray) -> np.ndarray:
-        lookup = self.taxonomy.contiguous_to_id
-        return np.array([lookup[int(k)] for k in contiguous], dtype=np.int64)
-
-    def _from_torchvision(
-        self, output: dict[str, torch.Tensor], in_h: int, in_w: int, height: int, width: int
-    ) -> Instances:
-        boxes = output["boxes"].float()
-        masks = output["masks"].float()  # (N, 1, in_h, in_w) probabilities
-        if (in_h, in_w) != (height, width) and len(boxes):
-            scale = boxes.new_tensor([width / in_w, height / in_h, width / in_w, height / in_h])
-            boxes = boxes * scale
-            masks = torch.nn.functional.interpolate(masks, size=(height, width), mode="bilinear")
-        labels = output["labels"].cpu().numpy().astype(np.int64) - LABEL_OFFSET
-        return Instances(
-            height,
-            width,
-            boxes.cpu().numpy().astype(np.float32).reshape(-1, 4),
-            output["scores"].float().cpu().numpy().astype(np.float32),
-            self._taxonomy_ids(labels),
-            (masks[:, 0] > MASK_THRESHOLD).cpu().numpy().reshape(-1, height, width),
-        )
-
-
-def _build_torchvision(cfg: Any, weights: str) -> torch.nn.Module:
-    from bsi_d2.engine.checkpoint import load_model_weights
-    from bsi_d2.engine.tv_model import build_tv_model
-
-    model = build_tv_model(cfg)
-    if weights:
-        load_model_weights(model, weights)
-    else:
-        logger.warning("no weights given (MODEL.WEIGHTS is empty): predicting with a random model")
-    return model
-
-
-def _build_detectron2(cfg: Any, weights: str) -> torch.nn.Module:
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
-
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(weights)
-    return model
+            return self.engine.forward(self.model, tensors, sizes, self.taxonomy)
 
 
 def build_predictor(cfg: Any, weights: str | None = None, device: str | None = None) -> Predictor:

@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bsi_d2.postprocess.analysis import ANNOTATIONS_ENGINE
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy
 
-ENGINE_NAME = "annotations"  # the record's model "engine": no model ran
+ENGINE_NAME = ANNOTATIONS_ENGINE  # the record's model "engine": no model ran
 
 
 class AnnotationError(ValueError):

@@ -38,8 +38,8 @@ from bsi_d2.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
 
-SCANS_DIR = "scans"
-ERRORS_DIR = "errors"
+SCANS_DIR = out.SCANS_DIR
+ERRORS_DIR = out.ERRORS_DIR
 NOT_ERRORS = ("duplicate",)  # reader skips that lose nothing: a Labelme file whose image is read
 
 
@@ -290,8 +290,9 @@ class BatchRunner:
     def _prepared(self, inputs: Sequence[str | Path]) -> Iterator[_Prepared | None]:
         """Scans of this shard still to do, preprocessed; None for each one skipped or failed
         (so the progress bar moves for every scan)."""
+        from bsi_d2.io.base import ScanImage, SkippedInput
         from bsi_d2.io.pseudonym import file_digest
-        from bsi_d2.io.readers import ScanImage, SkippedInput, iter_scans
+        from bsi_d2.io.readers import iter_scans
         from bsi_d2.preprocess.pipeline import preprocess_scan
 
         opts = self.options

@@ -20,13 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from bsi_d2.io.files import atomic_write_bytes, atomic_write_text
+from bsi_d2.io.files import atomic_write_text
+from bsi_d2.io.png import write_png as atomic_write_png  # noqa: F401  (the name batch uses)
 from bsi_d2.structures.instances import Instances
 from bsi_d2.structures.masks import mask_to_polygons, mask_to_rle
 from bsi_d2.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
 
+SCANS_DIR = "scans"  # OUT/scans/<key>/ holds each scan's files
+ERRORS_DIR = "errors"  # OUT/errors/<key>.json for each failed scan
 RECORD_FILE = "bsi.json"
 PREDICTIONS_FILE = "predictions.json"
 LABELMAP_FILE = "labelmap.png"
@@ -57,21 +60,6 @@ _LIST_KEYS = ("regions_not_assessed", "bstbi_notes", "sites", "regions", "lesion
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
-
-
-def atomic_write_png(path: str | Path, image: np.ndarray) -> Path:
-    """uint8 (H, W) grey or (H, W, 3) RGB image as PNG."""
-    import cv2
-
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"{path}: PNG writer needs uint8, got {image.dtype}")
-    if image.ndim == 3:
-        image = image[..., ::-1]  # OpenCV encodes BGR
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    return atomic_write_bytes(path, buf.tobytes())
 
 
 def reset_scan_dir(scan_dir: Path) -> None:

@@ -31,31 +31,36 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 from warnings import catch_warnings, simplefilter
 
 import numpy as np
 
-from bsi_d2.io.limits import DEFAULT_LIMITS, ReadLimits
-from bsi_d2.io.pseudonym import IDENTITY_KEYWORDS, pseudonym, study_key
-from bsi_d2.io.readers import (
-    VIEWS,
+from bsi_d2.io.base import (
+    DICOM_SUFFIXES,
+    SNIFF_BYTES,
     NotAScanError,
+    ReaderBase,
     ReaderError,
     ScanImage,
     check_file_size,
     count_stats,
     negative_problem,
     nonfinite_problem,
+    register_reader,
     view_from_text,
     view_shape_reason,
 )
+from bsi_d2.io.limits import DEFAULT_LIMITS, ReadLimits
+from bsi_d2.io.pseudonym import IDENTITY_KEYWORDS, pseudonym, study_key
+from bsi_d2.taxonomy import VIEWS
 
 logger = logging.getLogger(__name__)
 
 NOT_WHOLE_BODY_TYPES = ("STATIC", "TOMO", "RECON TOMO", "GATED", "GATED TOMO", "DYNAMIC")
 EXPECTED_SPACING_MM = (1.5, 3.5)  # whole-body scans are ~2.2-2.4 mm; far outside means rescale
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+DICOM_PREFIX = b"DICM"  # after the 128-byte preamble of a Part-10 file
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset zipped
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 FIRST_PIXEL_TAG = 0x7FE00008  # FloatPixelData; PixelData (7FE0,0010) and trailing padding follow
@@ -93,6 +98,24 @@ def _plugin_hint(uid: str) -> str:
         "python-gdcm if it supports this syntax, or convert the file to an uncompressed "
         "transfer syntax (e.g. gdcmconv --raw, dcmdjpeg)"
     )
+
+
+@register_reader
+class DicomReader(ReaderBase):
+    """DICOM files (NM Image Storage, Secondary Capture with Modality NM, ...)."""
+
+    name: ClassVar[str] = "dicom"
+    suffixes: ClassVar[tuple[str, ...]] = DICOM_SUFFIXES
+
+    @classmethod
+    def recognises(cls, head: bytes) -> bool:
+        """A Part-10 file: 128-byte preamble, then "DICM"."""
+        return head[128:132] == DICOM_PREFIX
+
+    def read(self, path: str | Path) -> list[ScanImage]:
+        return read_dicom(
+            path, salt=self.salt, keep_identity=self.keep_identity, limits=self.limits
+        )
 
 
 def read_dicom(
@@ -203,8 +226,7 @@ def read_dataset(
 
 def _has_file_header(path: Path) -> bool:
     with open(path, "rb") as handle:
-        handle.seek(128)
-        return handle.read(4) == b"DICM"
+        return DicomReader.recognises(handle.read(SNIFF_BYTES))
 
 
 def _accept_forced(ds: Any, path: Path) -> None:
@@ -559,20 +581,25 @@ def decode_counts(ds: Any, path: Path, limits: ReadLimits | None = None) -> np.n
                 f"{path}: cannot decode transfer syntax {label}: no pydicom pixel decoder "
                 f"exists for it; install {_plugin_hint(str(syntax))}"
             ) from error
+        _drop_inprocess_gdcm(decoder)
         if not decoder.is_available:
             raise ReaderError(
                 f"{path}: cannot decode transfer syntax {label}: no installed plugin; "
                 f"install {_plugin_hint(str(syntax))}"
             )
-    try:
-        # raw stored values: pydicom >= 3 masks to BitsStored, which would hide (and cut) overflow
-        with quiet_pydicom() as messages:
-            pixels = pixel_array(ds, correct_unused_bits=False)
-    except Exception as error:  # plugins and pydicom raise many types on bad data
-        raise ReaderError(
-            f"{path}: pixel data in {label} could not be decoded, truncated or corrupt "
-            f"({type(error).__name__}: {error}){_decoder_limit(syntax, ds)}"
-        ) from error
+    if _needs_gdcm(syntax, ds):
+        pixels, messages = _decode_gdcm(path, label), []
+    else:
+        try:
+            # raw stored values: pydicom >= 3 masks to BitsStored, which would hide (and cut)
+            # overflow
+            with quiet_pydicom() as messages:
+                pixels = pixel_array(ds, correct_unused_bits=False)
+        except Exception as error:  # plugins and pydicom raise many types on bad data
+            raise ReaderError(
+                f"{path}: pixel data in {label} could not be decoded, truncated or corrupt "
+                f"({type(error).__name__}: {error})"
+            ) from error
     for message in messages:
         logger.debug("%s: while decoding: %s", path, message)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -610,17 +637,38 @@ def decode_counts(ds: Any, path: Path, limits: ReadLimits | None = None) -> np.n
 JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
 
 
-def _decoder_limit(syntax: Any, ds: Any) -> str:
-    """The known decoder limit behind a failed decode, as a sentence to append, or ''."""
-    if str(syntax) == JPEG_EXTENDED and _integer(ds, "BitsStored", 8) > 8:
-        # pylibjpeg-libjpeg and Pillow decode 8-bit lossy JPEG only; pydicom 3.0's GDCM plugin
-        # refuses 12-bit JPEG Extended too (it raises "does not support"), so none can help
-        return (
-            "; JPEG Extended 12-bit: pylibjpeg and Pillow decode only 8-bit lossy JPEG and "
-            "pydicom's GDCM plugin refuses 12-bit, so decompress the file first "
-            "(gdcmconv --raw, dcmdjpeg)"
+def _drop_inprocess_gdcm(decoder: Any) -> None:
+    """Take pydicom's GDCM plugin off ``decoder`` where another plugin can decode: it is tried
+    first once python-gdcm is installed, and GDCM in this process can crash it
+    (:mod:`bsi_d2.io.gdcm_decode` runs GDCM in a child process instead)."""
+    if "gdcm" in decoder.available_plugins and len(decoder.available_plugins) > 1:
+        decoder.remove_plugin("gdcm")
+
+
+def _needs_gdcm(syntax: Any, ds: Any) -> bool:
+    """JPEG Extended with more than 8 bits stored: pylibjpeg-libjpeg and Pillow decode only
+    8-bit lossy JPEG and pydicom 3.0's GDCM plugin refuses 12-bit, so only GDCM's own reader
+    (:mod:`bsi_d2.io.gdcm_decode`) decodes it."""
+    return str(syntax) == JPEG_EXTENDED and _integer(ds, "BitsStored", 8) > 8
+
+
+def _decode_gdcm(path: Path, label: str) -> np.ndarray:
+    """Stored values of a JPEG Extended 12-bit file through python-gdcm, or ReaderError."""
+    from bsi_d2.io.gdcm_decode import INSTALL_HINT, GDCMError, decode_with_gdcm, gdcm_available
+
+    if not gdcm_available():
+        raise ReaderError(
+            f"{path}: cannot decode {label} with 12 bits stored: pylibjpeg and Pillow decode only "
+            f"8-bit lossy JPEG and pydicom's GDCM plugin refuses 12-bit; {INSTALL_HINT}, or "
+            "decompress the file first (gdcmconv --raw, dcmdjpeg)"
         )
-    return ""
+    try:
+        return decode_with_gdcm(path)
+    except GDCMError as error:
+        raise ReaderError(
+            f"{path}: pixel data in {label} could not be decoded by GDCM, truncated or corrupt "
+            f"({error})"
+        ) from error
 
 
 def check_codestream_sizes(ds: Any, path: Path) -> None:
@@ -919,109 +967,3 @@ def spacing_warnings(spacing: list[float] | None) -> list[str]:
             "(no rescaling is done)"
         ]
     return []
-
-
-# ------------------------------------------------------------------------------------------------
-# writing synthetic files (tests, phantoms)
-
-NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-ORIENTATION = {  # detector ImageOrientationPatient: the posterior view is mirrored left-right
-    "anterior": [1.0, 0.0, 0.0, 0.0, 0.0, -1.0],
-    "posterior": [-1.0, 0.0, 0.0, 0.0, 0.0, -1.0],
-}
-START_ANGLE = {"anterior": 180.0, "posterior": 0.0}
-VIEW_CODE = {"anterior": ("RT ANT LT", "G-A117"), "posterior": ("LT POST RT", "G-A118")}
-
-
-def build_nm_dataset(
-    frames: list[np.ndarray],
-    *,
-    detectors: list[dict[str, Any]] | None = None,
-    attributes: dict[str, Any] | None = None,
-    modality: str = "NM",
-    sop_class: str = NM_IMAGE_STORAGE,
-    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "WHOLE BODY", "EMISSION"),
-    study_uid: str | None = None,
-    series_uid: str | None = None,
-    pixel_spacing: float = 2.26,
-) -> Any:
-    """An NM dataset with ``frames`` (uint16 (H, W) each) as a synthetic whole-body scan.
-
-    ``detectors``: one dict per frame with any of ``view_code`` ("anterior"/"posterior" or a
-    code meaning), ``orientation`` (view or six cosines), ``start_angle`` (degrees); None leaves
-    out DetectorInformationSequence. ``attributes``: keyword -> value set at the top level
-    (e.g. StartAngle, ImageID, SeriesDescription, PatientName, InstanceNumber).
-    """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    pixels = np.stack([np.asarray(f, dtype=np.uint16) for f in frames])
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = modality
-    ds.ImageType = list(image_type)
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = series_uid or generate_uid()
-    ds.PatientName = "Synthetic^Phantom"
-    ds.PatientID = "PHANTOM-0"
-    ds.PatientBirthDate = ""
-    ds.Manufacturer = "bsi_d2 synthetic"
-    ds.InstanceNumber = 1
-    ds.Rows, ds.Columns = pixels.shape[1:]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelSpacing = [pixel_spacing, pixel_spacing]
-    ds.NumberOfFrames = len(frames)
-    ds.FrameIncrementPointer = [0x00540010, 0x00540020]
-    ds.EnergyWindowVector = [1] * len(frames)
-    ds.NumberOfEnergyWindows = 1
-    if detectors is not None:
-        ds.DetectorVector = list(range(1, len(detectors) + 1))
-        ds.NumberOfDetectors = len(detectors)
-        items = []
-        for spec in detectors:
-            item = Dataset()
-            if "view_code" in spec:
-                meaning, value = VIEW_CODE.get(spec["view_code"], (spec["view_code"], "99"))
-                code = Dataset()
-                code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = (
-                    value,
-                    "SRT",
-                    meaning,
-                )
-                item.ViewCodeSequence = DicomSequence([code])
-            if "orientation" in spec:
-                item.ImageOrientationPatient = ORIENTATION.get(
-                    spec["orientation"], spec["orientation"]
-                )
-            if "start_angle" in spec:
-                item.StartAngle = START_ANGLE.get(spec["start_angle"], spec["start_angle"])
-            items.append(item)
-        ds.DetectorInformationSequence = DicomSequence(items)
-    else:
-        ds.DetectorVector = [1] * len(frames)
-        ds.NumberOfDetectors = 1
-    for keyword, value in (attributes or {}).items():
-        setattr(ds, keyword, value)
-    ds.PixelData = pixels.tobytes()
-    return ds
-
-
-def write_dataset(ds: Any, path: str | Path, transfer_syntax: str | None = None) -> Path:
-    """Write ``ds`` as a DICOM file (with preamble and file meta), compressed if asked."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if transfer_syntax is not None:
-        ds.compress(transfer_syntax)
-    ds.save_as(path, enforce_file_format=True)
-    return path

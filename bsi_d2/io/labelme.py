@@ -44,6 +44,10 @@ from typing import Any
 
 import numpy as np
 
+from bsi_d2.io.base import COUNTS_SUFFIX as COUNTS_SUFFIX  # its home is bsi_d2.io.base
+from bsi_d2.io.base import counts_path
+from bsi_d2.io.files import atomic_path
+from bsi_d2.io.png import png_bytes
 from bsi_d2.structures.masks import (
     mask_to_rle,
     merge_rles,
@@ -61,7 +65,6 @@ NON_AREA_SHAPE_TYPES = ("point", "points", "line", "linestrip")
 FAR_OUTSIDE_FRACTION = 0.10
 CIRCLE_MAX_SAGITTA = 0.05  # px a chord of the circle polygon may fall inside the true circle
 COPY_FORMATS = {"PNG": ".png", "TIFF": ".tif"}  # stored byte for byte
-COUNTS_SUFFIX = ".counts.png"
 UNKNOWN_LABEL_POLICIES = ("error", "skip")
 IGNORE_POLICIES = ("crowd", "drop")
 
@@ -666,7 +669,7 @@ class LabelmeImage:
     format: str  # PIL format of the stored bytes, e.g. "PNG"
     source: Path | None = None  # the file on disk, when found
     data: bytes | None = None  # embedded imageData bytes, when no file was found
-    counts_source: Path | None = None  # sibling "<stem>.counts.png" with raw counts
+    counts_source: Path | None = None  # sibling "<stem>" + COUNTS_SUFFIX with raw counts
 
     @property
     def suffix(self) -> str:
@@ -697,9 +700,11 @@ class LabelmeImage:
             return dest
         from PIL import Image
 
-        with Image.open(io.BytesIO(self.read_bytes())) as img:
+        # decoded and re-encoded by Pillow in its own mode (palette, alpha, 32-bit): more than
+        # the grey/RGB arrays bsi_d2.io.png writes
+        with Image.open(io.BytesIO(self.read_bytes())) as img, atomic_path(dest) as tmp:
             img.load()
-            img.save(dest, format="TIFF" if self.suffix == ".tif" else "PNG")
+            img.save(tmp, format="TIFF" if self.suffix == ".tif" else "PNG")
         return dest
 
 
@@ -756,8 +761,8 @@ def labelme_image(labelme: LabelmeFile) -> LabelmeImage:
         )
     counts = None
     if source is not None:
-        sibling = source.with_name(source.stem + COUNTS_SUFFIX)
-        counts = sibling if sibling.is_file() and sibling != source else None
+        sibling = counts_path(source)
+        counts = sibling if sibling.is_file() else None
     return LabelmeImage(height, width, mode, fmt, source, data, counts)
 
 
@@ -784,18 +789,15 @@ def labelme_shape(
 
 
 def mask_shape(label: str, mask: np.ndarray, group_id: int | None = None) -> dict[str, Any]:
-    """A full-image bool mask as a Labelme ``mask`` shape (the PNG crop of its box)."""
-    from PIL import Image
-
+    """A full-image bool mask as a Labelme ``mask`` shape (the 1-bit PNG crop of its box)."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         raise ValueError("mask_shape: the mask is empty")
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-    buf = io.BytesIO()
-    Image.fromarray(mask[y0 : y1 + 1, x0 : x1 + 1].astype(bool)).save(buf, format="PNG")
+    crop = png_bytes(np.asarray(mask[y0 : y1 + 1, x0 : x1 + 1], dtype=bool))
     shape = labelme_shape(label, [(x0, y0), (x1, y1)], "mask", group_id)
-    shape["mask"] = base64.b64encode(buf.getvalue()).decode("ascii")
+    shape["mask"] = base64.b64encode(crop).decode("ascii")
     return shape
 
 

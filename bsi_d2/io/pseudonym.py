@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bsi_d2.io.base import reader_suffixes
+
 SALT_ENV = "BSI_D2_SALT"
 DEFAULT_SALT = "bsi-d2-default-salt"  # documented and public: pseudonymous only with a site salt
 KEY_HEX_DIGITS = 16
@@ -150,9 +152,7 @@ def _relative_parts(path: Path, roots: Sequence[str | Path]) -> tuple[str, ...]:
 
 def _is_reader_suffix(suffix: str) -> bool:
     # other suffixes may be a name's second half (DOE.JOHN): they are pseudonymised with the stem
-    from bsi_d2.io.readers import SUFFIX_TO_READER
-
-    return suffix.lower() in SUFFIX_TO_READER
+    return suffix.lower() in reader_suffixes()
 
 
 class InputLabels:

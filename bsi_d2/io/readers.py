@@ -1,7 +1,9 @@
 """One reader interface for whole-body scans, picked by file type.
 
 :func:`read_scan_file` reads one file (DICOM, PNG/TIFF, Labelme JSON) into :class:`ScanImage`
-objects and raises :class:`ReaderError` naming the file and the problem. :func:`iter_scans` walks
+objects with the reader registered for its type (:data:`bsi_d2.io.base.READERS`: the DICOM reader
+from :mod:`bsi_d2.io.dicom`, the image and Labelme readers from here) and raises
+:class:`ReaderError` naming the file and the problem. :func:`iter_scans` walks
 files and folders, never raises for a bad file (it yields :class:`SkippedInput` instead), and pairs
 single-view files of one study (anterior + posterior) within a folder.
 
@@ -21,135 +23,83 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from bsi_d2.io.base import (
+    COUNTS_SUFFIX,
+    IMAGE_SUFFIXES,
+    LABELME_SUFFIXES,
+    MAX_VIEW_ASPECT,
+    MAX_VIEW_ROWS,
+    MIN_VIEW_ASPECT,
+    MIN_VIEW_ROWS,
+    READERS,
+    SNIFF_BYTES,
+    NotAScanError,
+    ReaderBase,
+    ReaderError,
+    ScanImage,
+    SkippedInput,
+    UnsupportedFileError,
+    check_file_size,
+    count_stats,
+    counts_path,
+    counts_problem,
+    is_whole_body_shape,
+    negative_problem,
+    nonfinite_problem,
+    reader_suffixes,
+    register_reader,
+    view_from_text,
+    view_shape_reason,
+)
 from bsi_d2.io.limits import DEFAULT_LIMITS, ReadLimits
-from bsi_d2.io.pseudonym import study_key
+from bsi_d2.io.pseudonym import content_suffix, study_key
+from bsi_d2.taxonomy import VIEWS
+
+__all__ = [
+    # defined here
+    "MERGED_SHAPE",
+    "ImageReader",
+    "LabelmeReader",
+    "attach_counts",
+    "counts_companion",
+    "image_array",
+    "image_scan",
+    "iter_scans",
+    "pair_single_views",
+    "pillow_limits",
+    "read_scan_file",
+    "reader_for",
+    # from bsi_d2.io.base (their home), importable from here as before
+    "COUNTS_SUFFIX",
+    "MAX_VIEW_ASPECT",
+    "MAX_VIEW_ROWS",
+    "MIN_VIEW_ASPECT",
+    "MIN_VIEW_ROWS",
+    "READERS",
+    "VIEWS",
+    "NotAScanError",
+    "ReaderError",
+    "ScanImage",
+    "SkippedInput",
+    "UnsupportedFileError",
+    "check_file_size",
+    "count_stats",
+    "counts_problem",
+    "is_whole_body_shape",
+    "negative_problem",
+    "nonfinite_problem",
+    "view_from_text",
+    "view_shape_reason",
+]
 
 logger = logging.getLogger(__name__)
 
 MERGED_SHAPE = (950, 512)
-VIEWS = ("anterior", "posterior")
-MIN_VIEW_ASPECT = 1.8  # rows / columns of a whole-body view: 1024x256 is 4, 1024x512 is 2
-MIN_VIEW_ROWS = 256
-MAX_VIEW_ROWS = 4096  # 4x the 1024 rows of a whole-body view; taller is a strip or a stitched image
-MAX_VIEW_ASPECT = 10  # rows / columns: 1024x256 is 4, 2048x256 is 8; 60000x1400 (43) is no view
-
-
-class ReaderError(Exception):
-    """A file that cannot be read as a scan; the message names the file and the problem."""
-
-
-class NotAScanError(ReaderError):
-    """A readable file that is not a whole-body emission scan (spot view, SPECT, CT, ...)."""
-
-
-class UnsupportedFileError(ReaderError):
-    """A file of a type no reader handles."""
-
-
-@dataclass
-class ScanImage:
-    """One study's whole-body scan: raw count views, or an already merged 950 x 512 image."""
-
-    key: str  # stable pseudonymous study key (no identity)
-    sources: list[str]  # files it came from
-    views: dict[str, np.ndarray] = field(default_factory=dict)  # view -> raw counts (H, W)
-    merged: np.ndarray | None = None  # set instead of views for already-merged 950x512 images
-    metadata: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, identity-free
-    # in-memory hint for pairing single views of one study; never written
-    pairing: dict[str, Any] | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass
-class SkippedInput:
-    path: str
-    reason: str
-    kind: str = "error"  # "error" (broken/unreadable), "not_a_scan", "unsupported", "duplicate"
-
-
-def count_stats(counts: np.ndarray) -> dict[str, float]:
-    """Summary of a count image (for metadata and sanity checks)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    return {
-        "min": float(counts.min()),
-        "max": float(counts.max()),
-        "mean": round(float(counts.mean()), 4),
-        "median": float(np.median(counts)),
-        "p99": float(np.percentile(counts, 99)),
-        "total": float(counts.sum()),
-    }
-
-
-def view_from_text(text: str | None) -> str | None:
-    """'anterior' or 'posterior' when ``text`` names exactly one (ANT, RT ANT LT, POST...)."""
-    if not text:
-        return None
-    upper = str(text).upper()
-    found = {
-        view
-        for view, pattern in (
-            ("anterior", r"(?<![A-Z])ANT(ERIOR)?(?![A-Z])"),
-            ("posterior", r"(?<![A-Z])POST(ERIOR)?(?![A-Z])"),
-        )
-        if re.search(pattern, upper)
-    }
-    return found.pop() if len(found) == 1 else None
-
-
-def view_shape_reason(rows: int, cols: int) -> str | None:
-    """Why a rows x cols matrix cannot be a whole-body view, or None when it can."""
-    if rows < MIN_VIEW_ROWS or rows < MIN_VIEW_ASPECT * cols:
-        return (
-            f"a spot view, SPECT or capture, not a whole-body view (needs rows >= {MIN_VIEW_ROWS} "
-            f"and >= {MIN_VIEW_ASPECT} x columns)"
-        )
-    if rows > MAX_VIEW_ROWS or rows > MAX_VIEW_ASPECT * cols:
-        return (
-            f"a strip, not a whole-body view (at most {MAX_VIEW_ROWS} rows and "
-            f"{MAX_VIEW_ASPECT} x columns)"
-        )
-    return None
-
-
-def is_whole_body_shape(shape: tuple[int, ...]) -> bool:
-    return view_shape_reason(*shape[:2]) is None
-
-
-def nonfinite_problem(values: np.ndarray) -> str | None:
-    """How many values are NaN or infinite, as a reason, or None (no array-sized temporary)."""
-    if values.size == 0 or values.dtype.kind != "f":
-        return None
-    if np.isfinite(values.min()) and np.isfinite(values.max()):  # NaN and inf reach min or max
-        return None
-    return f"{int(np.count_nonzero(~np.isfinite(values))):,} NaN or infinite value(s)"
-
-
-def negative_problem(values: np.ndarray) -> str | None:
-    """The lowest value as a reason when it is below 0, or None."""
-    if values.size == 0 or values.dtype.kind == "u":
-        return None
-    low = float(values.min())
-    return f"negative counts (down to {low:g})" if low < 0 else None
-
-
-def counts_problem(values: np.ndarray) -> str | None:
-    """What makes decoded values impossible as counts (NaN, infinite, negative), or None."""
-    return nonfinite_problem(values) or negative_problem(values)
-
-
-def check_file_size(path: Path, limits: ReadLimits, json: bool = False) -> None:
-    """ReaderError for an empty file or one over the size limit, by ``stat``, before reading."""
-    size = path.stat().st_size
-    if size == 0:
-        raise ReaderError(f"{path}: empty file (0 bytes)")
-    reason = limits.file_size_reason(size, json=json)
-    if reason is not None:
-        raise ReaderError(f"{path}: {reason}")
 
 
 @contextmanager
@@ -177,42 +127,18 @@ def pillow_limits(where: object, limits: ReadLimits) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------
-# readers
+# readers (the DICOM reader is bsi_d2.io.dicom.DicomReader)
 
 
-class _Reader:
-    """What every reader is given: the pseudonym salt, identity handling and the limits."""
+@register_reader
+class ImageReader(ReaderBase):
+    """PNG/TIFF, 8- or 16-bit: an already merged 950 x 512 scan or one whole-body view.
 
-    def __init__(
-        self,
-        salt: str | None = None,
-        keep_identity: bool = False,
-        limits: ReadLimits | None = None,
-    ) -> None:
-        self.salt = salt
-        self.keep_identity = keep_identity
-        self.limits = limits if limits is not None else DEFAULT_LIMITS
-
-
-class DicomReader(_Reader):
-    """DICOM files (NM Image Storage, Secondary Capture with Modality NM, ...)."""
-
-    name: ClassVar[str] = "dicom"
-    suffixes: ClassVar[tuple[str, ...]] = (".dcm", ".dicom", ".dic", ".ima")
-
-    def read(self, path: str | Path) -> list[ScanImage]:
-        from bsi_d2.io.dicom import read_dicom
-
-        return read_dicom(
-            path, salt=self.salt, keep_identity=self.keep_identity, limits=self.limits
-        )
-
-
-class ImageReader(_Reader):
-    """PNG/TIFF, 8- or 16-bit: an already merged 950 x 512 scan or one whole-body view."""
+    A sibling ``<stem>.counts.png`` (as ``bsi-d2 preprocess`` writes) supplies the raw counts.
+    """
 
     name: ClassVar[str] = "image"
-    suffixes: ClassVar[tuple[str, ...]] = (".png", ".tif", ".tiff")
+    suffixes: ClassVar[tuple[str, ...]] = IMAGE_SUFFIXES
 
     def read(self, path: str | Path) -> list[ScanImage]:
         path = Path(path)
@@ -222,14 +148,15 @@ class ImageReader(_Reader):
         return [scan]
 
 
-class LabelmeReader(_Reader):
+@register_reader
+class LabelmeReader(ReaderBase):
     """A Labelme JSON: the scan is the image it annotates, found by :mod:`bsi_d2.io.labelme`.
 
-    A sibling ``<stem>.counts.png`` (as ``bsi-d2 preprocess`` writes) supplies the raw counts.
+    A sibling ``<stem>.counts.png`` of that image supplies the raw counts.
     """
 
     name: ClassVar[str] = "labelme"
-    suffixes: ClassVar[tuple[str, ...]] = (".json",)
+    suffixes: ClassVar[tuple[str, ...]] = LABELME_SUFFIXES
 
     def read(self, path: str | Path) -> list[ScanImage]:
         from bsi_d2.io.labelme import (
@@ -262,20 +189,10 @@ class LabelmeReader(_Reader):
         return [scan]
 
 
-COUNTS_SUFFIX = ".counts"
-
-
 def counts_companion(image_path: Path) -> Path | None:
     """The ``<stem>.counts.png`` holding the raw counts of a merged display image, if present."""
-    candidate = image_path.with_name(image_path.stem + COUNTS_SUFFIX + image_path.suffix)
+    candidate = counts_path(image_path)
     return candidate if candidate.is_file() else None
-
-
-def _is_counts_companion(path: Path, images: set[Path]) -> bool:
-    stem = Path(path.stem)
-    if stem.suffix != COUNTS_SUFFIX:
-        return False
-    return path.resolve().with_name(stem.stem + path.suffix) in images
 
 
 def attach_counts(
@@ -294,24 +211,19 @@ def attach_counts(
         scan.sources.append(str(counts_path))
 
 
-READERS: dict[str, type] = {r.name: r for r in (DicomReader, ImageReader, LabelmeReader)}
-SUFFIX_TO_READER: dict[str, str] = {s: r.name for r in READERS.values() for s in r.suffixes}
-
-
 def reader_for(path: str | Path) -> str | None:
-    """Name of the reader for ``path``: by suffix, else by the DICOM preamble; None if none."""
+    """Name of the reader for ``path``: by suffix, else by its first bytes (the DICOM preamble);
+    None if no registered reader (:data:`~bsi_d2.io.base.READERS`) takes it."""
     path = Path(path)
-    name = SUFFIX_TO_READER.get(path.suffix.lower())
+    name = reader_suffixes().get(path.suffix.lower())
     if name is not None:
         return name
     try:
         with open(path, "rb") as handle:
-            handle.seek(128)
-            if handle.read(4) == b"DICM":
-                return DicomReader.name
+            head = handle.read(SNIFF_BYTES)
     except OSError:
         return None
-    return None
+    return next((reader.name for reader in READERS.values() if reader.recognises(head)), None)
 
 
 def read_scan_file(
@@ -366,7 +278,8 @@ def iter_scans(
     yield from skipped
     images = {f.resolve() for f in files if reader_for(f) == ImageReader.name}
     # a <stem>.counts.png beside its display image belongs to that scan, not a scan of its own
-    files = [f for f in files if not _is_counts_companion(f, images)]
+    companions = {counts_path(image) for image in images}
+    files = [f for f in files if f.resolve() not in companions]
     seen: dict[str, int] = defaultdict(int)
     by_folder: dict[Path, list[Path]] = defaultdict(list)
     for f in files:
@@ -491,8 +404,6 @@ def _try_pair(group: Sequence[ScanImage]) -> ScanImage | None:
 def _unique_key(scan: ScanImage, seen: dict[str, int]) -> ScanImage:
     """A second scan of a study gets the study key plus a suffix from its files' content, so
     every run names it alike whatever else it reads (a counter would depend on the order)."""
-    from bsi_d2.io.pseudonym import content_suffix
-
     base = scan.key
     seen[base] += 1
     if seen[base] > 1:

@@ -1,28 +1,144 @@
-"""Phantom count views as DICOM NM whole-body files, written with pydicom.
+"""Synthetic DICOM NM whole-body files, written with pydicom: the phantoms' and the tests'.
 
-Two layouts: one NM Image Storage file with two frames (anterior, posterior) indexed by
-DetectorVector, as most cameras store a whole-body study; or, as GE Genie/Millennium exports do,
-one single-frame file per view identified only by ImageID and SeriesDescription. The identity is
-synthetic but realistic-looking, so de-identification downstream can be tested.
+:func:`build_nm_dataset` makes any NM dataset a reader test needs (one or more frames; detector
+items with or without a view code, orientation or start angle; top-level attributes; another
+modality or SOP class); :func:`write_dataset` writes it, compressed if asked. The phantom's two
+layouts are built with it: :func:`write_two_frame`, one NM Image Storage file with two frames
+(anterior, posterior) indexed by DetectorVector, as most cameras store a whole-body study, and
+:func:`write_one_view`, one single-frame file per view, as GE Genie/Millennium exports do, with
+the view only in ImageID, SeriesDescription and the detector's geometry (no view code). The
+phantom identity is synthetic but realistic-looking, so de-identification downstream can be
+tested.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
-IMAGE_TYPE = ["ORIGINAL", "PRIMARY", "WHOLE BODY", "EMISSION"]
-VIEW_CODES = {"anterior": ("ANT", "anterior"), "posterior": ("POST", "posterior")}
-CODING_SCHEME = "99BSID2"  # local scheme: no standard code is claimed for the view
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+IMAGE_TYPE = ("ORIGINAL", "PRIMARY", "WHOLE BODY", "EMISSION")
+# ViewCodeSequence item (CodeValue, CodingSchemeDesignator, CodeMeaning): DICOM CID 26, Nuclear
+# Medicine Projection, SNOMED CT
+VIEW_CODES = {
+    "anterior": ("399321004", "SCT", "Anterior projection"),
+    "posterior": ("399001007", "SCT", "Posterior projection"),
+}
+LOCAL_SCHEME = "99BSID2"  # private scheme ("99" prefix) for a test's own code meanings
+VIEW_ABBREVIATIONS = {"anterior": "ANT", "posterior": "POST"}  # in series and image names
 START_ANGLE = {"anterior": 180.0, "posterior": 0.0}
-# rows run head to feet; columns run to the patient's left (anterior) or right (posterior)
+# detector ImageOrientationPatient: rows run head to feet; columns to the patient's left
+# (anterior) or right (posterior), the posterior view being mirrored left-right
 ORIENTATION = {
     "anterior": [1.0, 0.0, 0.0, 0.0, 0.0, -1.0],
     "posterior": [-1.0, 0.0, 0.0, 0.0, 0.0, -1.0],
 }
+# NM Multi-frame module: a WHOLE BODY image's frames are indexed by energy window and detector
+FRAME_INCREMENT_POINTER = [0x00540010, 0x00540020]  # EnergyWindowVector, DetectorVector
+
+
+def build_nm_dataset(
+    frames: list[np.ndarray],
+    *,
+    detectors: list[dict[str, Any]] | None = None,
+    attributes: dict[str, Any] | None = None,
+    modality: str = "NM",
+    sop_class: str = NM_IMAGE_STORAGE,
+    image_type: tuple[str, ...] = IMAGE_TYPE,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    instance_uid: str | None = None,
+    pixel_spacing: float = 2.26,
+) -> Any:
+    """An NM dataset with ``frames`` (uint16 (H, W) each) as a synthetic whole-body scan.
+
+    ``detectors``: one dict per frame with any of ``view_code`` (a view, coded as
+    :data:`VIEW_CODES`, or any other text, taken as the CodeMeaning of a local code),
+    ``orientation`` (a view or six direction cosines), ``start_angle`` (a view or degrees),
+    ``position`` (ImagePositionPatient); None leaves out DetectorInformationSequence.
+    ``attributes``: keyword -> value set at the top level last (e.g. StartAngle, ImageID,
+    SeriesDescription, PatientName, InstanceNumber). UIDs not given are generated.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = np.stack([np.asarray(f, dtype=np.uint16) for f in frames])
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = instance_uid or generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.ImageType = list(image_type)
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.PatientName = "Synthetic^Phantom"
+    ds.PatientID = "PHANTOM-0"
+    ds.PatientBirthDate = ""
+    ds.Manufacturer = "bsi_d2 synthetic"
+    ds.InstanceNumber = 1
+    ds.Rows, ds.Columns = pixels.shape[1:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelSpacing = [pixel_spacing, pixel_spacing]
+    ds.NumberOfFrames = len(frames)
+    ds.FrameIncrementPointer = FRAME_INCREMENT_POINTER
+    ds.EnergyWindowVector = [1] * len(frames)
+    ds.NumberOfEnergyWindows = 1
+    if detectors is not None:
+        ds.DetectorVector = list(range(1, len(detectors) + 1))
+        ds.NumberOfDetectors = len(detectors)
+        ds.DetectorInformationSequence = [_detector_item(spec) for spec in detectors]
+    else:
+        ds.DetectorVector = [1] * len(frames)
+        ds.NumberOfDetectors = 1
+    for keyword, value in (attributes or {}).items():
+        setattr(ds, keyword, value)
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    return ds
+
+
+def _detector_item(spec: dict[str, Any]) -> Any:
+    """One DetectorInformationSequence item from a ``detectors`` entry of build_nm_dataset."""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    if "view_code" in spec:
+        value, scheme, meaning = VIEW_CODES.get(
+            spec["view_code"], ("LOCAL", LOCAL_SCHEME, spec["view_code"])
+        )
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, scheme, meaning
+        item.ViewCodeSequence = [code]
+    if "orientation" in spec:
+        item.ImageOrientationPatient = ORIENTATION.get(spec["orientation"], spec["orientation"])
+    if "position" in spec:
+        item.ImagePositionPatient = spec["position"]
+    if "start_angle" in spec:
+        item.StartAngle = START_ANGLE.get(spec["start_angle"], spec["start_angle"])
+    return item
+
+
+def write_dataset(ds: Any, path: str | Path, transfer_syntax: str | None = None) -> Path:
+    """Write ``ds`` as a DICOM file (with preamble and file meta), compressed if asked."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if transfer_syntax is not None:
+        ds.compress(transfer_syntax)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# -- phantoms -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -84,82 +200,41 @@ def _uid(identity: SyntheticIdentity, what: str) -> str:
     return generate_uid(entropy_srcs=[identity.uid_seed, what])
 
 
-def _base_dataset(
-    identity: SyntheticIdentity,
-    rows: int,
-    columns: int,
-    spacing_mm: float,
-    sop_uid: str,
-    series_uid: str,
-    series_number: int,
-):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = NM_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = NM_IMAGE_STORAGE
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = _uid(identity, "study")
-    ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = _uid(identity, "frame-of-reference")
-    ds.Modality = "NM"
-    ds.ImageType = IMAGE_TYPE
-    ds.PatientName = identity.patient_name
-    ds.PatientID = identity.patient_id
-    ds.PatientBirthDate = identity.birth_date
-    ds.PatientSex = identity.sex
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = identity.study_date
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
-    ds.StudyID = "1"
-    ds.AccessionNumber = identity.patient_id[-6:]
-    ds.SeriesNumber = series_number
-    ds.InstanceNumber = 1
-    ds.Manufacturer = "bsi_d2 phantom"
-    ds.InstitutionName = "Synthetic"
-    ds.BodyPartExamined = "WHOLE BODY"
-    ds.ProtocolName = "Whole Body Bone"
-    ds.StudyDescription = "NM WHOLE BODY BONE SCAN (SYNTHETIC)"
-    ds.RadiopharmaceuticalInformationSequence = [_radiopharmaceutical()]
-    ds.PatientPosition = "HFS"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = rows, columns
-    ds.PixelSpacing = [f"{spacing_mm:.4f}", f"{spacing_mm:.4f}"]
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    return ds
-
-
-def _radiopharmaceutical():
+def _phantom_attributes(identity: SyntheticIdentity, series_number: int) -> dict[str, Any]:
+    """The phantom's patient, study and acquisition attributes (all synthetic)."""
     from pydicom.dataset import Dataset
 
-    item = Dataset()
-    item.Radiopharmaceutical = "Tc99m MDP"
-    item.RadionuclideTotalDose = "740000000"
-    return item
+    radiopharmaceutical = Dataset()
+    radiopharmaceutical.Radiopharmaceutical = "Tc99m MDP"
+    radiopharmaceutical.RadionuclideTotalDose = "740000000"
+    return {
+        "FrameOfReferenceUID": _uid(identity, "frame-of-reference"),
+        "PatientName": identity.patient_name,
+        "PatientID": identity.patient_id,
+        "PatientBirthDate": identity.birth_date,
+        "PatientSex": identity.sex,
+        "StudyDate": identity.study_date,
+        "SeriesDate": identity.study_date,
+        "ContentDate": identity.study_date,
+        "StudyTime": "101500",
+        "SeriesTime": "101500",
+        "ContentTime": "101500",
+        "StudyID": "1",
+        "AccessionNumber": identity.patient_id[-6:],
+        "SeriesNumber": series_number,
+        "Manufacturer": "bsi_d2 phantom",
+        "InstitutionName": "Synthetic",
+        "BodyPartExamined": "WHOLE BODY",
+        "ProtocolName": "Whole Body Bone",
+        "StudyDescription": "NM WHOLE BODY BONE SCAN (SYNTHETIC)",
+        "RadiopharmaceuticalInformationSequence": [radiopharmaceutical],
+        "PatientPosition": "HFS",
+    }
 
 
-def _detector(view: str, with_view_code: bool = True):
-    from pydicom.dataset import Dataset
-
-    item = Dataset()
-    item.StartAngle = f"{START_ANGLE[view]:g}"
-    item.ImageOrientationPatient = ORIENTATION[view]
-    item.ImagePositionPatient = [0.0, 0.0, 0.0]
-    if with_view_code:
-        code = Dataset()
-        code.CodeValue, code.CodeMeaning = VIEW_CODES[view]
-        code.CodingSchemeDesignator = CODING_SCHEME
-        item.ViewCodeSequence = [code]
-    return item
+def _phantom_detector(view: str, with_view_code: bool = True) -> dict[str, Any]:
+    spec: dict[str, Any] = {"orientation": view, "position": [0.0, 0.0, 0.0], "start_angle": view}
+    return {"view_code": view, **spec} if with_view_code else spec
 
 
 def write_two_frame(
@@ -170,26 +245,20 @@ def write_two_frame(
     spacing_mm: float,
 ) -> Path:
     """One NM file, frame 1 anterior and frame 2 posterior, indexed by DetectorVector."""
-    from pydicom.tag import Tag
-
-    rows, columns = anterior.shape
-    ds = _base_dataset(
-        identity, rows, columns, spacing_mm, _uid(identity, "instance"), _uid(identity, "series"), 1
+    ds = build_nm_dataset(
+        [anterior, posterior],
+        detectors=[_phantom_detector("anterior"), _phantom_detector("posterior")],
+        attributes={
+            **_phantom_attributes(identity, series_number=1),
+            "SeriesDescription": "WB ANT/POST",
+            "ImageID": "WHOLE BODY",
+        },
+        study_uid=_uid(identity, "study"),
+        series_uid=_uid(identity, "series"),
+        instance_uid=_uid(identity, "instance"),
+        pixel_spacing=spacing_mm,
     )
-    ds.SeriesDescription = "WB ANT/POST"
-    ds.ImageID = "WHOLE BODY"
-    ds.NumberOfFrames = 2
-    ds.FrameIncrementPointer = Tag("DetectorVector")
-    ds.NumberOfDetectors = 2
-    ds.DetectorVector = [1, 2]
-    ds.NumberOfEnergyWindows = 1
-    ds.EnergyWindowVector = [1, 1]
-    ds.DetectorInformationSequence = [_detector("anterior"), _detector("posterior")]
-    frames = np.stack([anterior, posterior]).astype("<u2")
-    ds.PixelData = frames.tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dataset(ds, path)
 
 
 def write_one_view(
@@ -197,27 +266,17 @@ def write_one_view(
 ) -> Path:
     """One single-frame file for one view, GE style: the view is in ImageID and
     SeriesDescription and in the detector's StartAngle/orientation, with no view code."""
-    from pydicom.tag import Tag
-
-    code = VIEW_CODES[view][0]
-    rows, columns = counts.shape
-    ds = _base_dataset(
-        identity,
-        rows,
-        columns,
-        spacing_mm,
-        _uid(identity, f"instance-{view}"),
-        _uid(identity, f"series-{view}"),
-        1 if view == "anterior" else 2,
+    ds = build_nm_dataset(
+        [counts],
+        detectors=[_phantom_detector(view, with_view_code=False)],
+        attributes={
+            **_phantom_attributes(identity, series_number=1 if view == "anterior" else 2),
+            "SeriesDescription": f"WB {VIEW_ABBREVIATIONS[view]}",
+            "ImageID": "WHOLE BODY_E",  # as GE writes it for both views: the view is elsewhere
+        },
+        study_uid=_uid(identity, "study"),
+        series_uid=_uid(identity, f"series-{view}"),
+        instance_uid=_uid(identity, f"instance-{view}"),
+        pixel_spacing=spacing_mm,
     )
-    ds.SeriesDescription = f"WB {code}"
-    ds.ImageID = "WHOLE BODY_E"  # as GE writes it for both views: the view is elsewhere
-    ds.NumberOfFrames = 1
-    ds.FrameIncrementPointer = Tag("DetectorVector")
-    ds.NumberOfDetectors = 1
-    ds.DetectorVector = [1]
-    ds.DetectorInformationSequence = [_detector(view, with_view_code=False)]
-    ds.PixelData = np.asarray(counts).astype("<u2").tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dataset(ds, path)

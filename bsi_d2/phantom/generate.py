@@ -43,11 +43,10 @@ from bsi_d2.phantom.truth import (
     to_merged,
 )
 from bsi_d2.preprocess.merge import MergedScan, merge_views
-from bsi_d2.taxonomy import Taxonomy, load_taxonomy
+from bsi_d2.taxonomy import VIEWS, Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
 
-VIEWS = ("anterior", "posterior")
 LOW_COUNT_FRACTION = 0.15
 ID_FORMAT = "phantom_{:04d}"
 OUTLINE_TOLERANCE_PX = 0.4
@@ -287,9 +286,9 @@ def _jsonable(value):
 def write_phantom(phantom: Phantom, out: str | Path, one_view_per_file: bool = False) -> Path:
     """Write one phantom's DICOM, merged PNGs, Labelme JSON and truth JSON; returns the truth
     path."""
-    import cv2
-
+    from bsi_d2.io.base import COUNTS_SUFFIX
     from bsi_d2.io.labelme import write_labelme
+    from bsi_d2.io.png import write_png
 
     out = Path(out)
     pid = phantom.patient
@@ -319,19 +318,14 @@ def write_phantom(phantom: Phantom, out: str | Path, one_view_per_file: bool = F
             phantom.identity,
             PIXEL_SPACING_MM,
         )
-    _write_png(cv2, labelme_dir / f"{pid}.png", phantom.merged.display)
+    write_png(labelme_dir / f"{pid}.png", phantom.merged.display)
     counts = np.rint(phantom.merged.counts).astype(np.uint16)
-    _write_png(cv2, labelme_dir / f"{pid}.counts.png", counts)
+    write_png(labelme_dir / f"{pid}{COUNTS_SUFFIX}", counts)
     h, w = phantom.merged.display.shape
     write_labelme(labelme_dir / f"{pid}.json", f"{pid}.png", h, w, phantom.shapes)
     truth_path = truth_dir / f"{pid}.json"
     truth_path.write_text(json.dumps(phantom.truth, indent=1) + "\n", encoding="utf-8")
     return truth_path
-
-
-def _write_png(cv2, path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"{path}: could not write PNG")
 
 
 def _generate_and_write(task: tuple[int, int, str, bool]) -> tuple[int, str | None, dict | None]:

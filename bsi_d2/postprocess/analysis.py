@@ -38,6 +38,9 @@ from bsi_d2.taxonomy import Taxonomy
 
 COUNTS_FROM_DISPLAY = "display"  # counts_source of a scan whose raw counts were not available
 
+# the record's model "engine" where annotations, not a model, gave the instances
+ANNOTATIONS_ENGINE = "annotations"
+
 
 @dataclass
 class ScanAnalysis:

@@ -47,7 +47,7 @@ QC_FAILED = "failed"
 
 @dataclass(frozen=True)
 class QCThresholds:
-    """The quality-control limits; ``BSI.QC.*`` in the config, ``--qc-*`` on the command line."""
+    """The quality-control limits: ``BSI.QC.*`` in the config (``--opts BSI.QC.KEY VALUE``)."""
 
     enabled: bool = True
     min_view_counts: float = 1.0e5

@@ -13,7 +13,6 @@ is kept: folder and file names may be a patient's ID or name.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import logging
 from collections import Counter
@@ -24,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from bsi_d2.io.base import COUNTS_SUFFIX, ScanImage, SkippedInput
 from bsi_d2.io.files import atomic_path, atomic_write_bytes
 from bsi_d2.io.limits import ReadLimits
+from bsi_d2.io.png import write_png
 from bsi_d2.io.pseudonym import InputLabels, digest_suffix, file_digest
-from bsi_d2.io.readers import ScanImage, SkippedInput, iter_scans
+from bsi_d2.io.readers import iter_scans
 from bsi_d2.preprocess.merge import (
     KNEE_ROW,
     MERGED_HEIGHT,
@@ -178,17 +179,6 @@ def _prepare_merged(
 # writing
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 or uint16 grey image (16-bit stays 16-bit)."""
-    from PIL import Image
-
-    if image.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"PNG needs uint8 or uint16, got {image.dtype}")
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def counts_to_uint16(counts: np.ndarray) -> tuple[np.ndarray, int]:
     """Counts rounded and clipped to 0..65535, and how many pixels were clipped."""
     rounded = np.rint(np.asarray(counts, dtype=np.float64))
@@ -212,10 +202,10 @@ def write_prepared(
     """
     out_dir = Path(out_dir)
     key = prepared.key
-    files = {"display": f"{key}.png", "counts": f"{key}.counts.png", "meta": f"{key}.meta.json"}
+    files = {"display": f"{key}.png", "counts": f"{key}{COUNTS_SUFFIX}", "meta": f"{key}.meta.json"}
     counts16, clipped = counts_to_uint16(prepared.counts)
-    atomic_write_bytes(out_dir / files["display"], png_bytes(prepared.display))
-    atomic_write_bytes(out_dir / files["counts"], png_bytes(counts16))
+    write_png(out_dir / files["display"], prepared.display)
+    write_png(out_dir / files["counts"], counts16)
     if labelme:
         files["labelme"] = f"{key}.json"
         _write_empty_labelme(out_dir / files["labelme"], files["display"])

@@ -16,7 +16,7 @@ from string import Template
 from urllib.parse import quote
 
 from bsi_d2.evaluation.tables import pixel_table_rows
-from bsi_d2.inference.annotations import ENGINE_NAME
+from bsi_d2.postprocess.analysis import ANNOTATIONS_ENGINE as ENGINE_NAME
 from bsi_d2.taxonomy import Taxonomy, load_taxonomy
 
 AID_LINE = (

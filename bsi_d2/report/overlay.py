@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from bsi_d2.io.png import write_png
 from bsi_d2.taxonomy import Taxonomy
 
 REGION_ALPHA = 0.35
@@ -87,9 +90,6 @@ def render_overlay(
     return out
 
 
-def save_png(rgb: np.ndarray, path) -> None:
-    """Write an RGB uint8 image as PNG (OpenCV writes BGR)."""
-    import cv2
-
-    if not cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1])):
-        raise OSError(f"{path}: cannot write PNG")
+def save_png(rgb: np.ndarray, path: str | Path) -> Path:
+    """Write an overlay (RGB uint8) as PNG, atomically (:func:`bsi_d2.io.png.write_png`)."""
+    return write_png(path, rgb)

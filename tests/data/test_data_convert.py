@@ -319,8 +319,8 @@ def test_bad_input_is_reported_by_file_and_shape_and_the_rest_converted(tmp_path
 def test_cli_strict_exits_non_zero_but_still_writes(tmp_path, capsys):
     src, out = tmp_path / "src", tmp_path / "out"
     _bad_folder(src)
-    assert cli_main(["convert", str(src), str(out), "--workers", "1"]) == 0
-    assert cli_main(["convert", str(src), str(out), "--strict", "--workers", "1"]) == 1
+    assert cli_main(["convert", str(src), "--out", str(out), "--workers", "1"]) == 0
+    assert cli_main(["convert", str(src), "--out", str(out), "--strict", "--workers", "1"]) == 1
     assert len(_load(out)["images"]) == 4
     printed = capsys.readouterr().out
     assert "errors: 9" in printed and "'tumor' x2" in printed and "empty.json" in printed
@@ -340,6 +340,7 @@ def test_cli_map_skip_and_drop_options(tmp_path):
     args = [
         "convert",
         str(src),
+        "--out",
         str(out),
         "--map",
         "Tumor=lesion",
@@ -359,8 +360,8 @@ def test_cli_map_skip_and_drop_options(tmp_path):
     report = json.loads((out / "conversion_report.json").read_text())
     assert {s["code"] for s in report["skipped_shapes"]} == {"unknown_label", "ignore_dropped"}
     assert report["splits"] == {"train": 1, "val": 0, "test": 0}
-    assert cli_main(["convert", str(src), str(out), "--map", "tumor=nothing"]) == 2
-    assert cli_main(["convert", str(tmp_path / "nowhere"), str(out)]) == 2
+    assert cli_main(["convert", str(src), "--out", str(out), "--map", "tumor=nothing"]) == 2
+    assert cli_main(["convert", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
 
 
 def _repeat_key(path: Path, before: str, key: str, value) -> None:
@@ -394,8 +395,8 @@ def test_repeated_json_keys_are_errors_by_file_and_shape_and_fail_strict(tmp_pat
     ]
     taxonomy = load_taxonomy()
     assert kept == [taxonomy.by_name("skull").id, taxonomy.by_name("pelvis").id]
-    assert cli_main(["convert", str(src), str(out), "--workers", "1"]) == 0
-    assert cli_main(["convert", str(src), str(out), "--strict", "--workers", "1"]) == 1
+    assert cli_main(["convert", str(src), "--out", str(out), "--workers", "1"]) == 0
+    assert cli_main(["convert", str(src), "--out", str(out), "--strict", "--workers", "1"]) == 1
     printed = capsys.readouterr().out
     assert "error: twice_shapes.json: duplicate key 'shapes'" in printed
     assert "error: twice_points.json shape 1: duplicate key 'points'" in printed
@@ -419,7 +420,7 @@ def test_input_without_labelme_files_exits_non_zero_and_writes_nothing(tmp_path,
     if content == "only other JSON":
         (src / "placement.json").write_text('{"view": "anterior"}')
         Image.fromarray(np.zeros((H, W), np.uint8)).save(src / "scan.png")
-    assert cli_main(["convert", str(src), str(out), "--workers", "1"]) == 2
+    assert cli_main(["convert", str(src), "--out", str(out), "--workers", "1"]) == 2
     assert not out.exists()
     (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert str(src) in record.getMessage() and "no Labelme files" in record.getMessage()
@@ -434,7 +435,8 @@ def test_a_folder_where_every_file_failed_exits_non_zero(tmp_path, capsys):
     (src / "invalid.json").write_text('{"shapes": [')
     _scan(src, "missing.json", [labelme_shape("skull", SQUARE)], image="none")
     (src / "placement.json").write_text('{"view": "anterior"}')
-    assert cli_main(["convert", str(src), str(out), "--workers", "1"]) == 1  # even without --strict
+    # exit 1 even without --strict
+    assert cli_main(["convert", str(src), "--out", str(out), "--workers", "1"]) == 1
     printed = capsys.readouterr().out
     assert "no Labelme file could be converted" in printed and "invalid.json" in printed
     saved = json.loads((out / "conversion_report.json").read_text())

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from helpers.coco import write_coco_layout
 
 from bsi_d2.data import datasets as D
 from bsi_d2.structures.masks import mask_to_rle, polygons_to_mask
-from bsi_d2.taxonomy import load_taxonomy
 
 H, W = 12, 16
 SQUARE = [2.0, 2.0, 7.0, 2.0, 7.0, 6.0, 2.0, 6.0]  # x, y pairs
@@ -19,15 +18,8 @@ SQUARE = [2.0, 2.0, 7.0, 2.0, 7.0, 6.0, 2.0, 6.0]  # x, y pairs
 
 def _write_layout(root: Path, folds: bool = True) -> Path:
     """Three images (the third a negative sample) and a handful of annotation kinds."""
-    tax = load_taxonomy()
-    (root / "images").mkdir(parents=True)
-    images = []
-    for i in (1, 2, 3):
-        name = f"scan{i}.png"
-        Image.fromarray(np.full((H, W), 10 * i, np.uint8)).save(root / "images" / name)
-        images.append({"id": i, "file_name": name, "height": H, "width": W})
-    images[0]["counts_file_name"] = "scan1.counts.png"
-    images[0]["has_lesion"] = True
+    scans = [np.full((H, W), 10 * i, np.uint8) for i in (1, 2, 3)]
+    first = {"counts_file_name": "scan1.counts.png", "has_lesion": True}
     lesion_mask = np.zeros((H, W), bool)
     lesion_mask[8:11, 10:14] = True
     annotations = [
@@ -78,22 +70,10 @@ def _write_layout(root: Path, folds: bool = True) -> Path:
             "iscrowd": 1,
         },
     ]
-    coco = {"images": images, "annotations": annotations, "categories": tax.coco_categories()}
-    ann_dir = root / "annotations"
-    ann_dir.mkdir()
-    (ann_dir / "instances_all.json").write_text(json.dumps(coco))
-    splits = {"train": [1, 3], "val": [2]}  # no test split on purpose
-    for split, ids in splits.items():
-        part = {
-            **coco,
-            "images": [im for im in images if im["id"] in ids],
-            "annotations": [a for a in annotations if a["image_id"] in ids],
-        }
-        (ann_dir / f"instances_{split}.json").write_text(json.dumps(part))
-        if folds:
-            (ann_dir / "fold0").mkdir(exist_ok=True)
-            (ann_dir / "fold0" / f"instances_{split}.json").write_text(json.dumps(part))
-    return root
+    splits = {"all": [1, 2, 3], "train": [1, 3], "val": [2]}  # no test split on purpose
+    if folds:
+        splits.update({"fold0/train": [1, 3], "fold0/val": [2]})
+    return write_coco_layout(root, scans, annotations, splits, image_fields={1: first})
 
 
 def test_register_all_finds_splits_and_folds(tmp_path):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
+from helpers.coco import write_coco_layout
 
+import bsi_d2
 from bsi_d2.config import (
     add_bsi_config,
+    declared_engine,
     detectron2_available,
     get_cfg,
     is_subset_cfg,
@@ -19,11 +20,14 @@ from bsi_d2.config import (
     resolve_epochs,
     setup_cfg,
 )
-from bsi_d2.engine import resolve_engine
-from bsi_d2.taxonomy import load_taxonomy
+from bsi_d2.engine import get_engine, prepare_training, resolve_engine
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(bsi_d2.__file__).parent / "configs"  # package data
 YAMLS = sorted(CONFIGS.glob("*.yaml"))
+
+
+def test_the_repository_configs_folder_is_the_package_data():
+    assert (Path(__file__).resolve().parents[2] / "configs").resolve() == CONFIGS.resolve()
 
 
 def test_the_expected_configs_exist():
@@ -77,10 +81,10 @@ def test_unknown_key_fails_without_detectron2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         f'_BASE_: "{CONFIGS / "Base-MaskRCNN-FPN-BSI.yaml"}"\nMODEL:\n  RESNETS:\n'
-        "    STRIDE_IN_1X1: False\n"
+        "    DEFORM_ON_PER_STAGE: [False, True, False, False]\n"
     )
     cfg = get_cfg(subset=True)
-    with pytest.raises(KeyError, match="STRIDE_IN_1X1"):
+    with pytest.raises(KeyError, match="DEFORM_ON_PER_STAGE"):
         cfg.merge_from_file(str(bad))
     with pytest.raises(KeyError, match="MODEL.NO_SUCH_KEY"):
         setup_cfg(None, ["MODEL.ENGINE", "torchvision", "MODEL.NO_SUCH_KEY", "1"])
@@ -143,32 +147,63 @@ def test_resolve_engine():
     cfg.MODEL.ENGINE = "auto"
     assert resolve_engine(cfg) == ("detectron2" if detectron2_available() else "torchvision")
     cfg.MODEL.ENGINE = "tensorflow"
-    with pytest.raises(ValueError, match="MODEL.ENGINE"):
-        resolve_engine(cfg)
+    with pytest.raises(ValueError, match="MODEL.ENGINE 'tensorflow' is not one of auto, "):
+        get_engine(cfg)
+
+
+def test_the_engine_is_read_before_the_config_is_built(tmp_path):
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text(f'_BASE_: "{CONFIGS / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"}"\n')
+    assert declared_engine(leaf, []) == "auto"
+    mid = tmp_path / "mid.yaml"
+    mid.write_text('_BASE_: "leaf.yaml"\nMODEL:\n  ENGINE: torchvision\n')
+    top = tmp_path / "top.yaml"
+    top.write_text('_BASE_: "mid.yaml"\n')
+    assert declared_engine(top, []) == "torchvision"  # through two _BASE_ levels
+    assert declared_engine(top, ["MODEL.ENGINE", "detectron2"]) == "detectron2"  # opts win
 
 
 # -- setup_cfg on a tiny registered data set --------------------------------------------------
 def _tiny_layout(root: Path, n_train: int = 5) -> Path:
-    tax = load_taxonomy()
-    (root / "images").mkdir(parents=True)
-    (root / "annotations").mkdir()
-    images = []
-    for i in range(1, n_train + 1):
-        Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "images" / f"{i}.png")
-        images.append({"id": i, "file_name": f"{i}.png", "height": 8, "width": 8})
-    coco = {"images": images, "annotations": [], "categories": tax.coco_categories()}
-    (root / "annotations" / "instances_train.json").write_text(json.dumps(coco))
-    return root
+    blank = [np.zeros((8, 8), np.uint8)] * n_train
+    return write_coco_layout(root, blank, file_name="{id}.png")
 
 
-def test_setup_cfg_resolves_epochs_from_the_registered_data(tmp_path):
+def test_prepare_training_resolves_epochs_from_the_registered_data(tmp_path):
     root = _tiny_layout(tmp_path / "bsi", n_train=5)
     cfg = setup_cfg(
         CONFIGS / "mask_rcnn_R_50_FPN_100ep_bsi.yaml",
         ["BSI.DATASET_ROOT", str(root), "MODEL.DEVICE", "cpu", "MODEL.ENGINE", "torchvision"],
     )
-    assert cfg.SOLVER.MAX_ITER == 100 * 2  # ceil(5 / 4) = 2 iterations an epoch
-    assert cfg.is_frozen() and is_subset_cfg(cfg)
+    assert cfg.SOLVER.MAX_ITER == 1000  # setup_cfg counts no image
+    ready = prepare_training(cfg)
+    assert ready.SOLVER.MAX_ITER == 100 * 2  # ceil(5 / 4) = 2 iterations an epoch
+    assert ready.is_frozen() and is_subset_cfg(ready) and cfg.SOLVER.MAX_ITER == 1000
+
+
+def test_setup_cfg_has_no_side_effects(tmp_path, monkeypatch):
+    # before: it registered data sets, counted images, changed MODEL.DEVICE, loaded twice
+    from bsi_d2.config.defaults import CfgNode
+    from bsi_d2.data import datasets
+
+    root = _tiny_layout(tmp_path / "fresh", n_train=3)
+    loads = []
+    real_merge = CfgNode.merge_from_file
+    monkeypatch.setattr(
+        CfgNode,
+        "merge_from_file",
+        lambda self, f, *a, **k: loads.append(f) or real_merge(self, f, *a, **k),
+    )
+    registered = set(datasets.registered_names())
+    before = dict(datasets._REGISTERED)
+    cfg = setup_cfg(
+        CONFIGS / "mask_rcnn_R_50_FPN_100ep_bsi.yaml",
+        ["BSI.DATASET_ROOT", str(root), "MODEL.DEVICE", "cuda:3", "MODEL.ENGINE", "torchvision"],
+    )
+    assert set(datasets.registered_names()) == registered and datasets._REGISTERED == before
+    assert cfg.MODEL.DEVICE == "cuda:3" and cfg.SOLVER.MAX_ITER == 1000
+    assert len(loads) == 1  # the YAML is read once
+    assert cfg.MODEL.ENGINE == "torchvision" and cfg.is_frozen()
 
 
 def test_setup_cfg_takes_num_classes_from_the_taxonomy(tmp_path):
@@ -197,9 +232,10 @@ def test_setup_cfg_for_torchvision_rejects_keys_it_cannot_honour(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         f'_BASE_: "{CONFIGS / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"}"\n'
-        "MODEL:\n  ENGINE: torchvision\n  RESNETS:\n    STRIDE_IN_1X1: False\n"
+        "MODEL:\n  ENGINE: torchvision\n  RESNETS:\n"
+        "    DEFORM_ON_PER_STAGE: [False, True, False, False]\n"
     )
-    with pytest.raises(KeyError, match=r"bad\.yaml.*STRIDE_IN_1X1"):
+    with pytest.raises(KeyError, match=r"bad\.yaml.*DEFORM_ON_PER_STAGE"):
         setup_cfg(bad, ["BSI.DATASET_ROOT", str(tmp_path)])
 
 
@@ -220,21 +256,23 @@ def test_without_detectron2_auto_means_torchvision_and_the_subset(tmp_path, monk
     root = _tiny_layout(tmp_path / "bsi")
     for path in YAMLS:
         cfg = setup_cfg(path, ["BSI.DATASET_ROOT", str(root)])
-        assert is_subset_cfg(cfg) and resolve_engine(cfg) == "torchvision"
+        assert is_subset_cfg(cfg) and cfg.MODEL.ENGINE == "torchvision"
     cfg.defrost()
     cfg.MODEL.ENGINE = "detectron2"
     with pytest.raises(ImportError, match="detectron2 is not installed"):
         resolve_engine(cfg)
+    with pytest.raises(ImportError, match="detectron2 is not installed"):
+        setup_cfg(YAMLS[0], ["MODEL.ENGINE", "detectron2"])
 
 
-def test_load_engine_picks_the_module():
-    from bsi_d2.engine import load_engine
+def test_get_engine_picks_the_registered_engine():
+    from bsi_d2.engine.base import Engine
 
     cfg = get_cfg(subset=True)
     cfg.MODEL.ENGINE = "torchvision"
-    engine = load_engine(cfg)
-    assert engine.__name__ == "bsi_d2.engine.tv_trainer"
-    assert callable(engine.train) and callable(engine.evaluate)
+    engine = get_engine(cfg)
+    assert isinstance(engine, Engine) and engine.name == "torchvision"
+    assert type(engine).__module__ == "bsi_d2.engine.torchvision"
 
 
 def test_setup_cfg_for_inference_needs_no_training_data(tmp_path):

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from bsi_d2.taxonomy import load_taxonomy
+from helpers.coco import write_coco_layout
+from helpers.paths import CPU_CONFIG, REPO
 
 pytestmark = pytest.mark.detectron2
-
-REPO = Path(__file__).resolve().parents[2]
-CPU_CONFIG = REPO / "configs" / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"
 
 
 def _box_poly(x0, y0, x1, y1):
@@ -25,11 +20,8 @@ def _box_poly(x0, y0, x1, y1):
 
 def _tiny_scans(root: Path, n: int = 3, height: int = 950, width: int = 512) -> Path:
     """Merged-scan-shaped images with a skull, a spine and a lesion; the last is a negative."""
-    tax = load_taxonomy()
     rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    (root / "annotations").mkdir()
-    images, annotations = [], []
+    scans, annotations = [], []
     for i in range(1, n + 1):
         scan = rng.poisson(2.0, (height, width)).astype(np.uint8)
         shapes = [(1, (100, 20, 160, 100)), (2, (120, 110, 140, 500))]
@@ -39,7 +31,6 @@ def _tiny_scans(root: Path, n: int = 3, height: int = 950, width: int = 512) -> 
             scan[y0:y1, x0:x1] = 60 if category_id != 11 else 200
             annotations.append(
                 {
-                    "id": len(annotations) + 1,
                     "image_id": i,
                     "category_id": category_id,
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
@@ -48,18 +39,10 @@ def _tiny_scans(root: Path, n: int = 3, height: int = 950, width: int = 512) -> 
                     "iscrowd": 0,
                 }
             )
-        Image.fromarray(scan).save(root / "images" / f"scan{i}.png")
-        images.append({"id": i, "file_name": f"scan{i}.png", "height": height, "width": width})
-    coco = {"images": images, "annotations": annotations, "categories": tax.coco_categories()}
-    for split in ("all", "train"):
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
-    val = {
-        **coco,
-        "images": images[:1],
-        "annotations": [a for a in annotations if a["image_id"] == 1],
-    }
-    (root / "annotations" / "instances_val.json").write_text(json.dumps(val))
-    return root
+        scans.append(scan)
+    every = list(range(1, n + 1))
+    splits = {"all": every, "train": every, "val": [1]}
+    return write_coco_layout(root, scans, annotations, splits)
 
 
 def _train_net():
@@ -94,7 +77,7 @@ def test_adapter_builds_detectron2_instances(tmp_path):
     pytest.importorskip("detectron2", reason="detectron2 not installed; see README")
     from bsi_d2.data.datasets import load_bsi_coco_json
     from bsi_d2.data.mapper import BsiDatasetMapper
-    from bsi_d2.engine.d2_trainer import Detectron2Sample
+    from bsi_d2.engine.detectron2.trainer import Detectron2Sample
 
     root = _tiny_scans(tmp_path / "bsi", n=2, height=40, width=32)
     record = load_bsi_coco_json(root / "annotations" / "instances_all.json", root / "images", None)

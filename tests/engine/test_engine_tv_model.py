@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.paths import CPU_CONFIG
+from torchvision.ops import FrozenBatchNorm2d
 
 from bsi_d2.engine import checkpoint as ckpt
-from bsi_d2.engine.tv_model import UnsupportedConfigError, build_tv_model, check_supported
-
-REPO = Path(__file__).resolve().parents[2]
-CPU_CONFIG = REPO / "configs" / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"
+from bsi_d2.engine.torchvision.model import UnsupportedConfigError, build_tv_model, check_supported
 
 
 @pytest.fixture
@@ -46,7 +45,10 @@ def test_model_follows_the_config(cfg):
     assert not any(p.requires_grad for p in body.conv1.parameters())
     assert not any(p.requires_grad for p in body.layer1.parameters())
     assert all(p.requires_grad for p in body.layer2.parameters())
-    assert isinstance(body.bn1, torch.nn.BatchNorm2d)  # RESNETS.NORM BN
+    assert isinstance(body.layer2[0].bn1, torch.nn.BatchNorm2d)  # RESNETS.NORM BN
+    # detectron2 freezes the statistics of frozen stages too (FrozenBatchNorm2d)
+    assert isinstance(body.bn1, FrozenBatchNorm2d)
+    assert isinstance(body.layer1[0].bn1, FrozenBatchNorm2d)
 
 
 def test_model_keeps_the_mapper_size_and_scale(cfg):
@@ -166,7 +168,7 @@ def test_detectron2_or_pickled_checkpoints_are_refused(tmp_path):
 
 # -- solver -----------------------------------------------------------------------------------
 def test_lr_schedule_warms_up_and_steps(cfg):
-    from bsi_d2.engine.tv_trainer import lr_factor
+    from bsi_d2.engine.torchvision.trainer import lr_factor
 
     cfg.SOLVER.MAX_ITER = 100
     cfg.SOLVER.WARMUP_ITERS = 10
@@ -183,7 +185,7 @@ def test_lr_schedule_warms_up_and_steps(cfg):
 
 
 def test_optimizer_follows_the_solver_keys(cfg):
-    from bsi_d2.engine.tv_trainer import build_optimizer
+    from bsi_d2.engine.torchvision.trainer import build_optimizer
 
     cfg.SOLVER.BASE_LR = 0.02
     cfg.SOLVER.WEIGHT_DECAY = 1e-4
@@ -200,7 +202,7 @@ def test_optimizer_follows_the_solver_keys(cfg):
 def test_training_stream_shards_each_pass_across_ranks():
     import itertools
 
-    from bsi_d2.engine.tv_trainer import InfiniteMappedDicts
+    from bsi_d2.engine.torchvision.trainer import InfiniteMappedDicts
 
     dicts = [{"i": i} for i in range(10)]
     streams = [

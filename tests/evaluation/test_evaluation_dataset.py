@@ -56,11 +56,6 @@ def instances(objs, score=0.9) -> Instances:
     )
 
 
-@pytest.fixture(scope="module")
-def taxonomy():
-    return load_taxonomy()
-
-
 def test_perfect_predictions_score_one(taxonomy, tmp_path):
     preds = [(i, instances(objs)) for i, objs in SCENES.items()]
     result = evaluate_dataset(coco_gt(), preds, taxonomy, tmp_path)

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from bsi_d2.evaluation import format_pixel_table, pixel_metrics
-from bsi_d2.taxonomy import load_taxonomy
 
 # s = skull, p = spine, k = kidney, l = lesion, . = nothing
 GT = """
@@ -31,11 +30,6 @@ LETTERS = {"s": "skull", "p": "spine", "k": "kidney", "l": "lesion"}
 def draw(picture: str) -> dict[str, np.ndarray]:
     grid = np.array([list(row) for row in picture.split()])
     return {name: grid == ch for ch, name in LETTERS.items() if (grid == ch).any()}
-
-
-@pytest.fixture(scope="module")
-def taxonomy():
-    return load_taxonomy()
 
 
 def test_hand_drawn_counts_and_ratios(taxonomy):

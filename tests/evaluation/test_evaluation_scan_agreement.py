@@ -125,7 +125,7 @@ def test_cohen_kappa_undefined_cases():
 
 
 def test_cohen_kappa_matches_scikit_learn():
-    metrics = pytest.importorskip("sklearn.metrics")
+    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn not installed")
     rng = np.random.default_rng(1)
     groups = ["none", "few", "medium", "extensive"]
     a = rng.choice(groups, 40).tolist()

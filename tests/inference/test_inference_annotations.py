@@ -120,7 +120,8 @@ def test_a_lesion_added_by_hand_raises_the_bsi_by_the_hand_computed_amount(
 
 def test_a_coco_file_gives_the_same_indices(phantoms, from_labelme, tmp_path):
     coco = tmp_path / "coco"
-    assert cli.main(["convert", str(phantoms / "labelme"), str(coco), "--workers", "1"]) == 0
+    argv = ["convert", str(phantoms / "labelme"), "--out", str(coco), "--workers", "1"]
+    assert cli.main(argv) == 0
     out = tmp_path / "out"
     annotations = coco / "annotations" / "instances_all.json"
     assert cli.main(["bsi", str(annotations), "--out", str(out), "--no-progress"]) == 0
@@ -228,7 +229,7 @@ def test_an_unusable_output_folder_fails_in_one_line_before_any_work(
         [
             "predict",
             str(phantoms / "labelme"),
-            "--config",
+            "--config-file",
             "no-such-config.yaml",
             "--out",
             str(out),

@@ -4,7 +4,6 @@ a folder mixing good scans and broken files, resuming after an interruption, and
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,6 @@ from bsi_d2.inference.outputs import RECORD_KEYS
 from bsi_d2.io.pseudonym import input_label
 from bsi_d2.postprocess.qc import QCThresholds
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY_CONFIG = ROOT / "configs" / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"
 SCORE = 0.05  # keep the random model's detections, so every output has content
 
 
@@ -81,16 +78,17 @@ GOOD_SOURCES = [["merged_a.png"], ["merged_b.png"], ["case7_ant.png", "case7_pos
 
 
 @pytest.fixture(scope="module")
-def predictor():
+def predictor(configs_dir):
     from bsi_d2.config import setup_cfg
     from bsi_d2.engine.predictor import build_predictor
 
     torch.manual_seed(0)
     cfg = setup_cfg(
-        str(TINY_CONFIG), ["MODEL.ENGINE", "torchvision", "TEST.DETECTIONS_PER_IMAGE", 10]
+        str(configs_dir / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"),
+        ["MODEL.ENGINE", "torchvision", "TEST.DETECTIONS_PER_IMAGE", 10],
     )
     predictor = build_predictor(cfg, device="cpu")
-    assert predictor.engine == "torchvision"
+    assert predictor.engine.name == "torchvision"
     return predictor
 
 

@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.paths import CPU_CONFIG
 
 from bsi_d2 import cli
-from bsi_d2.io.dicom import build_nm_dataset, write_dataset
 from bsi_d2.io.pseudonym import input_label
 from bsi_d2.phantom import write_phantoms
+from bsi_d2.phantom.dicom_writer import build_nm_dataset, write_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY_CONFIG = ROOT / "configs" / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"
 # a random model finds no skeleton: quality control off, so records keep their content
 OPTS = ["--opts", "MODEL.ENGINE", "torchvision", "TEST.DETECTIONS_PER_IMAGE", "10",
         "BSI.QC.ENABLED", "False"]  # fmt: skip
@@ -88,14 +87,14 @@ def weights(tmp_path_factory):
     from bsi_d2.engine.predictor import build_predictor
 
     torch.manual_seed(0)
-    model = build_predictor(setup_cfg(str(TINY_CONFIG), OPTS[1:]), device="cpu").model
+    model = build_predictor(setup_cfg(str(CPU_CONFIG), OPTS[1:]), device="cpu").model
     return save_checkpoint(tmp_path_factory.mktemp("model"), "tiny.pth", model)
 
 
 def _predict(inputs, out, weights, *flags):
-    argv = ["predict", *map(str, inputs), "--config", str(TINY_CONFIG), "--weights", str(weights),
-            "--out", str(out), "--score-thresh", "0.05", "--no-progress", "--salt", SALT, *flags,
-            *OPTS]  # fmt: skip
+    argv = ["predict", *map(str, inputs), "--config-file", str(CPU_CONFIG),
+            "--weights", str(weights), "--out", str(out), "--score-thresh", "0.05",
+            "--no-progress", "--salt", SALT, *flags, *OPTS]  # fmt: skip
     return cli.main(argv)
 
 
@@ -133,7 +132,8 @@ def test_preprocess_and_predict_write_and_log_no_identity(
     root, secrets, files = archive
     caplog.set_level(logging.DEBUG)
     prepared, predicted = tmp_path / "prepared", tmp_path / "predicted"
-    assert cli.main(["preprocess", str(root), str(prepared), "--no-progress", "--salt", SALT]) == 0
+    argv = ["preprocess", str(root), "--out", str(prepared), "--no-progress", "--salt", SALT]
+    assert cli.main(argv) == 0
     assert _predict([root], predicted, weights) == 0
 
     assert _leaks_in_folder(prepared, secrets) == {}
@@ -163,7 +163,8 @@ def test_keep_identity_names_the_files(archive, weights, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     bad = [files["truncated"], files["empty"]]
     prepared, predicted = tmp_path / "prepared", tmp_path / "predicted"
-    argv = ["preprocess", *map(str, bad), str(prepared), "--no-progress", "--keep-identity"]
+    flags = ["--no-progress", "--keep-identity"]
+    argv = ["preprocess", *map(str, bad), "--out", str(prepared), *flags]
     # both exit 1: every input failed, which is what this test is about
     assert cli.main(argv) == 1
     assert _predict(bad, predicted, weights, "--keep-identity") == 1

@@ -8,19 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers.paths import CPU_CONFIG
 from PIL import Image
 
 from bsi_d2 import cli
 from bsi_d2.commands import predict
 from bsi_d2.io.pseudonym import input_label
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY_CONFIG = ROOT / "configs" / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"
 # a random model finds no skeleton: quality control off, so the records keep their content
 OPTS = ["--opts", "MODEL.ENGINE", "torchvision", "TEST.DETECTIONS_PER_IMAGE", "10",
         "BSI.QC.ENABLED", "False"]  # fmt: skip
@@ -46,14 +44,14 @@ def setup(tmp_path_factory):
         Image.fromarray(_scan(i)).save(inputs / f"scan{i}.png")
     (inputs / "empty.png").write_bytes(b"")
     torch.manual_seed(0)
-    model = build_predictor(setup_cfg(str(TINY_CONFIG), OPTS[1:]), device="cpu").model
+    model = build_predictor(setup_cfg(str(CPU_CONFIG), OPTS[1:]), device="cpu").model
     weights = save_checkpoint(root, "tiny.pth", model)
     return root, inputs, weights
 
 
 def _argv(inputs, out, weights):
     return [
-        "predict", str(inputs), "--config", str(TINY_CONFIG), "--weights", str(weights),
+        "predict", str(inputs), "--config-file", str(CPU_CONFIG), "--weights", str(weights),
         "--out", str(out), "--batch-size", "1", "--score-thresh", "0.05", "--no-progress",
         "--match-views", *OPTS,
     ]  # fmt: skip
@@ -112,7 +110,7 @@ def _parser():
 
 def test_worker_command_line_keeps_every_option():
     args = _parser().parse_args(
-        ["in1", "in2", "--out", "o", "--config", "c.yaml", "--weights", "w.pth", "--num-gpus",
+        ["in1", "in2", "--out", "o", "--config-file", "c.yaml", "--weights", "w.pth", "--num-gpus",
          "2", "--class-thresh", "lesion=0.3", "--match-views", "--keep-identity", "--combine",
          "max", "--salt", "s", "--opts", "MODEL.DEVICE", "cuda"]
     )  # fmt: skip
@@ -124,7 +122,7 @@ def test_worker_command_line_keeps_every_option():
     assert (
         again.match_views and again.keep_identity and again.combine == "max" and again.salt == "s"
     )
-    assert again.config == "c.yaml" and again.weights == "w.pth"
+    assert again.config_file == "c.yaml" and again.weights == "w.pth"
     assert again.opts == ["MODEL.DEVICE", "cuda"]
     off = _parser().parse_args(["in", "--out", "o", "--no-match-views", "--match-radius", "9"])
     again = _parser().parse_args(predict.worker_argv(off, "0/2", "cpu")[4:])

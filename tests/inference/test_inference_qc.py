@@ -2,25 +2,19 @@
 record, and a model that finds no skeleton makes it qc_failed, never a normal finding."""
 
 import json
-from pathlib import Path
-
-import pytest
 
 from bsi_d2.inference.batch import BatchOptions, run_batch
 from bsi_d2.structures.instances import Instances
-from bsi_d2.taxonomy import load_taxonomy
-
-NEMA = Path(__file__).resolve().parents[3] / "shared" / "data" / "nema-nm1" / "nema-nm1_j2kr.dcm"
 
 
-@pytest.mark.skipif(not NEMA.is_file(), reason=f"{NEMA} is not there")
-def test_nema_without_a_skeleton_fails_qc_and_keeps_the_reader_warnings(tmp_path):
+def test_nema_without_a_skeleton_fails_qc_and_keeps_the_reader_warnings(
+    nema_path, taxonomy, tmp_path
+):
     def finds_nothing(images):
         return [Instances.empty(*image.shape) for image in images]
 
-    result = run_batch(
-        [NEMA], tmp_path, finds_nothing, load_taxonomy(), BatchOptions(progress=False)
-    )
+    options = BatchOptions(progress=False)
+    result = run_batch([nema_path], tmp_path, finds_nothing, taxonomy, options)
     assert result.qc_failed == result.done and len(result.done) == 1
     (path,) = (tmp_path / "scans").glob("*/bsi.json")
     record = json.loads(path.read_text())

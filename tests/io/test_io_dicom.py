@@ -10,9 +10,12 @@ import pytest
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from bsi_d2.io.dicom import ORIENTATION, build_nm_dataset, decode_counts, write_dataset
+from bsi_d2.io import gdcm_decode
+from bsi_d2.io.base import NotAScanError, ReaderError
+from bsi_d2.io.dicom import decode_counts
 from bsi_d2.io.pseudonym import SALT_ENV, study_key
-from bsi_d2.io.readers import NotAScanError, ReaderError, read_scan_file
+from bsi_d2.io.readers import read_scan_file
+from bsi_d2.phantom.dicom_writer import ORIENTATION, build_nm_dataset, write_dataset
 from bsi_d2.preprocess.merge import body_extent
 
 NEMA = Path(__file__).parents[2].parent / "shared" / "data" / "nema-nm1" / "nema-nm1_j2kr.dcm"
@@ -79,6 +82,7 @@ def test_nema_metadata_has_no_identity() -> None:
     [
         ([{"view_code": "posterior"}, {"view_code": "anterior"}], "view_code"),
         ([{"view_code": "Posterior"}, {"view_code": "Anterior"}], "view_code"),
+        ([{"view_code": "LT POST RT"}, {"view_code": "RT ANT LT"}], "view_code"),  # vendor text
         ([{"orientation": "posterior"}, {"orientation": "anterior"}], "orientation"),
         ([{"start_angle": 0.0}, {"start_angle": 180.0}], "start_angle"),
         # view code outranks a contradicting angle
@@ -506,10 +510,54 @@ def _jpeg_extended_12bit(tmp_path: Path) -> Path:
     return write_dataset(ds, tmp_path / "jply.dcm")
 
 
-def test_jpeg_extended_12bit_failure_names_the_decoder_limit(tmp_path: Path) -> None:
+def test_jpeg_extended_12bit_without_gdcm_names_the_decoder_limit(tmp_path: Path, monkeypatch):
     # before: only "could not be decoded, truncated or corrupt"
-    with pytest.raises(ReaderError, match=r"JPEG Extended 12-bit: .*decompress the file first"):
+    monkeypatch.setattr(gdcm_decode, "gdcm_available", lambda: False)
+    with pytest.raises(ReaderError, match=r"12 bits stored: .*bsi_d2\[gdcm\]") as info:
         read_scan_file(_jpeg_extended_12bit(tmp_path))
+    assert "jply.dcm" in str(info.value)
+
+
+# pydicom's copy of GDCM's test scan: a whole-body NM image, JPEG Extended, 12 bits stored
+JPEG_LOSSY = Path(pydicom.__file__).parent / "data" / "test_files" / "JPEG-lossy.dcm"
+needs_gdcm = pytest.mark.skipif(
+    not gdcm_decode.gdcm_available(), reason="python-gdcm absent (pip install 'bsi_d2[gdcm]')"
+)
+
+
+@needs_gdcm
+def test_jpeg_extended_12bit_decodes_through_gdcm() -> None:
+    # before: "could not be decoded, truncated or corrupt" for a valid file
+    ds = pydicom.dcmread(JPEG_LOSSY)
+    assert (ds.file_meta.TransferSyntaxUID, ds.BitsStored) == ("1.2.840.10008.1.2.4.51", 12)
+    with pytest.raises(Exception, match="12-bit"):
+        ds.pixel_array  # noqa: B018 - pydicom alone cannot
+    counts = decode_counts(ds, JPEG_LOSSY)
+    assert counts.shape == (1, 1024, 256)
+    assert counts[0, 420, 140] == 244  # the value pydicom's own GDCM tests expect
+    assert 0 <= counts.min() and counts.max() < 4096
+
+
+@needs_gdcm
+def test_pydicom_never_runs_gdcm_in_this_process(tmp_path: Path) -> None:
+    from pydicom.pixels import get_decoder
+
+    decode_counts(pydicom.dcmread(_compressed(tmp_path, JPEG2000Lossless)), tmp_path / "x.dcm")
+    assert "gdcm" not in get_decoder(JPEG2000Lossless).available_plugins
+
+
+@needs_gdcm
+def test_corrupt_jpeg_extended_12bit_is_reported_and_the_next_file_decodes(tmp_path: Path):
+    # in one process GDCM crashed on the file after a 12-bit decode; each file has its child
+    ds = pydicom.dcmread(JPEG_LOSSY)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[:600] + bytes(3000) + frame[3600:]])
+    path = write_dataset(ds, tmp_path / "corrupt.dcm")
+    good = decode_counts(pydicom.dcmread(JPEG_LOSSY), JPEG_LOSSY)
+    with pytest.raises(ReaderError, match="could not be decoded by GDCM") as info:
+        decode_counts(pydicom.dcmread(path), path)
+    assert "corrupt.dcm" in str(info.value)
+    np.testing.assert_array_equal(decode_counts(pydicom.dcmread(JPEG_LOSSY), JPEG_LOSSY), good)
 
 
 def test_decoder_tracebacks_are_not_printed(tmp_path: Path, capsys, caplog) -> None:

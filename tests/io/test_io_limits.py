@@ -22,20 +22,12 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.pixels.decoders.base import Decoder
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
-from bsi_d2.io.dicom import build_nm_dataset, write_dataset
+from bsi_d2.io.base import NotAScanError, ReaderError, ScanImage, SkippedInput
+from bsi_d2.io.dicom import DicomReader
 from bsi_d2.io.labelme import write_labelme
 from bsi_d2.io.limits import DEFAULT_LIMITS, ReadLimits
-from bsi_d2.io.readers import (
-    DicomReader,
-    ImageReader,
-    LabelmeReader,
-    NotAScanError,
-    ReaderError,
-    ScanImage,
-    SkippedInput,
-    iter_scans,
-    read_scan_file,
-)
+from bsi_d2.io.readers import ImageReader, LabelmeReader, iter_scans, read_scan_file
+from bsi_d2.phantom.dicom_writer import build_nm_dataset, write_dataset
 
 MiB = 1 << 20
 DETECTORS = [{"view_code": "anterior"}, {"view_code": "posterior"}]

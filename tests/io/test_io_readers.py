@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bsi_d2.io.dicom import build_nm_dataset, write_dataset
-from bsi_d2.io.labelme import write_labelme
-from bsi_d2.io.pseudonym import content_suffix
-from bsi_d2.io.readers import (
+from bsi_d2.io.base import (
+    READERS,
     NotAScanError,
+    ReaderBase,
     ReaderError,
     ScanImage,
     SkippedInput,
     UnsupportedFileError,
-    iter_scans,
-    read_scan_file,
-    reader_for,
+    reader_suffixes,
+    register_reader,
 )
+from bsi_d2.io.labelme import write_labelme
+from bsi_d2.io.pseudonym import content_suffix
+from bsi_d2.io.readers import iter_scans, read_scan_file, reader_for
+from bsi_d2.phantom.dicom_writer import build_nm_dataset, write_dataset
 
 
 def _view(rows: int = 256, cols: int = 64, seed: int = 0) -> np.ndarray:
@@ -58,6 +62,45 @@ def test_reader_is_picked_by_suffix_then_preamble(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedFileError, match="notes.txt"):
         read_scan_file(tmp_path / "notes.txt")
     assert list(read_scan_file(no_suffix)[0].views) == ["anterior"]
+
+
+@pytest.fixture
+def registry() -> Iterator[dict]:
+    """The reader registry, restored after the test."""
+    saved = dict(READERS)
+    yield READERS
+    READERS.clear()
+    READERS.update(saved)
+
+
+class _FakeReader(ReaderBase):
+    name: ClassVar[str] = "fake"
+    suffixes: ClassVar[tuple[str, ...]] = (".fake",)
+
+    @classmethod
+    def recognises(cls, head: bytes) -> bool:
+        return head.startswith(b"FAKE")
+
+    def read(self, path: str | Path) -> list[ScanImage]:
+        return [ScanImage(f"fake-{self.salt}", [str(path)])]
+
+
+def test_a_new_reader_is_one_registered_class(tmp_path: Path, registry: dict) -> None:
+    assert list(registry) == ["dicom", "image", "labelme"]  # all registered by importing bsi_d2.io
+    register_reader(_FakeReader)
+    (tmp_path / "a.fake").write_text("anything")
+    (tmp_path / "IM0002").write_bytes(b"FAKE scan")
+    assert reader_for(tmp_path / "a.fake") == reader_for(tmp_path / "IM0002") == "fake"
+    (scan,) = read_scan_file(tmp_path / "IM0002", salt="s")
+    assert scan.key == "fake-s" and scan.sources == [str(tmp_path / "IM0002")]
+    assert reader_suffixes()[".fake"] == "fake"
+
+    class _Clash(_FakeReader):
+        name: ClassVar[str] = "clash"
+        suffixes: ClassVar[tuple[str, ...]] = (".png",)
+
+    with pytest.raises(ValueError, match=r"'clash': suffixes \['.png'\] are read by another"):
+        register_reader(_Clash)
 
 
 def test_one_view_per_file_pairs_by_study_and_series(tmp_path: Path) -> None:

@@ -7,10 +7,14 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
+from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
 
 from bsi_d2 import cli
+from bsi_d2.data.convert import convert_labelme_folder
+from bsi_d2.io.base import ScanImage
+from bsi_d2.io.readers import iter_scans
 from bsi_d2.phantom import generate as generate_module
 from bsi_d2.phantom import generate_phantom, write_phantoms
 from bsi_d2.structures.masks import rle_to_mask, segmentation_to_mask
@@ -53,10 +57,16 @@ def test_two_frame_dicom_reads_back(written):
         "WHOLE BODY",
         "EMISSION",
     ]
-    assert int(ds.NumberOfFrames) == 2 and ds.FrameIncrementPointer == Tag("DetectorVector")
+    assert int(ds.NumberOfFrames) == 2
+    assert list(ds.FrameIncrementPointer) == [Tag("EnergyWindowVector"), Tag("DetectorVector")]
     assert list(ds.DetectorVector) == [1, 2]
-    views = [item.ViewCodeSequence[0].CodeMeaning for item in ds.DetectorInformationSequence]
-    assert views == ["anterior", "posterior"]
+    views = [
+        (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning)
+        for code in (item.ViewCodeSequence[0] for item in ds.DetectorInformationSequence)
+    ]
+    # DICOM CID 26 (Nuclear Medicine Projection); before: a local "anterior"/"posterior" code
+    standard = [codes.cid26.AnteriorProjection, codes.cid26.PosteriorProjection]
+    assert views == [(c.value, c.scheme_designator, c.meaning) for c in standard]
     assert [float(i.StartAngle) for i in ds.DetectorInformationSequence] == [180.0, 0.0]
     iop = [list(map(float, i.ImageOrientationPatient)) for i in ds.DetectorInformationSequence]
     assert iop[0][0] == 1.0 and iop[1][0] == -1.0  # posterior mirrored left-right
@@ -84,11 +94,10 @@ def test_one_view_per_file_variant(tmp_path):
 
 
 def test_toolkit_reader_finds_both_views(written, tmp_path):
-    readers = pytest.importorskip("bsi_d2.io.readers")
     write_phantoms(tmp_path, 1, seed=0, workers=1, one_view_per_file=True)
     phantom = generate_phantom(0, seed=0)
     for source in (written[0] / "dicom" / "phantom_0000.dcm", tmp_path / "dicom"):
-        scans = [s for s in readers.iter_scans([source]) if hasattr(s, "views")]
+        scans = [s for s in iter_scans([source]) if isinstance(s, ScanImage)]
         assert len(scans) == 1
         assert np.array_equal(scans[0].views["anterior"], phantom.anterior)
         assert np.array_equal(scans[0].views["posterior"], phantom.posterior)
@@ -108,12 +117,11 @@ def test_pngs_hold_the_merged_scan(written):
 
 
 def test_labelme_converts_without_repair_to_the_truth_masks(written, tmp_path):
-    convert = pytest.importorskip("bsi_d2.data.convert")
     out, _ = written
     labelme = json.loads((out / "labelme" / "phantom_0000.json").read_text())
     assert labelme["imagePath"] == "phantom_0000.png" and labelme["imageData"] is None
     assert (labelme["imageHeight"], labelme["imageWidth"]) == (950, 512)
-    report = convert.convert_labelme_folder(out / "labelme", tmp_path / "coco", workers=1)
+    report = convert_labelme_folder(out / "labelme", tmp_path / "coco", workers=1)
     assert report.ok and report.errors == [] and report.files_converted == 2
     assert report.repairs == [] and report.skipped_shapes == [] and report.unknown_labels == {}
     assert report.instances_per_class["bladder"] == 4  # one per view, two scans
@@ -150,10 +158,8 @@ def test_files_identical_across_runs_n_and_workers(written, tmp_path):
 
 
 def test_cli_writes_phantoms(tmp_path, capsys):
-    assert (
-        cli.main(["phantom", "--n", "1", "--out", str(tmp_path), "--workers", "1", "--seed", "3"])
-        == 0
-    )
+    argv = ["phantom", "--scans", "1", "--out", str(tmp_path), "--workers", "1", "--seed", "3"]
+    assert cli.main(argv) == 0
     assert "not for diagnosis" in capsys.readouterr().out
     truth = json.loads((tmp_path / "truth" / "phantom_0000.json").read_text())
     assert truth["seed"] == 3 and truth["image"] == "labelme/phantom_0000.png"

@@ -30,15 +30,8 @@ def _all_regions(shape, views=("anterior", "posterior"), side=50):
 
 
 @pytest.fixture(scope="module")
-def nema():
-    from pathlib import Path
-
-    path = (
-        Path(__file__).resolve().parents[3] / "shared" / "data" / "nema-nm1" / "nema-nm1_j2kr.dcm"
-    )
-    if not path.is_file():
-        pytest.skip(f"{path} is not there")
-    return preprocess_scan(read_scan_file(path)[0])
+def nema(nema_path):
+    return preprocess_scan(read_scan_file(nema_path)[0])
 
 
 def test_the_real_nema_scan_passes(nema):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bsi_d2.io.dicom import build_nm_dataset, write_dataset
 from bsi_d2.io.pseudonym import InputLabels, input_label
 from bsi_d2.io.readers import read_scan_file
+from bsi_d2.phantom.dicom_writer import build_nm_dataset, write_dataset
 from bsi_d2.preprocess import pipeline
 from bsi_d2.preprocess.pipeline import preprocess_paths, preprocess_scan, write_prepared
 

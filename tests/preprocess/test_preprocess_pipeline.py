@@ -8,17 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.paths import NEMA
 from PIL import Image
 
 from bsi_d2.cli import main as cli_main
-from bsi_d2.io.dicom import build_nm_dataset, write_dataset
 from bsi_d2.io.labelme import labelme_image, load_labelme
 from bsi_d2.io.pseudonym import input_label
 from bsi_d2.io.readers import ScanImage, read_scan_file
+from bsi_d2.phantom.dicom_writer import build_nm_dataset, write_dataset
 from bsi_d2.preprocess.pipeline import REPORT_NAME, counts_to_uint16, preprocess_scan
 
-NEMA = Path(__file__).parents[2].parent / "shared" / "data" / "nema-nm1" / "nema-nm1_j2kr.dcm"
-needs_nema = pytest.mark.skipif(not NEMA.is_file(), reason=f"NEMA NM1 file not found at {NEMA}")
 IDENTITY = ("Synthetic^Phantom", "PHANTOM-0", "19451231")  # name, ID, birth date in the files
 
 
@@ -29,9 +28,8 @@ def _view(rows: int = 256, cols: int = 64, seed: int = 0) -> np.ndarray:
     return rng.poisson(lam).astype(np.uint16)
 
 
-@needs_nema
-def test_nema_preprocesses_to_950x256_per_view() -> None:
-    (scan,) = read_scan_file(NEMA)
+def test_nema_preprocesses_to_950x256_per_view(nema_path: Path) -> None:
+    (scan,) = read_scan_file(nema_path)
     prepared = preprocess_scan(scan)
     assert prepared.counts.shape == (950, 512) and prepared.counts.dtype == np.float32
     assert prepared.display.shape == (950, 512) and prepared.display.dtype == np.uint8
@@ -135,7 +133,7 @@ def _mixed_folder(root: Path) -> dict[str, str]:
 def test_preprocess_command_on_a_mixed_folder(tmp_path: Path, capsys) -> None:
     inputs, out = tmp_path / "in", tmp_path / "out"
     skips = _mixed_folder(inputs)
-    rc = cli_main(["preprocess", str(inputs), str(out), "--labelme", "--no-progress"])
+    rc = cli_main(["preprocess", str(inputs), "--out", str(out), "--labelme", "--no-progress"])
     assert rc == 0
     report = json.loads((out / REPORT_NAME).read_text())
     expected_scans = 3 if NEMA.is_file() else 2
@@ -151,7 +149,8 @@ def test_preprocess_command_on_a_mixed_folder(tmp_path: Path, capsys) -> None:
     assert skipped["spot.dcm"]["kind"] == skipped["ct.dcm"]["kind"] == "not_a_scan"
     assert skipped["cut.dcm"]["kind"] == "error"
     # broken inputs beside good scans: exit 0, but 1 under --strict
-    strict = ["preprocess", str(inputs), str(tmp_path / "strict"), "--no-progress", "--strict"]
+    flags = ["--no-progress", "--strict"]
+    strict = ["preprocess", str(inputs), "--out", str(tmp_path / "strict"), *flags]
     assert cli_main(strict) == 1
     console = capsys.readouterr().out
     assert f"wrote {expected_scans} scan(s)" in console and label["part2.dcm"] in console
@@ -190,7 +189,7 @@ def test_keep_identity_writes_it_and_reruns_are_stable(tmp_path: Path) -> None:
     ident = {"PatientName": IDENTITY[0], "PatientID": IDENTITY[1], "PatientBirthDate": IDENTITY[2]}
     ds = build_nm_dataset([_view(seed=6)], attributes={**ident, "StartAngle": 0})
     write_dataset(ds, inputs / "post.dcm")
-    args = ["preprocess", str(inputs), str(out), "--no-progress", "--salt", "s1"]
+    args = ["preprocess", str(inputs), "--out", str(out), "--no-progress", "--salt", "s1"]
     assert cli_main(args + ["--keep-identity"]) == 0
     (meta_path,) = out.glob("*.meta.json")
     meta = json.loads(meta_path.read_text())
@@ -202,21 +201,21 @@ def test_keep_identity_writes_it_and_reruns_are_stable(tmp_path: Path) -> None:
     assert report["summary"] == {"scans_written": 1, "skipped": 0}
     assert list(out.glob("*.meta.json")) == [meta_path]
     assert IDENTITY[0] not in meta_path.read_text()
-    assert cli_main(["preprocess", str(tmp_path / "nothing"), str(tmp_path / "o2")]) == 1
+    assert cli_main(["preprocess", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 1
 
 
 def test_an_output_folder_that_is_a_file_is_refused_in_one_line(tmp_path: Path, caplog) -> None:
     # before: a raw traceback
     out = tmp_path / "out"
     out.write_text("a file")
-    assert cli_main(["preprocess", str(tmp_path), str(out), "--no-progress"]) == 2
+    assert cli_main(["preprocess", str(tmp_path), "--out", str(out), "--no-progress"]) == 2
     assert any("the output folder is a file" in r.getMessage() for r in caplog.records)
 
 
 def test_two_runs_into_one_folder_never_overwrite_each_other(tmp_path: Path) -> None:
     # before: a second scan of a study was keyed <study>-2 by reading order, and a run with
     # only that scan wrote it as <study>, over the first run's other scan
-    from bsi_d2.io.dicom import build_nm_dataset, write_dataset
+    from bsi_d2.phantom.dicom_writer import build_nm_dataset, write_dataset
 
     rng = np.random.default_rng(4)
     frames = [rng.poisson(20, (1024, 256)).astype(np.uint16) for _ in range(2)]
@@ -230,25 +229,25 @@ def test_two_runs_into_one_folder_never_overwrite_each_other(tmp_path: Path) -> 
         )
         write_dataset(ds, folder / "wb.dcm")
     out = tmp_path / "out"
-    assert cli_main(["preprocess", str(first), str(out), "--no-progress"]) == 0
-    assert cli_main(["preprocess", str(second), str(out), "--no-progress"]) == 0
+    assert cli_main(["preprocess", str(first), "--out", str(out), "--no-progress"]) == 0
+    assert cli_main(["preprocess", str(second), "--out", str(out), "--no-progress"]) == 0
     metas = sorted(out.glob("*.meta.json"))
     assert len(metas) == 2  # both scans kept
     digests = {tuple(json.loads(m.read_text())["source_digests"]) for m in metas}
     assert len(digests) == 2
     # a rerun of the same files finds its own key again
-    assert cli_main(["preprocess", str(second), str(out), "--no-progress"]) == 0
+    assert cli_main(["preprocess", str(second), "--out", str(out), "--no-progress"]) == 0
     assert len(list(out.glob("*.meta.json"))) == 2
 
 
 def test_read_limits_from_the_command_line(tmp_path: Path) -> None:
-    from bsi_d2.io.dicom import build_nm_dataset, write_dataset
+    from bsi_d2.phantom.dicom_writer import build_nm_dataset, write_dataset
 
     frames = [np.full((1024, 256), 5, np.uint16)] * 2
     detectors = [{"view_code": "anterior"}, {"view_code": "posterior"}]
     write_dataset(build_nm_dataset(frames, detectors=detectors), tmp_path / "in" / "wb.dcm")
     out = tmp_path / "out"
-    argv = ["preprocess", str(tmp_path / "in"), str(out), "--no-progress"]
+    argv = ["preprocess", str(tmp_path / "in"), "--out", str(out), "--no-progress"]
     assert cli_main([*argv, "--max-file-mb", "0.1"]) == 1  # 1 MB file: nothing read
     (skip,) = json.loads((out / REPORT_NAME).read_text())["skipped"]
     assert "over the limit of" in skip["reason"] and "max_file_bytes" in skip["reason"]

@@ -2,15 +2,9 @@ import numpy as np
 import pytest
 
 from bsi_d2.report.overlay import lesion_outline, render_overlay
-from bsi_d2.taxonomy import load_taxonomy
 
 H, W = 60, 40
 GREY = 100
-
-
-@pytest.fixture(scope="module")
-def taxonomy():
-    return load_taxonomy()
 
 
 def scene():

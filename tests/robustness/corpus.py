@@ -799,9 +799,9 @@ def cli_runner(predict_argv: list[str]) -> Runner:
 
         identity = ["--keep-identity"] if keep_identity else []
         if command == "convert":
-            argv = ["convert", str(folder), str(out), "--workers", "1"]
+            argv = ["convert", str(folder), "--out", str(out), "--workers", "1"]
         elif command == "preprocess":
-            argv = ["preprocess", str(folder), str(out), "--no-progress", *identity]
+            argv = ["preprocess", str(folder), "--out", str(out), "--no-progress", *identity]
         else:
             argv = ["predict", str(folder), "--out", str(out), *identity, *predict_argv]
         return cli.main(argv)

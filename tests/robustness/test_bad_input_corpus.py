@@ -18,11 +18,10 @@ from bsi_d2.commands.predict import batch_exit_code
 from bsi_d2.inference.batch import BatchOptions, run_batch
 from bsi_d2.postprocess.qc import QCThresholds
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY_CONFIG = ROOT / "configs" / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"
 OPTS = ["MODEL.ENGINE", "torchvision", "TEST.DETECTIONS_PER_IMAGE", "5",
         "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "256"]  # fmt: skip
-QC = QCThresholds(required_regions=())  # a random model finds no skeleton; the rest still checks
+# a random model finds no skeleton (nor its area); the rest still checks
+QC = QCThresholds(required_regions=(), min_skeleton_fraction=0.0, max_skeleton_fraction=1.0)
 
 # cases that reveal a defect: visible, and the suite stays green until it is fixed
 DEFECTS: dict[str, str] = {}  # none open; the four the corpus found first are fixed
@@ -34,12 +33,13 @@ def sources(tmp_path_factory) -> corpus.Sources:
 
 
 @pytest.fixture(scope="module")
-def predictor():
+def predictor(configs_dir):
     from bsi_d2.config import setup_cfg
     from bsi_d2.engine.predictor import build_predictor
 
     torch.manual_seed(0)
-    return build_predictor(setup_cfg(str(TINY_CONFIG), OPTS), device="cpu")
+    cfg = setup_cfg(str(configs_dir / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"), OPTS)
+    return build_predictor(cfg, device="cpu")
 
 
 def _predict(predictor, folder: Path, out: Path, keep_identity: bool) -> int:
@@ -111,5 +111,5 @@ def test_convert_strict_makes_a_bad_file_a_non_zero_exit(sources, tmp_path: Path
     case = next(c for c in corpus.CASES if c.name == "labelme_invalid_json")
     corpus.input_folder(case, sources, tmp_path / "in")
     argv = ["convert", str(tmp_path / "in"), "--workers", "1"]
-    assert cli.main([*argv[:2], str(tmp_path / "lax"), *argv[2:]]) == 0
-    assert cli.main([*argv[:2], str(tmp_path / "strict"), *argv[2:], "--strict"]) == 1
+    assert cli.main([*argv, "--out", str(tmp_path / "lax")]) == 0
+    assert cli.main([*argv, "--out", str(tmp_path / "strict"), "--strict"]) == 1

@@ -1,7 +1,9 @@
-"""The detectron2 engine: a DefaultTrainer fed by bsi_d2's mapper and scored by bsi_d2's evaluator.
+"""The detectron2 engine's training: a DefaultTrainer fed by bsi_d2's mapper and scored by
+bsi_d2's evaluator.
 
-Same contract as the torchvision engine: ``train(cfg, resume) -> dict`` and
-``evaluate(cfg, weights) -> dict``; ``cfg`` comes from :func:`bsi_d2.config.setup_cfg`.
+``train(cfg, resume) -> dict`` and ``evaluate(cfg, weights) -> dict`` as
+:class:`bsi_d2.engine.base.Engine` describes them; ``cfg`` comes from
+:func:`bsi_d2.config.setup_cfg`. Checkpoints carry ``"engine": {"name": "detectron2"}``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from detectron2.structures import BitMasks, Boxes
 from detectron2.structures import Instances as D2Instances
 
 from bsi_d2.data.mapper import BsiDatasetMapper
+from bsi_d2.engine.base import prepare_training
+from bsi_d2.engine.checkpoint import CheckpointError, other_engine_message, peek_engine
+from bsi_d2.evaluation.results import EvaluationResult, group_by_task
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy, load_taxonomy
 
@@ -79,17 +84,27 @@ def to_neutral_instances(pred: D2Instances, contiguous_to_id: Mapping[int, int])
     )
 
 
-def _flat_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """The numbers of a nested result dict as {"a/b": float}: detectron2's EvalHook and
-    print_csv_format accept one level of floats under each task and nothing else."""
-    out: dict[str, float] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flat_numbers(value, f"{name}/"))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
+ENGINE = "detectron2"
+
+
+class EngineTag:
+    """A checkpointable that stores ``{"name": "detectron2"}`` in every checkpoint, so the
+    torchvision engine (and this one) can tell whose checkpoint a file is."""
+
+    def state_dict(self) -> dict[str, str]:
+        return {"name": ENGINE}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        name = state.get("name") if isinstance(state, Mapping) else None
+        if name not in (None, ENGINE):
+            raise CheckpointError(other_engine_message("checkpoint", str(name), ENGINE))
+
+
+def check_weights(weights: str) -> None:
+    """CheckpointError where ``weights`` is a local checkpoint of another engine."""
+    written_by = peek_engine(weights)
+    if written_by is not None and written_by != ENGINE:
+        raise CheckpointError(other_engine_message(weights, written_by, ENGINE))
 
 
 class BsiEvaluator(DatasetEvaluator):
@@ -131,20 +146,22 @@ class BsiEvaluator(DatasetEvaluator):
         result = evaluate_dataset(
             self.json_file, predictions, self.taxonomy, self.output_dir, self.score_thresh
         )
-        return OrderedDict(
-            (key, _flat_numbers(value))
-            for key, value in (
-                ("segm", result["coco"]["segm"]),
-                ("pixel", result["pixel"]),
-                ("lesion", result["lesion"]),
-                ("scan", result["scan"]),
-            )
-            if isinstance(value, Mapping)
-        )
+        # the keys and units every engine logs (bsi_d2.evaluation.results)
+        return OrderedDict(group_by_task(EvaluationResult.from_dict(result).flatten()))
 
 
 class BsiTrainer(DefaultTrainer):
-    """detectron2's DefaultTrainer with bsi_d2's data path and evaluation."""
+    """detectron2's DefaultTrainer with bsi_d2's data path and evaluation; its checkpoints
+    carry the engine's name."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.checkpointer.add_checkpointable("engine", EngineTag())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        if cfg_weights := str(self.cfg.MODEL.WEIGHTS):
+            check_weights(cfg_weights)
+        super().resume_or_load(resume=resume)
 
     @classmethod
     def build_train_loader(cls, cfg: Any) -> Any:
@@ -178,6 +195,7 @@ def _read_evaluations(cfg: Any) -> dict[str, Any]:
 
 def train(cfg: Any, resume: bool = False) -> dict[str, Any]:
     """Train with detectron2; evaluates DATASETS.TEST at the end (and every TEST.EVAL_PERIOD)."""
+    cfg = prepare_training(cfg)
     Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
     trainer = BsiTrainer(cfg)
     trainer.resume_or_load(resume=resume)
@@ -204,6 +222,7 @@ def evaluate(cfg: Any, weights: str | None = None) -> dict[str, Any]:
     DATASETS.TEST split; writes OUTPUT_DIR/inference/<name>/ like the torchvision engine."""
     if not cfg.DATASETS.TEST:
         raise ValueError("DATASETS.TEST is empty: nothing to evaluate on")
+    cfg = prepare_training(cfg)
     model = BsiTrainer.build_model(cfg)
     checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
     weights = weights or cfg.MODEL.WEIGHTS or None
@@ -213,6 +232,7 @@ def evaluate(cfg: Any, weights: str | None = None) -> dict[str, Any]:
                 f"{cfg.OUTPUT_DIR}: no checkpoint to evaluate (set MODEL.WEIGHTS or train first)"
             )
         weights = checkpointer.get_checkpoint_file()
+    check_weights(weights)
     checkpointer.load(weights)
     with torch.no_grad():
         BsiTrainer.test(cfg, model)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bsi_d2.config import cfg_get
 from bsi_d2.engine.checkpoint import (
     checkpoint_name,
     last_checkpoint,
@@ -34,7 +35,7 @@ from bsi_d2.engine.checkpoint import (
     unwrap,
 )
 from bsi_d2.engine.predictor import build_mapper
-from bsi_d2.engine.tv_model import LABEL_OFFSET, build_tv_model, cfg_get
+from bsi_d2.engine.torchvision.model import LABEL_OFFSET, build_tv_model
 
 logger = logging.getLogger(__name__)
 
@@ -105,43 +106,74 @@ def _shared_seed(seed: int, world: int) -> int:
 
 
 # -- solver -------------------------------------------------------------------------------------
+# detectron2's norm_module_types (solver/build.py get_default_optimizer_params)
+NORM_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+
+
 def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD over trainable parameters; norm layers get SOLVER.WEIGHT_DECAY_NORM like detectron2."""
-    norm_types = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
-    decay, no_decay = [], []
-    for module in model.modules():
-        for parameter in module.parameters(recurse=False):
-            if parameter.requires_grad:
-                (no_decay if isinstance(module, norm_types) else decay).append(parameter)
+    """SGD over trainable parameters grouped like detectron2's get_default_optimizer_params:
+    norm layers get SOLVER.WEIGHT_DECAY_NORM, biases SOLVER.BIAS_LR_FACTOR and
+    SOLVER.WEIGHT_DECAY_BIAS (None: as other weights)."""
     base_lr = float(cfg_get(cfg, "SOLVER.BASE_LR"))
-    groups = [{"params": decay, "weight_decay": float(cfg_get(cfg, "SOLVER.WEIGHT_DECAY"))}]
-    if no_decay:
-        wd_norm = float(cfg_get(cfg, "SOLVER.WEIGHT_DECAY_NORM", 0.0))
-        groups.append({"params": no_decay, "weight_decay": wd_norm})
+    weight_decay = float(cfg_get(cfg, "SOLVER.WEIGHT_DECAY"))
+    wd_norm = float(cfg_get(cfg, "SOLVER.WEIGHT_DECAY_NORM"))
+    bias_lr = base_lr * float(cfg_get(cfg, "SOLVER.BIAS_LR_FACTOR"))
+    wd_bias = cfg_get(cfg, "SOLVER.WEIGHT_DECAY_BIAS")
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad or id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            lr, decay = base_lr, (wd_norm if isinstance(module, NORM_TYPES) else weight_decay)
+            if name == "bias":
+                lr = bias_lr
+                decay = decay if wd_bias is None else float(wd_bias)
+            groups.setdefault((lr, decay), []).append(parameter)
     return torch.optim.SGD(
-        groups,
+        [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()],
         lr=base_lr,
-        momentum=float(cfg_get(cfg, "SOLVER.MOMENTUM", 0.9)),
-        nesterov=bool(cfg_get(cfg, "SOLVER.NESTEROV", False)),
+        momentum=float(cfg_get(cfg, "SOLVER.MOMENTUM")),
+        nesterov=bool(cfg_get(cfg, "SOLVER.NESTEROV")),
     )
 
 
-def lr_factor(cfg: Any, iteration: int) -> float:
-    """Multiplier of BASE_LR at ``iteration``: warm-up times multi-step or cosine decay."""
+def _decay(cfg: Any, iteration: int) -> float:
+    """The schedule without warm-up: multi-step, or cosine from 1 to BASE_LR_END / BASE_LR."""
     max_iter = int(cfg_get(cfg, "SOLVER.MAX_ITER"))
-    if cfg_get(cfg, "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR") == "WarmupCosineLR":
-        decay = 0.5 * (1.0 + math.cos(math.pi * iteration / max(1, max_iter)))
-    else:
-        steps = sorted(int(s) for s in cfg_get(cfg, "SOLVER.STEPS", ()))
-        decay = float(cfg_get(cfg, "SOLVER.GAMMA", 0.1)) ** bisect.bisect_right(steps, iteration)
-    warmup_iters = int(cfg_get(cfg, "SOLVER.WARMUP_ITERS", 0))
+    if cfg_get(cfg, "SOLVER.LR_SCHEDULER_NAME") == "WarmupCosineLR":
+        end = float(cfg_get(cfg, "SOLVER.BASE_LR_END")) / float(cfg_get(cfg, "SOLVER.BASE_LR"))
+        return end + 0.5 * (1.0 - end) * (1.0 + math.cos(math.pi * iteration / max(1, max_iter)))
+    steps = sorted(int(s) for s in cfg_get(cfg, "SOLVER.STEPS"))
+    return float(cfg_get(cfg, "SOLVER.GAMMA")) ** bisect.bisect_right(steps, iteration)
+
+
+def lr_factor(cfg: Any, iteration: int) -> float:
+    """Multiplier of BASE_LR at ``iteration``, detectron2's WarmupParamScheduler: during
+    warm-up a line from WARMUP_FACTOR x schedule(0) to schedule(WARMUP_ITERS) (or the constant
+    WARMUP_FACTOR x schedule(0)), then the multi-step or cosine schedule."""
+    warmup_iters = min(
+        int(cfg_get(cfg, "SOLVER.WARMUP_ITERS")), int(cfg_get(cfg, "SOLVER.MAX_ITER"))
+    )
     if iteration >= warmup_iters:
-        return decay
-    warmup_factor = float(cfg_get(cfg, "SOLVER.WARMUP_FACTOR", 0.001))
-    if cfg_get(cfg, "SOLVER.WARMUP_METHOD", "linear") == "constant":
-        return decay * warmup_factor
+        return _decay(cfg, iteration)
+    start = float(cfg_get(cfg, "SOLVER.WARMUP_FACTOR")) * _decay(cfg, 0)
+    if cfg_get(cfg, "SOLVER.WARMUP_METHOD") == "constant":
+        return start
     alpha = iteration / warmup_iters
-    return decay * (warmup_factor * (1 - alpha) + alpha)
+    return start + (_decay(cfg, warmup_iters) - start) * alpha
 
 
 def build_lr_scheduler(cfg: Any, optimizer: torch.optim.Optimizer):
@@ -150,15 +182,20 @@ def build_lr_scheduler(cfg: Any, optimizer: torch.optim.Optimizer):
 
 
 def _clip_gradients(cfg: Any, model: nn.Module) -> None:
-    if not bool(cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.ENABLED", False)):
+    """detectron2's per-parameter clipping (solver/build.py): each parameter's gradient is
+    clipped on its own, by value or by its own norm, not by the norm of all of them."""
+    if not bool(cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.ENABLED")):
         return
-    parameters = [p for p in model.parameters() if p.grad is not None]
-    value = float(cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 1.0))
-    if cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "value") == "norm":
-        norm_type = float(cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.NORM_TYPE", 2.0))
-        torch.nn.utils.clip_grad_norm_(parameters, value, norm_type)
-    else:
-        torch.nn.utils.clip_grad_value_(parameters, value)
+    value = float(cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.CLIP_VALUE"))
+    by_norm = cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.CLIP_TYPE") == "norm"
+    norm_type = float(cfg_get(cfg, "SOLVER.CLIP_GRADIENTS.NORM_TYPE"))
+    for parameter in model.parameters():
+        if parameter.grad is None:
+            continue
+        if by_norm:
+            torch.nn.utils.clip_grad_norm_(parameter, value, norm_type)
+        else:
+            torch.nn.utils.clip_grad_value_(parameter, value)
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -206,12 +243,12 @@ def build_train_loader(cfg: Any, seed: int, rank: int = 0, world: int = 1) -> It
         raise ValueError(f"SOLVER.IMS_PER_BATCH={total} must be divisible by {world} processes")
     dicts = dataset_dicts(
         cfg_get(cfg, "DATASETS.TRAIN"),
-        filter_empty=bool(cfg_get(cfg, "DATALOADER.FILTER_EMPTY_ANNOTATIONS", True)),
+        filter_empty=bool(cfg_get(cfg, "DATALOADER.FILTER_EMPTY_ANNOTATIONS")),
     )
     if not dicts:
         raise ValueError(f"training data sets {tuple(cfg_get(cfg, 'DATASETS.TRAIN'))} are empty")
     dataset = InfiniteMappedDicts(dicts, build_mapper(cfg, True), seed, rank, world)
-    workers = int(cfg_get(cfg, "DATALOADER.NUM_WORKERS", 0))
+    workers = int(cfg_get(cfg, "DATALOADER.NUM_WORKERS"))
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=total // world,
@@ -271,24 +308,15 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _flat_evaluation(results: dict[str, dict]) -> dict[str, float]:
-    """``segm/AP``, ``segm/AP-<class>`` ... as detectron2 logs them (percent), one test set."""
-    flat: dict[str, float] = {}
-    for name, evaluation in results.items():
-        prefix = "" if len(results) == 1 else f"{name}/"
-        for iou_type, summary in evaluation.get("coco", {}).items():
-            for key, value in summary.items():
-                if key == "per_class":
-                    for cls, ap in value.items():
-                        if ap is not None:
-                            flat[f"{prefix}{iou_type}/AP-{cls}"] = 100.0 * ap
-                elif value is not None:
-                    flat[f"{prefix}{iou_type}/{key}"] = 100.0 * value
-    return flat
+    """The numbers both engines log (:mod:`bsi_d2.evaluation.results`: same keys, fractions)."""
+    from bsi_d2.evaluation.results import flatten_evaluations
+
+    return flatten_evaluations(results)
 
 
 # -- train / evaluate -------------------------------------------------------------------------
 def _device(cfg: Any) -> str:
-    device = str(cfg_get(cfg, "MODEL.DEVICE", "cpu"))
+    device = str(cfg_get(cfg, "MODEL.DEVICE"))
     if device.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE %s but CUDA is not available: using cpu", device)
         return "cpu"
@@ -314,8 +342,11 @@ def train(cfg: Any, resume: bool = False, *, log_period: int = LOG_PERIOD) -> di
     ``resume``: continue from OUTPUT_DIR's last checkpoint (model, optimizer, scheduler,
     iteration). Otherwise MODEL.WEIGHTS, if set, initialises the model weights only.
     """
+    from bsi_d2.engine.base import prepare_training
+
+    cfg = prepare_training(cfg)
     rank, world, device = _init_distributed(_device(cfg))
-    seed = _shared_seed(int(cfg_get(cfg, "SEED", -1)), world)
+    seed = _shared_seed(int(cfg_get(cfg, "SEED")), world)
     # augmentation differs per rank; the sampler's permutation (``seed``) is shared
     seed_everything(seed + rank)
     output_dir = Path(str(cfg_get(cfg, "OUTPUT_DIR")))
@@ -332,7 +363,7 @@ def train(cfg: Any, resume: bool = False, *, log_period: int = LOG_PERIOD) -> di
     if previous is not None:
         start_iter = restore(previous, model, optimizer, scheduler)
         logger.info("resuming from %s at iteration %d", previous, start_iter)
-    elif str(cfg_get(cfg, "MODEL.WEIGHTS", "")):
+    elif str(cfg_get(cfg, "MODEL.WEIGHTS")):
         load_model_weights(model, str(cfg_get(cfg, "MODEL.WEIGHTS")))
         logger.info("initialised model weights from %s", cfg_get(cfg, "MODEL.WEIGHTS"))
     if world > 1:
@@ -341,9 +372,9 @@ def train(cfg: Any, resume: bool = False, *, log_period: int = LOG_PERIOD) -> di
         )
 
     max_iter = int(cfg_get(cfg, "SOLVER.MAX_ITER"))
-    period = int(cfg_get(cfg, "SOLVER.CHECKPOINT_PERIOD", 5000))
-    eval_period = int(cfg_get(cfg, "TEST.EVAL_PERIOD", 0))
-    use_amp = bool(cfg_get(cfg, "SOLVER.AMP.ENABLED", False)) and device.startswith("cuda")
+    period = int(cfg_get(cfg, "SOLVER.CHECKPOINT_PERIOD"))
+    eval_period = int(cfg_get(cfg, "TEST.EVAL_PERIOD"))
+    use_amp = bool(cfg_get(cfg, "SOLVER.AMP.ENABLED")) and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     writer = MetricsWriter(output_dir, enabled=is_main)
     history: dict[str, list[float]] = {}
@@ -418,7 +449,7 @@ def train(cfg: Any, resume: bool = False, *, log_period: int = LOG_PERIOD) -> di
             output_dir, "model_final.pth", model, optimizer, scheduler, max_iter - 1, cfg
         )
     _barrier(world)
-    if cfg_get(cfg, "DATASETS.TEST", ()):
+    if cfg_get(cfg, "DATASETS.TEST"):
         evaluation = _periodic_evaluation(cfg, model, device, writer, max_iter - 1, is_main)
     return {
         "engine": "torchvision",
@@ -438,9 +469,11 @@ def _periodic_evaluation(
 ) -> dict[str, Any]:
     if not is_main:
         return {}
+    from bsi_d2.engine.base import get_engine
     from bsi_d2.engine.predictor import Predictor, evaluate_on_datasets
 
-    predictor = Predictor(cfg, device=device, model=unwrap(model))
+    engine = get_engine("torchvision")  # this engine, whatever MODEL.ENGINE says
+    predictor = Predictor(cfg, device=device, model=unwrap(model), engine=engine)
     results = evaluate_on_datasets(
         predictor,
         cfg_get(cfg, "DATASETS.TEST"),
@@ -454,11 +487,13 @@ def evaluate(cfg: Any, weights: str | None = None) -> dict[str, Any]:
     """Evaluate ``weights`` (default MODEL.WEIGHTS, else OUTPUT_DIR's last checkpoint) on
     DATASETS.TEST; returns {"engine", "weights", "evaluation": {dataset name: evaluation}} and
     writes OUTPUT_DIR/inference/<name>/."""
+    from bsi_d2.engine.base import get_engine, prepare_training
     from bsi_d2.engine.predictor import Predictor, evaluate_on_datasets
 
+    cfg = prepare_training(cfg)
     output_dir = Path(str(cfg_get(cfg, "OUTPUT_DIR")))
     if not weights:
-        weights = str(cfg_get(cfg, "MODEL.WEIGHTS", "")) or None
+        weights = str(cfg_get(cfg, "MODEL.WEIGHTS")) or None
     if not weights:
         found = last_checkpoint(output_dir)
         if found is None:
@@ -466,10 +501,11 @@ def evaluate(cfg: Any, weights: str | None = None) -> dict[str, Any]:
                 f"{output_dir}: no checkpoint to evaluate (set MODEL.WEIGHTS or train first)"
             )
         weights = str(found)
-    names = cfg_get(cfg, "DATASETS.TEST", ())
+    names = cfg_get(cfg, "DATASETS.TEST")
     if not names:
         raise ValueError("DATASETS.TEST is empty: nothing to evaluate on")
-    predictor = Predictor(cfg, weights=weights, device=_device(cfg))
+    engine = get_engine("torchvision")
+    predictor = Predictor(cfg, weights=weights, device=_device(cfg), engine=engine)
     results = evaluate_on_datasets(predictor, names, output_dir / "inference")
     return {"engine": "torchvision", "weights": weights, "evaluation": results}
 

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 CPU_CONFIG = "mask_rcnn_R_18_FPN_cpu_bsi.yaml"  # half resolution, ~10 min on 2 cores
 GPU_CONFIG = "mask_rcnn_R_18_FPN_fullres_bsi.yaml"  # native resolution, for lesions
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data: works when installed
 
 
 @dataclass
@@ -41,7 +41,8 @@ class DemoOptions:
 
 
 def resolve_config(name: str) -> Path:
-    """A config given as a path, or by file name from the repository's configs/ folder."""
+    """A config given as a path, or by file name from the configs shipped with the package
+    (``bsi_d2/configs/``, which the repository's ``configs/`` links to)."""
     path = Path(name)
     if path.is_file():
         return path
@@ -121,17 +122,18 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         return cfg
 
     def train() -> dict:
-        from bsi_d2.engine import load_engine, resolve_engine
+        from bsi_d2.engine import get_engine
 
         c = config()
+        engine = get_engine(c)
         print(
-            f"    engine {resolve_engine(c)}, device {c.MODEL.DEVICE}, "
+            f"    engine {engine.name}, device {c.MODEL.DEVICE}, "
             f"{c.SOLVER.MAX_ITER} iterations of batch {c.SOLVER.IMS_PER_BATCH}",
             flush=True,
         )
-        result = load_engine(c).train(c, resume=True)
+        result = engine.train(c, resume=True)
         return {
-            "engine": resolve_engine(c),
+            "engine": engine.name,
             "result": result,
             "weights": str(train_dir / "model_final.pth"),
         }
@@ -244,8 +246,8 @@ def _test_patients(coco: Path) -> list[str]:
 
 def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir: Path) -> dict:
     """Pixel/COCO metrics on the test split and predicted-vs-true BSI from the phantoms."""
-    from bsi_d2.evaluation import evaluate_dataset
-    from bsi_d2.inference.outputs import read_predictions
+    from bsi_d2.evaluation import EvaluationResult, evaluate_dataset
+    from bsi_d2.inference import outputs as out
     from bsi_d2.postprocess.rasterize import parse_class_thresholds
     from bsi_d2.report.html import write_evaluation_page
     from bsi_d2.taxonomy import load_taxonomy
@@ -257,19 +259,19 @@ def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir:
     predictions: list[tuple[int, Instances]] = []
     bsi_pairs: list[tuple[str, float, float]] = []
     withheld = 0  # scans analysed but failing quality control: no BSI to compare
-    for scan_dir in sorted((predict_dir / "scans").iterdir()):
-        record_path = scan_dir / "bsi.json"
+    for scan_dir in sorted((predict_dir / out.SCANS_DIR).iterdir()):
+        record_path = scan_dir / out.RECORD_FILE
         if not record_path.is_file():
             continue
         record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record["status"] != "ok":
-            withheld += record["status"] in ("qc_failed", "not_assessed")
+        if record["status"] != out.STATUS_OK:
+            withheld += record["status"] in (out.STATUS_QC_FAILED, out.STATUS_NOT_ASSESSED)
             continue
         patient = Path(record["source"][0]).stem
         truth = json.loads((phantoms / "truth" / f"{patient}.json").read_text(encoding="utf-8"))
         bsi_pairs.append((record["key"], float(record["bsi"]), float(truth["bsi"])))
         image = image_of[patient]
-        predictions.append((image["id"], read_predictions(scan_dir / "predictions.json")))
+        predictions.append((image["id"], out.read_predictions(scan_dir / out.PREDICTIONS_FILE)))
     evaluation = evaluate_dataset(
         gt_path,
         predictions,
@@ -283,17 +285,20 @@ def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir:
 
     agreement = bsi_agreement([p for _, p, _ in bsi_pairs], [t for _, _, t in bsi_pairs])
     (eval_dir / "bsi_pairs.json").write_text(json.dumps(bsi_pairs, indent=1), encoding="utf-8")
+    typed = EvaluationResult.from_dict(evaluation)
     headline = {
-        "skeleton_pixel_f1": evaluation["pixel"]["skeleton"]["f1"],
-        "skeleton_pixel_precision": evaluation["pixel"]["skeleton"]["precision"],
-        "skeleton_pixel_sensitivity": evaluation["pixel"]["skeleton"]["sensitivity"],
+        "skeleton_pixel_f1": typed.skeleton.f1,
+        "skeleton_pixel_precision": typed.skeleton.precision,
+        "skeleton_pixel_sensitivity": typed.skeleton.sensitivity,
         "mean_f1_without_decoys": evaluation["pixel"]["mean_without_decoys"]["f1"],
-        "lesion_dice": evaluation["lesion"]["dice_pooled"],
-        "mask_ap": evaluation["coco"]["segm"]["AP"],
-        "scan_sensitivity": evaluation["scan"]["sensitivity"],
-        "scan_specificity": evaluation["scan"]["specificity"],
-        "lesion_count_mae": evaluation["burden"]["count_mean_absolute_error"],
-        "burden_group_kappa": evaluation["burden"]["group_kappa"],
+        "lesion_dice": typed.lesion.dice_pooled,
+        "lesion_pixel_precision": typed.lesion.precision,
+        "lesion_pixel_sensitivity": typed.lesion.sensitivity,
+        "mask_ap": typed.segm.ap,
+        "scan_sensitivity": typed.scan.get("sensitivity"),
+        "scan_specificity": typed.scan.get("specificity"),
+        "lesion_count_mae": typed.burden.get("count_mean_absolute_error"),
+        "burden_group_kappa": typed.burden.get("group_kappa"),
         "bsi_pearson_r": agreement.get("pearson_r"),
         "bsi_spearman_rho": agreement.get("spearman_rho"),
         "bsi_mean_difference": agreement.get("mean_difference"),

@@ -1,27 +1,24 @@
-"""Configuration: detectron2's config system plus the keys bsi_d2 adds.
+"""The defaults: detectron2's config plus the keys bsi_d2 adds, or the torchvision subset.
 
 ``get_cfg()`` returns detectron2's defaults when detectron2 is installed. Without it, it returns
-our own defaults for the subset of detectron2 keys the torchvision engine understands, so a YAML
-key outside that subset fails loudly instead of being ignored. ``add_bsi_config`` adds bsi_d2's
-keys to either; ``setup_cfg`` is what every entry point (tools/train_net.py, ``bsi-d2 train``)
-calls.
+the one table of defaults for the subset of detectron2 keys the torchvision engine understands
+(:func:`subset_defaults`), so a YAML key outside that subset fails loudly instead of being
+ignored. ``add_bsi_config`` adds bsi_d2's keys to either.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
-import math
-import os
-from collections.abc import Sequence
 from typing import Any
 
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-logger = logging.getLogger(__name__)
-
 ENGINES = ("auto", "detectron2", "torchvision")
 INTENSITIES = ("display", "counts")
+
+
+class UnsupportedConfigError(ValueError):
+    """A config value an engine cannot honour; the message names the key."""
 
 
 class CfgNode(_FvCfgNode):
@@ -76,8 +73,9 @@ def add_bsi_config(cfg: Any) -> None:
     cfg.INPUT.BSI_AUG.HFLIP_PROB = 0.5  # chance of a flip when HFLIP is on
 
 
-def _subset_defaults() -> CfgNode:
-    """detectron2's defaults for exactly the keys the torchvision engine honours."""
+def subset_defaults() -> CfgNode:
+    """detectron2's defaults for exactly the keys the torchvision engine honours: the one table
+    of defaults that engine reads (its code reads every key without a fallback of its own)."""
     _C = CfgNode()
     _C.VERSION = 2
 
@@ -100,6 +98,7 @@ def _subset_defaults() -> CfgNode:
     _C.MODEL.RESNETS.OUT_FEATURES = ["res4"]
     _C.MODEL.RESNETS.NORM = "FrozenBN"
     _C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256
+    _C.MODEL.RESNETS.STRIDE_IN_1X1 = True
 
     _C.MODEL.FPN = CfgNode()
     _C.MODEL.FPN.IN_FEATURES = []
@@ -113,6 +112,7 @@ def _subset_defaults() -> CfgNode:
     _C.MODEL.ANCHOR_GENERATOR.NAME = "DefaultAnchorGenerator"
     _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32, 64, 128, 256, 512]]
     _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+    _C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0
 
     _C.MODEL.RPN = CfgNode()
     _C.MODEL.RPN.HEAD_NAME = "StandardRPNHead"
@@ -125,6 +125,9 @@ def _subset_defaults() -> CfgNode:
     _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 2000
     _C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000
     _C.MODEL.RPN.NMS_THRESH = 0.7
+    _C.MODEL.RPN.SMOOTH_L1_BETA = 0.0
+    _C.MODEL.RPN.LOSS_WEIGHT = 1.0
+    _C.MODEL.RPN.BBOX_REG_LOSS_WEIGHT = 1.0
 
     _C.MODEL.ROI_HEADS = CfgNode()
     _C.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"
@@ -143,6 +146,8 @@ def _subset_defaults() -> CfgNode:
     _C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
     _C.MODEL.ROI_BOX_HEAD.CONV_DIM = 256
     _C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+    _C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0
+    _C.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT = 1.0
     _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
     _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
     _C.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
@@ -178,10 +183,13 @@ def _subset_defaults() -> CfgNode:
     _C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
     _C.SOLVER.MAX_ITER = 40000
     _C.SOLVER.BASE_LR = 0.001
+    _C.SOLVER.BASE_LR_END = 0.0
+    _C.SOLVER.BIAS_LR_FACTOR = 1.0
     _C.SOLVER.MOMENTUM = 0.9
     _C.SOLVER.NESTEROV = False
     _C.SOLVER.WEIGHT_DECAY = 0.0001
     _C.SOLVER.WEIGHT_DECAY_NORM = 0.0
+    _C.SOLVER.WEIGHT_DECAY_BIAS = None
     _C.SOLVER.GAMMA = 0.1
     _C.SOLVER.STEPS = (30000,)
     _C.SOLVER.WARMUP_FACTOR = 1.0 / 1000
@@ -212,7 +220,7 @@ def get_cfg(subset: bool | None = None) -> Any:
     if subset is None:
         subset = not detectron2_available()
     if subset:
-        cfg = _subset_defaults()
+        cfg = subset_defaults()
     else:
         from detectron2.config import get_cfg as d2_get_cfg
 
@@ -224,104 +232,3 @@ def get_cfg(subset: bool | None = None) -> Any:
 def is_subset_cfg(cfg: Any) -> bool:
     """True for a config built on the torchvision subset rather than detectron2's defaults."""
     return isinstance(cfg, CfgNode)
-
-
-def _load(config_file: str | os.PathLike | None, opts: Sequence[str], subset: bool | None) -> Any:
-    cfg = get_cfg(subset)
-    if config_file:
-        if not os.path.isfile(config_file):
-            raise FileNotFoundError(f"{config_file}: config file not found")
-        try:
-            cfg.merge_from_file(str(config_file))
-        except KeyError as err:
-            raise KeyError(f"{config_file}: {err.args[0] if err.args else err}") from err
-    try:
-        cfg.merge_from_list(list(opts or []))
-    except AssertionError as err:  # yacs asserts on unknown keys in a list
-        raise KeyError(f"config overrides: {err}") from err
-    return cfg
-
-
-def iterations_per_epoch(num_images: int, ims_per_batch: int) -> int:
-    """Iterations that show every training image once (the last batch may be partial)."""
-    if num_images <= 0:
-        raise ValueError("cannot derive iterations from an empty training set")
-    return math.ceil(num_images / max(1, int(ims_per_batch)))
-
-
-def resolve_epochs(cfg: Any, num_train_images: int) -> None:
-    """With SOLVER.EPOCHS > 0, set MAX_ITER, STEPS and WARMUP_ITERS from the dataset size.
-
-    Warm-up is capped at one epoch so that a small data set does not spend its run warming up.
-    """
-    epochs = int(cfg.SOLVER.EPOCHS)
-    if epochs <= 0:
-        return
-    per_epoch = iterations_per_epoch(num_train_images, cfg.SOLVER.IMS_PER_BATCH)
-    cfg.SOLVER.MAX_ITER = epochs * per_epoch
-    cfg.SOLVER.STEPS = tuple(
-        int(round(float(e) * per_epoch)) for e in cfg.SOLVER.EPOCH_STEPS if 0 < float(e) < epochs
-    )
-    cfg.SOLVER.WARMUP_ITERS = min(int(cfg.SOLVER.WARMUP_ITERS), per_epoch)
-
-
-def setup_cfg(
-    config_file: str | os.PathLike | None,
-    opts: Sequence[str] | None = None,
-    freeze: bool = True,
-) -> Any:
-    """Load a config the way every engine needs it.
-
-    Merge the file and the ``KEY VALUE`` list, check MODEL.ENGINE, register the data sets
-    (BSI.DATASET_ROOT or env BSI_D2_DATASETS), set ROI_HEADS.NUM_CLASSES from the taxonomy,
-    resolve SOLVER.EPOCHS, fall back to CPU when CUDA is absent, and freeze. A config for the
-    torchvision engine is checked against the subset of keys that engine honours.
-    """
-    from bsi_d2.data.datasets import num_images, register_all, registered_names
-    from bsi_d2.engine import resolve_engine
-    from bsi_d2.taxonomy import load_taxonomy
-
-    opts = list(opts or [])
-    cfg = _load(config_file, opts, subset=None)
-    engine = resolve_engine(cfg)
-    if engine == "torchvision" and not is_subset_cfg(cfg):
-        cfg = _load(config_file, opts, subset=True)
-    if str(cfg.INPUT.INTENSITY) not in INTENSITIES:
-        raise ValueError(f"INPUT.INTENSITY {cfg.INPUT.INTENSITY!r} is not one of {INTENSITIES}")
-
-    taxonomy = load_taxonomy(cfg.BSI.TAXONOMY)
-    if cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(taxonomy.classes):
-        logger.info(
-            "MODEL.ROI_HEADS.NUM_CLASSES %d -> %d from taxonomy %s",
-            cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-            len(taxonomy.classes),
-            taxonomy.name,
-        )
-        cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(taxonomy.classes)
-
-    root = cfg.BSI.DATASET_ROOT or None
-    register_all(root, taxonomy)
-    missing = [name for name in cfg.DATASETS.TRAIN if name not in registered_names()]
-    if int(cfg.SOLVER.EPOCHS) > 0 and missing:
-        # inference needs no training data; a training run fails on the missing set anyway
-        logger.warning("SOLVER.EPOCHS not resolved: %s not registered", ", ".join(missing))
-    elif int(cfg.SOLVER.EPOCHS) > 0:
-        count = sum(num_images(name) for name in cfg.DATASETS.TRAIN)
-        resolve_epochs(cfg, count)
-        logger.info(
-            "SOLVER.EPOCHS %d over %d training images: MAX_ITER %d, STEPS %s",
-            cfg.SOLVER.EPOCHS,
-            count,
-            cfg.SOLVER.MAX_ITER,
-            tuple(cfg.SOLVER.STEPS),
-        )
-
-    if str(cfg.MODEL.DEVICE).startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            logger.warning("MODEL.DEVICE %s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
-            cfg.MODEL.DEVICE = "cpu"
-    if freeze:
-        cfg.freeze()
-    return cfg

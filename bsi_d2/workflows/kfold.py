@@ -54,15 +54,19 @@ def mean_sd(values: Sequence[float | None]) -> dict[str, float | int | None]:
 
 def fold_numbers(evaluation: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """class -> {ap, precision, sensitivity, f1} (fractions) from one test-split evaluation."""
-    ap = evaluation["coco"]["segm"]["per_class"]
-    pixel = evaluation["pixel"]["per_class"]
-    return {
-        name: {
-            "ap": ap.get(name),
-            **{key: pixel.get(name, {}).get(key) for key in METRICS[1:]},
+    from bsi_d2.evaluation.results import EvaluationResult, PixelScores
+
+    typed = EvaluationResult.from_dict(evaluation)
+    out = {}
+    for name, ap in typed.segm.per_class.items():
+        pixel = typed.per_class.get(name, PixelScores())
+        out[name] = {
+            "ap": ap,
+            "precision": pixel.precision,
+            "sensitivity": pixel.sensitivity,
+            "f1": pixel.f1,
         }
-        for name in ap
-    }
+    return out
 
 
 def summarise(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
@@ -80,15 +84,23 @@ def summarise(per_fold: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _overall(evaluation: dict[str, Any]) -> dict[str, float | None]:
-    segm, pixel = evaluation["coco"]["segm"], evaluation["pixel"]
+    from bsi_d2.evaluation.results import EvaluationResult
+
+    typed = EvaluationResult.from_dict(evaluation)
+    pixel = evaluation["pixel"]
     return {
-        "segm_AP": segm["AP"],
-        "segm_AP50": segm["AP50"],
+        "segm_AP": typed.segm.ap,
+        "segm_AP50": typed.segm.ap50,
         "pixel_mean_precision": pixel["mean"]["precision"],
         "pixel_mean_sensitivity": pixel["mean"]["sensitivity"],
         "pixel_mean_f1": pixel["mean"]["f1"],
         "pixel_mean_f1_without_decoys": pixel["mean_without_decoys"]["f1"],
-        "lesion_dice_pooled": evaluation["lesion"]["dice_pooled"],
+        "skeleton_pixel_f1": typed.skeleton.f1,
+        "lesion_dice_pooled": typed.lesion.dice_pooled,
+        "scan_sensitivity": typed.scan.get("sensitivity"),
+        "scan_specificity": typed.scan.get("specificity"),
+        "burden_group_kappa": typed.burden.get("group_kappa"),
+        "burden_group_agreement": typed.burden.get("group_agreement"),
     }
 
 
@@ -130,12 +142,13 @@ def run_kfold(
     """
     from bsi_d2.config import setup_cfg
     from bsi_d2.data.datasets import registered_names
-    from bsi_d2.engine import load_engine, resolve_engine
+    from bsi_d2.engine import get_engine, prepare_training
     from bsi_d2.engine.predictor import Predictor, evaluate_on_datasets
 
     if folds < 1:
         raise ValueError(f"--folds must be >= 1, got {folds}")
-    base = setup_cfg(config_file, list(opts))
+    base = prepare_training(setup_cfg(config_file, list(opts)))  # registers the data sets
+    engine = get_engine(base)
     missing = [
         fold_dataset(k, s)
         for k in range(folds)
@@ -146,7 +159,8 @@ def run_kfold(
         root = base.BSI.DATASET_ROOT or os.environ.get("BSI_D2_DATASETS", "datasets/bsi")
         raise ValueError(
             f"{root}: k-fold data sets missing: {', '.join(missing[:6])}"
-            f"{' ...' if len(missing) > 6 else ''}; run `bsi-d2 convert SRC OUT --folds {folds}`"
+            f"{' ...' if len(missing) > 6 else ''}; "
+            f"run `bsi-d2 convert SRC --out OUT --folds {folds}`"
         )
     seed = int(base.SEED)
     if seed < 0:
@@ -158,9 +172,9 @@ def run_kfold(
         fold_opts = _fold_opts(opts, k, output_dir, seed, int(base.TEST.EVAL_PERIOD))
         cfg = setup_cfg(config_file, fold_opts)
         logger.info("fold %d/%d: training on %s", k + 1, folds, fold_dataset(k, "train"))
-        trained = load_engine(cfg).train(cfg, resume=resume)
+        trained = engine.train(cfg, resume=resume)
         weights = trained.get("weights") or trained.get("final_checkpoint")
-        predictor = Predictor(cfg, weights=weights)
+        predictor = Predictor(prepare_training(cfg), weights=weights, engine=engine)
         test = fold_dataset(k, "test")
         evaluation = evaluate_on_datasets(predictor, [test], Path(cfg.OUTPUT_DIR) / "inference")
         per_fold.append(
@@ -177,7 +191,7 @@ def run_kfold(
         )
     summary = {
         "folds": folds,
-        "engine": resolve_engine(base),
+        "engine": engine.name,
         "config_file": str(config_file) if config_file else None,
         "opts": list(opts),
         "seed": seed,
