@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fvcore.common.checkpoint import Checkpointer
 from torch import nn
 
 ENGINE = "torchvision"
@@ -41,6 +42,45 @@ def checkpoint_name(iteration: int) -> str:
     return f"model_{iteration:07d}.pth"
 
 
+class TorchvisionCheckpointer(Checkpointer):
+    """fvcore's Checkpointer (detectron2's base class) for the torchvision engine: each file
+    is written to ``<name>.pth.partial`` and renamed, so a crash mid-write never leaves a
+    truncated checkpoint, and carries ``engine`` and the config; files are read with
+    :func:`load_checkpoint` (``weights_only``, the engine checked)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str | Path,
+        *,
+        cfg: Any | None = None,
+        save_to_disk: bool = True,
+        **checkpointables: Any,
+    ) -> None:
+        super().__init__(unwrap(model), str(save_dir), save_to_disk=save_to_disk, **checkpointables)
+        self.cfg_text = cfg.dump() if cfg is not None else ""
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data: dict[str, Any] = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        data["iteration"] = int(data.get("iteration", -1))
+        data["engine"] = ENGINE
+        data["cfg"] = self.cfg_text
+        path = Path(self.save_dir) / f"{name}.pth"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".pth.partial")
+        torch.save(data, partial)
+        os.replace(partial, path)
+        self.tag_last_checkpoint(path.name)
+
+    def _load_file(self, f: str) -> dict[str, Any]:
+        return load_checkpoint(f)
+
+
 def save_checkpoint(
     output_dir: str | Path,
     name: str,
@@ -51,27 +91,13 @@ def save_checkpoint(
     cfg: Any | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write one checkpoint and point ``last_checkpoint`` at it; returns its path."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    state: dict[str, Any] = {
-        "model": unwrap(model).state_dict(),
-        "iteration": int(iteration),
-        "engine": ENGINE,
-        "cfg": cfg.dump() if cfg is not None else "",
-    }
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-    if scheduler is not None:
-        state["scheduler"] = scheduler.state_dict()
-    if extra:
-        state.update(extra)
-    path = output_dir / name
-    partial = path.with_suffix(".pth.partial")
-    torch.save(state, partial)
-    os.replace(partial, path)  # a crash mid-write never leaves a truncated checkpoint behind
-    (output_dir / LAST_CHECKPOINT).write_text(name, encoding="utf-8")
-    return path
+    """Write one checkpoint (``name`` ends in .pth) and point ``last_checkpoint`` at it."""
+    parts = {"optimizer": optimizer, "scheduler": scheduler}
+    checkpointer = TorchvisionCheckpointer(
+        model, output_dir, cfg=cfg, **{k: v for k, v in parts.items() if v is not None}
+    )
+    checkpointer.save(name.removesuffix(".pth"), iteration=iteration, **(extra or {}))
+    return Path(output_dir) / name
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:

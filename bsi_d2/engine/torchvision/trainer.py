@@ -31,7 +31,6 @@ from bsi_d2.engine.checkpoint import (
     last_checkpoint,
     load_checkpoint,
     load_model_weights,
-    save_checkpoint,
     unwrap,
 )
 from bsi_d2.engine.predictor import build_mapper
@@ -336,132 +335,239 @@ def restore(
     return int(state["iteration"]) + 1
 
 
-def train(cfg: Any, resume: bool = False, *, log_period: int = LOG_PERIOD) -> dict[str, Any]:
-    """Train Mask R-CNN for SOLVER.MAX_ITER iterations; returns the last evaluation and paths.
+class HookBase:
+    """Called around the training loop, detectron2's hook shape: ``before_train``,
+    ``after_step`` (``self.trainer.iter`` is the step just run), ``after_train``."""
 
-    ``resume``: continue from OUTPUT_DIR's last checkpoint (model, optimizer, scheduler,
-    iteration). Otherwise MODEL.WEIGHTS, if set, initialises the model weights only.
-    """
-    from bsi_d2.engine.base import prepare_training
+    trainer: TorchvisionTrainer
 
-    cfg = prepare_training(cfg)
-    rank, world, device = _init_distributed(_device(cfg))
-    seed = _shared_seed(int(cfg_get(cfg, "SEED")), world)
-    # augmentation differs per rank; the sampler's permutation (``seed``) is shared
-    seed_everything(seed + rank)
-    output_dir = Path(str(cfg_get(cfg, "OUTPUT_DIR")))
-    is_main = rank == 0
-    if is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(cfg.dump(), encoding="utf-8")
+    def before_train(self) -> None:
+        pass
 
-    model = build_tv_model(cfg).to(device)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_lr_scheduler(cfg, optimizer)
-    start_iter = 0
-    previous = last_checkpoint(output_dir) if resume else None
-    if previous is not None:
-        start_iter = restore(previous, model, optimizer, scheduler)
-        logger.info("resuming from %s at iteration %d", previous, start_iter)
-    elif str(cfg_get(cfg, "MODEL.WEIGHTS")):
-        load_model_weights(model, str(cfg_get(cfg, "MODEL.WEIGHTS")))
-        logger.info("initialised model weights from %s", cfg_get(cfg, "MODEL.WEIGHTS"))
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None
+    def after_step(self) -> None:
+        pass
+
+    def after_train(self) -> None:
+        pass
+
+
+class MetricsHook(HookBase):
+    """Every ``period`` steps (and the last): the median of the window to metrics.json and
+    the log, with the learning rate and the ETA."""
+
+    def __init__(self, period: int) -> None:
+        self.period = max(1, int(period))
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if (t.iter + 1) % self.period and not t.is_last:
+            return
+        window = {k: statistics.median(v[-self.period :]) for k, v in t.history.items()}
+        eta = statistics.mean(t.iter_times[-self.period :]) * (t.max_iter - t.iter - 1)
+        t.writer.write({"iteration": t.iter, "lr": t.lr, "eta_seconds": eta, **window})
+        if t.is_main:
+            logger.info(
+                "iter %d/%d  total_loss %.4f  %s  lr %.3g  %.3fs/it  eta %s",
+                t.iter + 1,
+                t.max_iter,
+                window["total_loss"],
+                " ".join(f"{k} {v:.3f}" for k, v in window.items() if k.startswith("loss")),
+                t.lr,
+                window["time"],
+                _hms(eta),
+            )
+
+
+class CheckpointHook(HookBase):
+    """``model_{iter:07d}.pth`` every SOLVER.CHECKPOINT_PERIOD steps, ``model_final.pth`` at
+    the end, through :class:`~bsi_d2.engine.checkpoint.TorchvisionCheckpointer` (atomic)."""
+
+    def __init__(self, period: int) -> None:
+        self.period = int(period)
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.is_main and not t.is_last and self.period > 0 and (t.iter + 1) % self.period == 0:
+            t.checkpointer.save(checkpoint_name(t.iter).removesuffix(".pth"), iteration=t.iter)
+
+    def after_train(self) -> None:
+        t = self.trainer
+        if t.is_main and t.start_iter < t.max_iter:
+            t.checkpointer.save("model_final", iteration=t.max_iter - 1)
+        _barrier(t.world)
+
+
+class EvalHook(HookBase):
+    """DATASETS.TEST evaluated every TEST.EVAL_PERIOD steps and after the last, written to
+    metrics.json with the keys every engine logs."""
+
+    def __init__(self, period: int) -> None:
+        self.period = int(period)
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if self.period > 0 and not t.is_last and (t.iter + 1) % self.period == 0:
+            t.evaluation = _periodic_evaluation(
+                t.cfg, t.model, t.device, t.writer, t.iter, t.is_main
+            )
+            t.model.train()
+            _barrier(t.world)
+
+    def after_train(self) -> None:
+        t = self.trainer
+        if cfg_get(t.cfg, "DATASETS.TEST"):
+            t.evaluation = _periodic_evaluation(
+                t.cfg, t.model, t.device, t.writer, t.max_iter - 1, t.is_main
+            )
+
+
+class TorchvisionTrainer:
+    """Mask R-CNN training as detectron2's SimpleTrainer runs it: :meth:`run_step` does one
+    iteration (data, forward, loss, backward, step), hooks do everything else."""
+
+    def __init__(self, cfg: Any, resume: bool = False, log_period: int = LOG_PERIOD) -> None:
+        from bsi_d2.engine.base import prepare_training
+        from bsi_d2.engine.checkpoint import TorchvisionCheckpointer
+
+        cfg = prepare_training(cfg)
+        self.cfg = cfg
+        self.rank, self.world, self.device = _init_distributed(_device(cfg))
+        seed = _shared_seed(int(cfg_get(cfg, "SEED")), self.world)
+        # augmentation differs per rank; the sampler's permutation (``seed``) is shared
+        seed_everything(seed + self.rank)
+        self.output_dir = Path(str(cfg_get(cfg, "OUTPUT_DIR")))
+        self.is_main = self.rank == 0
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.yaml").write_text(cfg.dump(), encoding="utf-8")
+
+        model = build_tv_model(cfg).to(self.device)
+        self.optimizer = build_optimizer(cfg, model)
+        self.scheduler = build_lr_scheduler(cfg, self.optimizer)
+        self.checkpointer = TorchvisionCheckpointer(
+            model,
+            self.output_dir,
+            cfg=cfg,
+            save_to_disk=self.is_main,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+        )
+        self.start_iter = 0
+        previous = last_checkpoint(self.output_dir) if resume else None
+        if previous is not None:
+            self.start_iter = restore(previous, model, self.optimizer, self.scheduler)
+            logger.info("resuming from %s at iteration %d", previous, self.start_iter)
+        elif str(cfg_get(cfg, "MODEL.WEIGHTS")):
+            load_model_weights(model, str(cfg_get(cfg, "MODEL.WEIGHTS")))
+            logger.info("initialised model weights from %s", cfg_get(cfg, "MODEL.WEIGHTS"))
+        if self.world > 1:
+            index = torch.device(self.device).index if self.device.startswith("cuda") else None
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[index] if index is not None else None
+            )
+        self.model = model
+
+        self.max_iter = int(cfg_get(cfg, "SOLVER.MAX_ITER"))
+        self.use_amp = bool(cfg_get(cfg, "SOLVER.AMP.ENABLED")) and self.device.startswith("cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.writer = MetricsWriter(self.output_dir, enabled=self.is_main)
+        self.history: dict[str, list[float]] = {}
+        self.iter_times: list[float] = []
+        self.evaluation: dict[str, Any] = {}
+        self.iter = self.start_iter
+        self.lr = 0.0
+        self.loader = (
+            build_train_loader(cfg, seed, self.rank, self.world)
+            if self.start_iter < self.max_iter
+            else None
+        )
+        self.hooks: list[HookBase] = []
+        self.register_hooks(
+            [
+                MetricsHook(log_period),
+                CheckpointHook(int(cfg_get(cfg, "SOLVER.CHECKPOINT_PERIOD"))),
+                EvalHook(int(cfg_get(cfg, "TEST.EVAL_PERIOD"))),
+            ]
         )
 
-    max_iter = int(cfg_get(cfg, "SOLVER.MAX_ITER"))
-    period = int(cfg_get(cfg, "SOLVER.CHECKPOINT_PERIOD"))
-    eval_period = int(cfg_get(cfg, "TEST.EVAL_PERIOD"))
-    use_amp = bool(cfg_get(cfg, "SOLVER.AMP.ENABLED")) and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    writer = MetricsWriter(output_dir, enabled=is_main)
-    history: dict[str, list[float]] = {}
-    evaluation: dict[str, Any] = {}
-    iter_times: list[float] = []
+    def register_hooks(self, hooks: list[HookBase]) -> None:
+        for hook in hooks:
+            hook.trainer = self
+            self.hooks.append(hook)
 
-    loader = build_train_loader(cfg, seed, rank, world) if start_iter < max_iter else None
-    model.train()
-    logger.info("training iterations %d..%d on %s", start_iter, max_iter - 1, device)
-    for iteration in range(start_iter, max_iter):
+    @property
+    def is_last(self) -> bool:
+        return self.iter == self.max_iter - 1
+
+    def run_step(self) -> None:
+        """One iteration: a batch, the losses, a solver step; timings and losses recorded."""
         data_start = time.perf_counter()
-        batch = next(loader)
-        images, targets = to_targets(batch, device)
+        images, targets = to_targets(next(self.loader), self.device)
         data_time = time.perf_counter() - data_start
 
         step_start = time.perf_counter()
-        with torch.autocast("cuda", enabled=use_amp):
-            loss_dict = model(images, targets)
+        with torch.autocast("cuda", enabled=self.use_amp):
+            loss_dict = self.model(images, targets)
         losses = sum(loss_dict.values())
         if not torch.isfinite(losses):
             raise FloatingPointError(
-                f"loss became {losses.item()} at iteration {iteration}: "
+                f"loss became {losses.item()} at iteration {self.iter}: "
                 + ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
             )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses).backward()
-        scaler.unscale_(optimizer)
-        _clip_gradients(cfg, model)
-        scaler.step(optimizer)
-        scaler.update()
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses).backward()
+        self.scaler.unscale_(self.optimizer)
+        _clip_gradients(self.cfg, self.model)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
         step_time = time.perf_counter() - step_start
-        iter_times.append(step_time + data_time)
+        self.iter_times.append(step_time + data_time)
 
         values = {LOSS_NAMES.get(k, k): float(v.detach()) for k, v in loss_dict.items()}
         values["total_loss"] = float(losses.detach())
         # "time" is the whole iteration, data included, as detectron2's IterationTimer has it
         values["time"], values["data_time"] = step_time + data_time, data_time
         for key, value in values.items():
-            history.setdefault(key, []).append(value)
-        last = iteration == max_iter - 1
-        if (iteration + 1) % log_period == 0 or last:
-            window = {k: statistics.median(v[-log_period:]) for k, v in history.items()}
-            remaining = max_iter - iteration - 1
-            eta = statistics.mean(iter_times[-log_period:]) * remaining
-            writer.write({"iteration": iteration, "lr": lr, "eta_seconds": eta, **window})
-            if is_main:
-                logger.info(
-                    "iter %d/%d  total_loss %.4f  %s  lr %.3g  %.3fs/it  eta %s",
-                    iteration + 1,
-                    max_iter,
-                    window["total_loss"],
-                    " ".join(f"{k} {v:.3f}" for k, v in window.items() if k.startswith("loss")),
-                    lr,
-                    window["time"],
-                    _hms(eta),
-                )
+            self.history.setdefault(key, []).append(value)
 
-        if is_main and not last and period > 0 and (iteration + 1) % period == 0:
-            save_checkpoint(
-                output_dir, checkpoint_name(iteration), model, optimizer, scheduler, iteration, cfg
-            )
-        if eval_period > 0 and not last and (iteration + 1) % eval_period == 0:
-            evaluation = _periodic_evaluation(cfg, model, device, writer, iteration, is_main)
-            model.train()
-            _barrier(world)
-
-    final = output_dir / "model_final.pth"
-    if is_main and start_iter < max_iter:
-        final = save_checkpoint(
-            output_dir, "model_final.pth", model, optimizer, scheduler, max_iter - 1, cfg
+    def train(self) -> dict[str, Any]:
+        """Run iterations start_iter..MAX_ITER-1 with the hooks; the engine's train result."""
+        for hook in self.hooks:
+            hook.before_train()
+        self.model.train()
+        logger.info(
+            "training iterations %d..%d on %s", self.start_iter, self.max_iter - 1, self.device
         )
-    _barrier(world)
-    if cfg_get(cfg, "DATASETS.TEST"):
-        evaluation = _periodic_evaluation(cfg, model, device, writer, max_iter - 1, is_main)
-    return {
-        "engine": "torchvision",
-        "output_dir": str(output_dir),
-        "weights": str(final) if final.is_file() else None,
-        "final_checkpoint": str(final),
-        "start_iter": start_iter,
-        "iterations": max_iter,
-        "losses": history.get("total_loss", []),
-        "seconds_per_iter": statistics.mean(iter_times) if iter_times else None,
-        "evaluation": evaluation,
-    }
+        for iteration in range(self.start_iter, self.max_iter):
+            self.iter = iteration
+            self.run_step()
+            for hook in self.hooks:
+                hook.after_step()
+        for hook in self.hooks:
+            hook.after_train()
+        final = self.output_dir / "model_final.pth"
+        return {
+            "engine": "torchvision",
+            "output_dir": str(self.output_dir),
+            "weights": str(final) if final.is_file() else None,
+            "final_checkpoint": str(final),
+            "start_iter": self.start_iter,
+            "iterations": self.max_iter,
+            "losses": self.history.get("total_loss", []),
+            "seconds_per_iter": statistics.mean(self.iter_times) if self.iter_times else None,
+            "evaluation": self.evaluation,
+        }
+
+
+def train(cfg: Any, resume: bool = False, *, log_period: int = LOG_PERIOD) -> dict[str, Any]:
+    """Train Mask R-CNN for SOLVER.MAX_ITER iterations; returns the last evaluation and paths.
+
+    ``resume``: continue from OUTPUT_DIR's last checkpoint (model, optimizer, scheduler,
+    iteration). Otherwise MODEL.WEIGHTS, if set, initialises the model weights only.
+    """
+    return TorchvisionTrainer(cfg, resume=resume, log_period=log_period).train()
 
 
 def _periodic_evaluation(
