@@ -67,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    return int(module.main(args) or 0)
+    from bsi_d2.commands.train import config_errors
+
+    try:
+        return int(module.main(args) or 0)
+    except config_errors() as err:  # a bad config, checkpoint, taxonomy or data set
+        logging.getLogger("bsi_d2").error("%s", err)
+        return 2
 
 
 if __name__ == "__main__":

@@ -192,3 +192,21 @@ def test_the_old_spelling_runs_the_command(tmp_path, capsys):
     (tmp_path / "src").mkdir()  # no Labelme file: convert exits 2, nothing written
     assert cli.main(["convert", str(tmp_path / "src"), str(tmp_path / "out")]) == 2
     assert "positional OUT is deprecated, use --out OUT" in capsys.readouterr().err
+
+
+def test_config_errors_are_one_line_and_other_errors_keep_their_traceback(
+    tmp_path, caplog, monkeypatch, configs_dir
+):
+    import bsi_d2.commands.predict as predict
+
+    argv = ["predict", str(tmp_path), "--out", str(tmp_path / "out"), "--config-file"]
+    argv += [str(configs_dir / "mask_rcnn_R_18_FPN_cpu_bsi.yaml"), "--opts", "MODEL.NO_SUCH", "1"]
+    assert cli.main(argv) == 2
+    assert "config overrides: Non-existent key: MODEL.NO_SUCH" in caplog.text
+
+    def broken(args):
+        raise RuntimeError("a defect, not a config problem")
+
+    monkeypatch.setattr(predict, "main", broken)
+    with pytest.raises(RuntimeError, match="a defect"):
+        cli.main(argv)

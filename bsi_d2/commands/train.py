@@ -63,19 +63,18 @@ def launch(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def config_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean a bad config, checkpoint or data set: reported in a line, exit code 2."""
-    from bsi_d2.config import UnsupportedConfigError
+    """Errors that mean a bad config, checkpoint, taxonomy or data set: reported in a line,
+    exit code 2. Anything else is a defect and keeps its traceback."""
+    from bsi_d2.config import ConfigError
+    from bsi_d2.data.datasets import DatasetError
     from bsi_d2.engine.checkpoint import CheckpointError
     from bsi_d2.taxonomy import TaxonomyError
 
-    return (
-        CheckpointError, UnsupportedConfigError, TaxonomyError, FileNotFoundError, KeyError,
-        ValueError, ImportError,
-    )  # fmt: skip
+    return (ConfigError, CheckpointError, TaxonomyError, DatasetError, FileNotFoundError)
 
 
 def log_config_error(err: BaseException) -> None:
-    logger.error("%s", err.args[0] if isinstance(err, KeyError) and err.args else err)
+    logger.error("%s", err)
 
 
 def main(args: argparse.Namespace) -> int:

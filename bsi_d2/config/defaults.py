@@ -17,7 +17,27 @@ ENGINES = ("auto", "detectron2", "torchvision")
 INTENSITIES = ("display", "counts")
 
 
-class UnsupportedConfigError(ValueError):
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the file, key or value. The CLI reports
+    it in one line (exit code 2); any other exception keeps its traceback."""
+
+
+class ConfigKeyError(ConfigError, KeyError):
+    """A key the defaults do not know (yacs raises KeyError or AssertionError)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigValueError(ConfigError, ValueError):
+    """A value outside what the key allows."""
+
+
+class EngineUnavailableError(ConfigError, ImportError):
+    """MODEL.ENGINE names an engine whose framework is not installed."""
+
+
+class UnsupportedConfigError(ConfigError, ValueError):
     """A config value an engine cannot honour; the message names the key."""
 
 

@@ -19,7 +19,14 @@ from typing import Any
 
 import yaml
 
-from bsi_d2.config.defaults import INTENSITIES, detectron2_available, get_cfg
+from bsi_d2.config.defaults import (
+    INTENSITIES,
+    ConfigKeyError,
+    ConfigValueError,
+    EngineUnavailableError,
+    detectron2_available,
+    get_cfg,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +42,12 @@ def resolve_engine_name(choice: str) -> str:
     through (the engine registry checks them)."""
     name = str(choice).strip().lower()
     if not name:
-        raise ValueError("MODEL.ENGINE is empty: use auto, detectron2 or torchvision")
+        raise ConfigValueError("MODEL.ENGINE is empty: use auto, detectron2 or torchvision")
     has_d2 = detectron2_available()
     if name == AUTO:
         return DETECTRON2 if has_d2 else TORCHVISION
     if name == DETECTRON2 and not has_d2:
-        raise ImportError(
+        raise EngineUnavailableError(
             "MODEL.ENGINE is detectron2 but detectron2 is not installed; install it (see README) "
             "or set MODEL.ENGINE torchvision"
         )
@@ -81,11 +88,13 @@ def _load(config_file: str | os.PathLike | None, opts: Sequence[str], subset: bo
         try:
             cfg.merge_from_file(str(config_file))
         except KeyError as err:
-            raise KeyError(f"{config_file}: {err.args[0] if err.args else err}") from err
+            raise ConfigKeyError(f"{config_file}: {err.args[0] if err.args else err}") from err
     try:
         cfg.merge_from_list(list(opts or []))
-    except AssertionError as err:  # yacs asserts on unknown keys in a list
-        raise KeyError(f"config overrides: {err}") from err
+    except (AssertionError, KeyError) as err:  # yacs asserts on unknown keys in a list
+        raise ConfigKeyError(f"config overrides: {err}") from err
+    except ValueError as err:  # an override whose type differs from the default's
+        raise ConfigValueError(f"config overrides: {err}") from err
     return cfg
 
 
@@ -131,7 +140,9 @@ def setup_cfg(
     cfg = _load(config_file, opts, subset=engine != DETECTRON2)
     cfg.MODEL.ENGINE = engine
     if str(cfg.INPUT.INTENSITY) not in INTENSITIES:
-        raise ValueError(f"INPUT.INTENSITY {cfg.INPUT.INTENSITY!r} is not one of {INTENSITIES}")
+        raise ConfigValueError(
+            f"INPUT.INTENSITY {cfg.INPUT.INTENSITY!r} is not one of {INTENSITIES}"
+        )
     taxonomy = load_taxonomy(cfg.BSI.TAXONOMY)
     if cfg.MODEL.ROI_HEADS.NUM_CLASSES != len(taxonomy.classes):
         logger.info(

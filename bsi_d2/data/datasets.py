@@ -48,6 +48,13 @@ class DatasetError(ValueError):
     """A data set that cannot be read; the message names the file and the problem."""
 
 
+class DatasetNotRegisteredError(DatasetError, KeyError):
+    """A data set name the config uses but no annotation file under the root provides."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 # -- our catalog ----------------------------------------------------------------------------
 def register_dataset(
     name: str, loader: Callable[[], list[dict[str, Any]]], metadata: dict[str, Any]
@@ -73,7 +80,7 @@ def registered_names() -> list[str]:
 def get_dataset_dicts(name: str) -> list[dict[str, Any]]:
     """detectron2-format dicts of a registered data set."""
     if name not in _LOADERS:
-        raise KeyError(
+        raise DatasetNotRegisteredError(
             f"data set {name!r} is not registered (registered: {registered_names() or 'none'}); "
             f"is BSI.DATASET_ROOT or ${ENV_ROOT} the converter's output folder, and does it hold "
             "the annotation file for this split?"
@@ -83,7 +90,7 @@ def get_dataset_dicts(name: str) -> list[dict[str, Any]]:
 
 def get_metadata(name: str) -> dict[str, Any]:
     if name not in _METADATA:
-        raise KeyError(f"data set {name!r} is not registered")
+        raise DatasetNotRegisteredError(f"data set {name!r} is not registered")
     return dict(_METADATA[name])
 
 

@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from bsi_d2.config import cfg_get, resolve_engine_name, resolve_epochs
+from bsi_d2.config import ConfigValueError, cfg_get, resolve_engine_name, resolve_epochs
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,9 @@ def get_engine(cfg_or_name: Any) -> Engine:
     if name not in _REGISTRY and name in BUILTIN_ENGINES:
         importlib.import_module(BUILTIN_ENGINES[name])
     if name not in _REGISTRY:
-        raise ValueError(f"MODEL.ENGINE {choice!r} is not one of auto, {', '.join(engine_names())}")
+        raise ConfigValueError(
+            f"MODEL.ENGINE {choice!r} is not one of auto, {', '.join(engine_names())}"
+        )
     return _REGISTRY[name]()
 
 
