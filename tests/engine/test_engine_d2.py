@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -140,3 +141,33 @@ def test_train_a_few_iterations_through_train_net(tmp_path):
     )
     assert evaluated["engine"] == "detectron2" and evaluated["weights"] == result["weights"]
     assert evaluated["evaluation"]["bsi_val"]["n_images"] == 1
+
+
+def _evaluation_lines(output: Path) -> list[dict]:
+    lines = [json.loads(line) for line in (output / "metrics.json").read_text().splitlines()]
+    return [line for line in lines if "segm/AP" in line]
+
+
+def test_both_engines_write_the_same_metrics_keys(tmp_path):
+    # before: fractions under segm/per_class/<cls> (detectron2) vs percent under segm/AP-<cls>
+    pytest.importorskip("detectron2", reason="detectron2 not installed; see README")
+    from bsi_d2.config import setup_cfg
+    from bsi_d2.engine import get_engine
+
+    root = _tiny_scans(tmp_path / "bsi", n=3)
+    keys, aps = {}, []
+    for engine in ("detectron2", "torchvision"):
+        out = tmp_path / engine
+        cfg = setup_cfg(
+            CPU_CONFIG,
+            ["BSI.DATASET_ROOT", str(root), "OUTPUT_DIR", str(out), "MODEL.ENGINE", engine,
+             "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "SEED", "1",
+             "DATASETS.TRAIN", "('bsi_train',)", "DATASETS.TEST", "('bsi_val',)"],
+        )  # fmt: skip
+        get_engine(cfg).train(cfg)
+        lines = _evaluation_lines(out)
+        keys[engine] = {k for line in lines for k in line if "/" in k}
+        aps += [line["segm/AP"] for line in lines]
+    assert keys["detectron2"] == keys["torchvision"]
+    assert {"segm/AP", "segm/AP-skull", "pixel/skeleton/f1", "lesion/dice_pooled"} <= keys[engine]
+    assert aps and all(0.0 <= v <= 1.0 for v in aps)  # fractions, not percent
