@@ -101,7 +101,7 @@ def _load(config_file: str | os.PathLike | None, opts: Sequence[str], subset: bo
 def iterations_per_epoch(num_images: int, ims_per_batch: int) -> int:
     """Iterations that show every training image once (the last batch may be partial)."""
     if num_images <= 0:
-        raise ValueError("cannot derive iterations from an empty training set")
+        raise ConfigValueError("cannot derive iterations from an empty training set")
     return math.ceil(num_images / max(1, int(ims_per_batch)))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bsi_d2.config import ConfigValueError
 from bsi_d2.data import augment as A
 from bsi_d2.structures.masks import segmentation_to_mask
 
@@ -122,7 +123,7 @@ class BsiDatasetMapper:
         if is_train:
             min_size, max_size = cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN
             if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "choice":
-                raise ValueError("INPUT.MIN_SIZE_TRAIN_SAMPLING: only 'choice' is supported")
+                raise ConfigValueError("INPUT.MIN_SIZE_TRAIN_SAMPLING: only 'choice' is supported")
         else:
             min_size, max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
         return cls(

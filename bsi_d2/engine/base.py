@@ -69,7 +69,9 @@ class Engine(ABC):
         """Run ``main(args)`` in one process per GPU (torch's spawn; the detectron2 engine uses
         detectron2's launcher)."""
         if num_machines > 1:
-            raise ValueError(f"the {self.name} engine across machines: start it with torchrun")
+            raise ConfigValueError(
+                f"the {self.name} engine across machines: start it with torchrun"
+            )
         import torch.multiprocessing as mp
 
         mp.spawn(_spawned_worker, args=(main, args, num_gpus, _free_port()), nprocs=num_gpus)

@@ -140,13 +140,13 @@ def run_kfold(
     ``opts`` are ``KEY VALUE`` overrides applied to every fold (fold k adds its data sets,
     OUTPUT_DIR/fold{k} and SEED + k). ``resume`` continues each fold from its last checkpoint.
     """
-    from bsi_d2.config import setup_cfg
-    from bsi_d2.data.datasets import registered_names
+    from bsi_d2.config import ConfigValueError, setup_cfg
+    from bsi_d2.data.datasets import DatasetError, registered_names
     from bsi_d2.engine import get_engine, prepare_training
     from bsi_d2.engine.predictor import Predictor, evaluate_on_datasets
 
     if folds < 1:
-        raise ValueError(f"--folds must be >= 1, got {folds}")
+        raise ConfigValueError(f"--folds must be >= 1, got {folds}")
     base = prepare_training(setup_cfg(config_file, list(opts)))  # registers the data sets
     engine = get_engine(base)
     missing = [
@@ -157,7 +157,7 @@ def run_kfold(
     ]
     if missing:
         root = base.BSI.DATASET_ROOT or os.environ.get("BSI_D2_DATASETS", "datasets/bsi")
-        raise ValueError(
+        raise DatasetError(
             f"{root}: k-fold data sets missing: {', '.join(missing[:6])}"
             f"{' ...' if len(missing) > 6 else ''}; "
             f"run `bsi-d2 convert SRC --out OUT --folds {folds}`"

@@ -29,6 +29,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BitMasks, Boxes
 from detectron2.structures import Instances as D2Instances
 
+from bsi_d2.config import ConfigValueError
 from bsi_d2.data.mapper import BsiDatasetMapper
 from bsi_d2.engine.base import prepare_training
 from bsi_d2.engine.checkpoint import CheckpointError, other_engine_message, peek_engine
@@ -221,7 +222,7 @@ def evaluate(cfg: Any, weights: str | None = None) -> dict[str, Any]:
     """Evaluate ``weights`` (default MODEL.WEIGHTS, else OUTPUT_DIR's last checkpoint) on every
     DATASETS.TEST split; writes OUTPUT_DIR/inference/<name>/ like the torchvision engine."""
     if not cfg.DATASETS.TEST:
-        raise ValueError("DATASETS.TEST is empty: nothing to evaluate on")
+        raise ConfigValueError("DATASETS.TEST is empty: nothing to evaluate on")
     cfg = prepare_training(cfg)
     model = BsiTrainer.build_model(cfg)
     checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)

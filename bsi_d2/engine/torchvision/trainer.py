@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from bsi_d2.config import cfg_get
+from bsi_d2.config import ConfigValueError, cfg_get
+from bsi_d2.data.datasets import DatasetError
 from bsi_d2.engine.checkpoint import (
     checkpoint_name,
     last_checkpoint,
@@ -239,13 +240,15 @@ def build_train_loader(cfg: Any, seed: int, rank: int = 0, world: int = 1) -> It
     """Batches (lists of mapped dicts) of IMS_PER_BATCH / world images, forever."""
     total = int(cfg_get(cfg, "SOLVER.IMS_PER_BATCH"))
     if total % world:
-        raise ValueError(f"SOLVER.IMS_PER_BATCH={total} must be divisible by {world} processes")
+        raise ConfigValueError(
+            f"SOLVER.IMS_PER_BATCH={total} must be divisible by {world} processes"
+        )
     dicts = dataset_dicts(
         cfg_get(cfg, "DATASETS.TRAIN"),
         filter_empty=bool(cfg_get(cfg, "DATALOADER.FILTER_EMPTY_ANNOTATIONS")),
     )
     if not dicts:
-        raise ValueError(f"training data sets {tuple(cfg_get(cfg, 'DATASETS.TRAIN'))} are empty")
+        raise DatasetError(f"training data sets {tuple(cfg_get(cfg, 'DATASETS.TRAIN'))} are empty")
     dataset = InfiniteMappedDicts(dicts, build_mapper(cfg, True), seed, rank, world)
     workers = int(cfg_get(cfg, "DATALOADER.NUM_WORKERS"))
     loader = torch.utils.data.DataLoader(
@@ -609,7 +612,7 @@ def evaluate(cfg: Any, weights: str | None = None) -> dict[str, Any]:
         weights = str(found)
     names = cfg_get(cfg, "DATASETS.TEST")
     if not names:
-        raise ValueError("DATASETS.TEST is empty: nothing to evaluate on")
+        raise ConfigValueError("DATASETS.TEST is empty: nothing to evaluate on")
     engine = get_engine("torchvision")
     predictor = Predictor(cfg, weights=weights, device=_device(cfg), engine=engine)
     results = evaluate_on_datasets(predictor, names, output_dir / "inference")
