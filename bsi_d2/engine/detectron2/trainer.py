@@ -196,7 +196,13 @@ def _read_evaluations(cfg: Any) -> dict[str, Any]:
 
 def train(cfg: Any, resume: bool = False) -> dict[str, Any]:
     """Train with detectron2; evaluates DATASETS.TEST at the end (and every TEST.EVAL_PERIOD)."""
+    from detectron2.utils import comm
+    from detectron2.utils.env import seed_all_rng
+
     cfg = prepare_training(cfg)
+    # SEED as default_setup applies it (the demo and k-fold do not call default_setup): without
+    # it the sampler and augmentation draw a fresh seed each run
+    seed_all_rng(None if int(cfg.SEED) < 0 else int(cfg.SEED) + comm.get_rank())
     Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
     trainer = BsiTrainer(cfg)
     trainer.resume_or_load(resume=resume)
