@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bsi_d2.inference import outputs as out
 from bsi_d2.io.files import atomic_write_text
 from bsi_d2.structures.instances import Instances
 
@@ -244,10 +245,26 @@ def _test_patients(coco: Path) -> list[str]:
     return sorted(Path(img["labelme_file"]).stem for img in data["images"])
 
 
+def _analysed_records(predict_dir: Path) -> list[tuple[Path, dict]]:
+    """(scan folder, record) of every scan the model segmented: ok, qc_failed and not_assessed
+    alike (their predictions exist); failed scans have none."""
+    found = []
+    for scan_dir in sorted((predict_dir / out.SCANS_DIR).iterdir()):
+        record_path = scan_dir / out.RECORD_FILE
+        if not record_path.is_file():
+            continue
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        if (
+            record["status"] in out.FINISHED_STATUSES
+            and (scan_dir / out.PREDICTIONS_FILE).is_file()
+        ):
+            found.append((scan_dir, record))
+    return found
+
+
 def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir: Path) -> dict:
     """Pixel/COCO metrics on the test split and predicted-vs-true BSI from the phantoms."""
     from bsi_d2.evaluation import EvaluationResult, evaluate_dataset
-    from bsi_d2.inference import outputs as out
     from bsi_d2.postprocess.rasterize import parse_class_thresholds
     from bsi_d2.report.html import write_evaluation_page
     from bsi_d2.taxonomy import load_taxonomy
@@ -259,19 +276,18 @@ def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir:
     predictions: list[tuple[int, Instances]] = []
     bsi_pairs: list[tuple[str, float, float]] = []
     withheld = 0  # scans analysed but failing quality control: no BSI to compare
-    for scan_dir in sorted((predict_dir / out.SCANS_DIR).iterdir()):
-        record_path = scan_dir / out.RECORD_FILE
-        if not record_path.is_file():
-            continue
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        if record["status"] != out.STATUS_OK:
-            withheld += record["status"] in (out.STATUS_QC_FAILED, out.STATUS_NOT_ASSESSED)
-            continue
+    for scan_dir, record in _analysed_records(predict_dir):
         patient = Path(record["source"][0]).stem
+        # the model is scored on every scan it segmented; only scans with a reported BSI
+        # (status ok) enter the BSI agreement
+        predictions.append(
+            (image_of[patient]["id"], out.read_predictions(scan_dir / out.PREDICTIONS_FILE))
+        )
+        if record["status"] != out.STATUS_OK:
+            withheld += 1
+            continue
         truth = json.loads((phantoms / "truth" / f"{patient}.json").read_text(encoding="utf-8"))
         bsi_pairs.append((record["key"], float(record["bsi"]), float(truth["bsi"])))
-        image = image_of[patient]
-        predictions.append((image["id"], out.read_predictions(scan_dir / out.PREDICTIONS_FILE)))
     evaluation = evaluate_dataset(
         gt_path,
         predictions,
