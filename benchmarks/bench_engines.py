@@ -44,7 +44,7 @@ def seconds_per_iter(output_dir: Path) -> float:
 
 def run_engine(engine: str, args: argparse.Namespace, output_dir: Path) -> float:
     from bsi_d2.config import setup_cfg
-    from bsi_d2.engine import load_engine
+    from bsi_d2.engine import get_engine
 
     opts = [
         *args.opts,
@@ -57,7 +57,7 @@ def run_engine(engine: str, args: argparse.Namespace, output_dir: Path) -> float
         "SEED", "0",
     ]  # fmt: skip
     cfg = setup_cfg(args.config_file, opts)
-    load_engine(cfg).train(cfg, resume=False)
+    get_engine(cfg).train(cfg, resume=False)
     return seconds_per_iter(output_dir)
 
 

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    from bsi_d2.commands.train import config_errors
+    from bsi_d2.commands._args import config_errors
 
     try:
         return int(module.main(args) or 0)

@@ -185,3 +185,15 @@ def add_workers_argument(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="worker processes (default: CPU count; 1 = no pool)",
     )
+
+
+def config_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean a bad config, checkpoint, taxonomy or data set: reported in a line,
+    exit code 2 (by :func:`bsi_d2.cli.main` for every command). Anything else is a defect and
+    keeps its traceback."""
+    from bsi_d2.config import ConfigError
+    from bsi_d2.data.datasets import DatasetError
+    from bsi_d2.engine.checkpoint import CheckpointError
+    from bsi_d2.taxonomy import TaxonomyError
+
+    return (ConfigError, CheckpointError, TaxonomyError, DatasetError, FileNotFoundError)

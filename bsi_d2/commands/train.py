@@ -16,7 +16,7 @@ import logging
 import os
 from typing import Any
 
-from bsi_d2.commands._args import add_config_file_argument
+from bsi_d2.commands._args import add_config_file_argument, config_errors
 
 HELP = "train Mask R-CNN (detectron2 or torchvision engine)"
 logger = logging.getLogger(__name__)
@@ -62,26 +62,11 @@ def launch(args: argparse.Namespace) -> dict[str, Any] | None:
     return None
 
 
-def config_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean a bad config, checkpoint, taxonomy or data set: reported in a line,
-    exit code 2. Anything else is a defect and keeps its traceback."""
-    from bsi_d2.config import ConfigError
-    from bsi_d2.data.datasets import DatasetError
-    from bsi_d2.engine.checkpoint import CheckpointError
-    from bsi_d2.taxonomy import TaxonomyError
-
-    return (ConfigError, CheckpointError, TaxonomyError, DatasetError, FileNotFoundError)
-
-
-def log_config_error(err: BaseException) -> None:
-    logger.error("%s", err)
-
-
 def main(args: argparse.Namespace) -> int:
     try:
         result = launch(args)
-    except config_errors() as err:
-        log_config_error(err)
+    except config_errors() as err:  # tools/train_net.py calls main without bsi_d2.cli
+        logger.error("%s", err)
         return 2
     if result is not None:
         print(json.dumps(_headline(result), indent=2, default=str))

@@ -14,10 +14,9 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
+from fvcore.common.config import CfgNode as _FvCfgNode
 
 from bsi_d2.config.defaults import (
     INTENSITIES,
@@ -61,22 +60,16 @@ def declared_engine(config_file: str | os.PathLike | None, opts: Sequence[str]) 
     for key, value in zip(opts[::2], opts[1::2], strict=False):
         if key == ENGINE_KEY:
             return str(value)
-    seen: set[Path] = set()
-    path = Path(config_file) if config_file else None
-    while path is not None and path.is_file() and path.resolve() not in seen:
-        seen.add(path.resolve())
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError, OSError):
-            break  # merge_from_file reports the broken file
-        if not isinstance(data, dict):
-            break
-        model = data.get("MODEL")
-        if isinstance(model, dict) and model.get("ENGINE") is not None:
-            return str(model["ENGINE"])
-        base = data.get("_BASE_")
-        # fvcore's rule: "~" expands, a relative _BASE_ is relative to the file including it
-        path = path.parent / Path(base).expanduser() if isinstance(base, str) else None
+    if not config_file or not os.path.isfile(config_file):
+        return AUTO  # _load reports the missing file
+    try:
+        # fvcore's own _BASE_ resolution, the one merge_from_file applies
+        data = _FvCfgNode.load_yaml_with_base(str(config_file))
+    except Exception:  # noqa: BLE001 - merge_from_file reports the broken file
+        return AUTO
+    model = data.get("MODEL") if isinstance(data, dict) else None
+    if isinstance(model, dict) and model.get("ENGINE") is not None:
+        return str(model["ENGINE"])
     return AUTO
 
 

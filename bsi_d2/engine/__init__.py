@@ -16,19 +16,12 @@ from bsi_d2.engine.base import (
     resolve_engine,
 )
 
-
-def load_engine(cfg):
-    """The engine ``cfg`` asks for (an :class:`Engine`, with ``train`` and ``evaluate``)."""
-    return get_engine(cfg)
-
-
 __all__ = [
     "BUILTIN_ENGINES",
     "Engine",
     "available_device",
     "engine_names",
     "get_engine",
-    "load_engine",
     "prepare_training",
     "register_engine",
     "resolve_engine",

@@ -95,7 +95,7 @@ class LesionSummary:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """One data set's evaluation; ``raw`` keeps the full nested dict (``evaluation.json``)."""
+    """One data set's evaluation (the numbers of ``evaluation.json``)."""
 
     coco: dict[str, CocoSummary]
     skeleton: PixelScores
@@ -104,7 +104,6 @@ class EvaluationResult:
     scan: dict[str, float | None]
     burden: dict[str, float | None]
     n_images: int
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
     def from_dict(cls, tree: Mapping[str, Any]) -> EvaluationResult:
@@ -131,7 +130,6 @@ class EvaluationResult:
                 if not isinstance(v, Mapping)
             },
             n_images=int(tree.get("n_images") or 0),
-            raw=dict(tree),
         )
 
     @property

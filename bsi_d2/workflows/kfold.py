@@ -174,7 +174,7 @@ def run_kfold(
         logger.info("fold %d/%d: training on %s", k + 1, folds, fold_dataset(k, "train"))
         trained = engine.train(cfg, resume=resume)
         weights = trained.get("weights") or trained.get("final_checkpoint")
-        predictor = Predictor(prepare_training(cfg), weights=weights, engine=engine)
+        predictor = Predictor(cfg, weights=weights, engine=engine)  # data registered above
         test = fold_dataset(k, "test")
         evaluation = evaluate_on_datasets(predictor, [test], Path(cfg.OUTPUT_DIR) / "inference")
         per_fold.append(

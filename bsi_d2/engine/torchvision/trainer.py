@@ -36,6 +36,7 @@ from bsi_d2.engine.checkpoint import (
 )
 from bsi_d2.engine.predictor import build_mapper
 from bsi_d2.engine.torchvision.model import LABEL_OFFSET, build_tv_model
+from bsi_d2.evaluation.results import flatten_evaluations
 
 logger = logging.getLogger(__name__)
 
@@ -309,22 +310,7 @@ def read_metrics(output_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-def _flat_evaluation(results: dict[str, dict]) -> dict[str, float]:
-    """The numbers both engines log (:mod:`bsi_d2.evaluation.results`: same keys, fractions)."""
-    from bsi_d2.evaluation.results import flatten_evaluations
-
-    return flatten_evaluations(results)
-
-
 # -- train / evaluate -------------------------------------------------------------------------
-def _device(cfg: Any) -> str:
-    device = str(cfg_get(cfg, "MODEL.DEVICE"))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning("MODEL.DEVICE %s but CUDA is not available: using cpu", device)
-        return "cpu"
-    return device
-
-
 def restore(
     path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> int:
@@ -434,7 +420,7 @@ class TorchvisionTrainer:
 
         cfg = prepare_training(cfg)
         self.cfg = cfg
-        self.rank, self.world, self.device = _init_distributed(_device(cfg))
+        self.rank, self.world, self.device = _init_distributed(str(cfg_get(cfg, "MODEL.DEVICE")))
         seed = _shared_seed(int(cfg_get(cfg, "SEED")), self.world)
         # augmentation differs per rank; the sampler's permutation (``seed``) is shared
         seed_everything(seed + self.rank)
@@ -588,7 +574,7 @@ def _periodic_evaluation(
         cfg_get(cfg, "DATASETS.TEST"),
         Path(str(cfg_get(cfg, "OUTPUT_DIR"))) / "inference",
     )
-    writer.write({"iteration": iteration, **_flat_evaluation(results)})
+    writer.write({"iteration": iteration, **flatten_evaluations(results)})
     return results
 
 
@@ -614,7 +600,9 @@ def evaluate(cfg: Any, weights: str | None = None) -> dict[str, Any]:
     if not names:
         raise ConfigValueError("DATASETS.TEST is empty: nothing to evaluate on")
     engine = get_engine("torchvision")
-    predictor = Predictor(cfg, weights=weights, device=_device(cfg), engine=engine)
+    predictor = Predictor(
+        cfg, weights=weights, device=str(cfg_get(cfg, "MODEL.DEVICE")), engine=engine
+    )
     results = evaluate_on_datasets(predictor, names, output_dir / "inference")
     return {"engine": "torchvision", "weights": weights, "evaluation": results}
 
