@@ -1,6 +1,6 @@
 """Phantom generation speed: scans per second in one process and in a process pool.
 
-    python benchmarks/bench_phantom.py --scans 40 --workers 2
+    python benchmarks/bench_phantom.py --scans 40 --workers 2 [--difficulty hard]
 
 Run by hand. Both timings are taken in the same run, so the printed ratio (pool / single)
 holds on any machine even where absolute numbers do not.
@@ -17,10 +17,10 @@ from pathlib import Path
 from bsi_d2.phantom import write_phantoms
 
 
-def timed(n: int, workers: int, seed: int) -> float:
+def timed(n: int, workers: int, seed: int, difficulty: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        written = write_phantoms(Path(tmp), n, seed=seed, workers=workers)
+        written = write_phantoms(Path(tmp), n, seed=seed, workers=workers, difficulty=difficulty)
         elapsed = time.perf_counter() - start
     if len(written) != n:
         raise RuntimeError(f"only {len(written)} of {n} phantoms were written")
@@ -32,10 +32,14 @@ def main() -> None:
     parser.add_argument("--scans", type=int, default=40, help="phantoms per timing")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--difficulty", default="standard", help="standard or hard")
     args = parser.parse_args()
-    single = timed(args.scans, 1, args.seed)
-    pool = timed(args.scans, args.workers, args.seed)
-    print(f"{args.scans} phantoms (DICOM + PNGs + Labelme + truth each), {os.cpu_count()} CPUs")
+    single = timed(args.scans, 1, args.seed, args.difficulty)
+    pool = timed(args.scans, args.workers, args.seed, args.difficulty)
+    print(
+        f"{args.scans} {args.difficulty} phantoms (DICOM + PNGs + Labelme + truth each), "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"  single process : {single:6.1f} s  {args.scans / single:6.2f} scans/s")
     print(f"  {args.workers} workers      : {pool:6.1f} s  {args.scans / pool:6.2f} scans/s")
     print(f"  pool / single speed-up: {single / pool:.2f}x")

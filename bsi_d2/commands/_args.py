@@ -197,3 +197,15 @@ def config_errors() -> tuple[type[BaseException], ...]:
     from bsi_d2.taxonomy import TaxonomyError
 
     return (ConfigError, CheckpointError, TaxonomyError, DatasetError, FileNotFoundError)
+
+
+def add_difficulty_argument(parser: argparse.ArgumentParser, default: str = "standard") -> None:
+    from bsi_d2.phantom.presets import DIFFICULTIES
+
+    parser.add_argument(
+        "--difficulty",
+        choices=DIFFICULTIES,
+        default=default,
+        help="phantom preset: standard (the light set the demo trains on by default) or hard "
+        "(the clinical disease range, look-alikes, real count levels: the benchmark)",
+    )

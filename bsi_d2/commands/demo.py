@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from bsi_d2.commands._args import add_config_file_argument, add_out_argument, add_workers_argument
+from bsi_d2.commands._args import (
+    add_config_file_argument,
+    add_difficulty_argument,
+    add_out_argument,
+    add_workers_argument,
+)
 from bsi_d2.workflows.demo import CPU_CONFIG, GPU_CONFIG, DemoOptions, run_demo
 
 HELP = "synthetic scans -> COCO -> training -> batch inference -> BSI report"
@@ -30,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="inference batch")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     add_workers_argument(parser)
+    add_difficulty_argument(parser, d.difficulty)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
 
 
@@ -44,6 +50,7 @@ def main(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
             workers=args.workers,
+            difficulty=args.difficulty,
             opts=list(args.opts),
         )
     )

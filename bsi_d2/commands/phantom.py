@@ -6,7 +6,12 @@ import argparse
 import json
 import logging
 
-from bsi_d2.commands._args import add_deprecated_alias, add_out_argument, add_workers_argument
+from bsi_d2.commands._args import (
+    add_deprecated_alias,
+    add_difficulty_argument,
+    add_out_argument,
+    add_workers_argument,
+)
 
 HELP = "make synthetic whole-body bone scans with ground truth"
 
@@ -26,6 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write <id>_ANT.dcm and <id>_POST.dcm (GE style) instead of one two-frame file",
     )
+    add_difficulty_argument(parser)
+    parser.add_argument(
+        "--annotator-noise",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="jitter the drawn outlines and leave some faint lesions unlabelled, as real "
+        "annotators do (default: as the preset says; the truth files keep what was drawn)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -40,6 +53,8 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         one_view_per_file=args.one_view_per_file,
+        difficulty=args.difficulty,
+        annotator_noise=args.annotator_noise,
     )
     manifest = json.loads((args.out / "manifest.json").read_text(encoding="utf-8"))
     summary = manifest["summary"]
@@ -47,7 +62,8 @@ def main(args: argparse.Namespace) -> int:
         f"wrote {len(written)} of {args.scans} phantoms to {args.out} "
         f"({summary['patients_without_lesion']} without lesion, lesions per patient "
         f"{summary['lesions_min']}-{summary['lesions_max']}, "
-        f"{summary['low_count_scans']} low-count); synthetic data, not for diagnosis"
+        f"{summary['low_count_scans']} low-count, difficulty {manifest['difficulty']}); "
+        "synthetic data, not for diagnosis"
     )
     for failure in manifest["failed"]:
         print(f"  failed: {failure['patient']}: {failure['error']}")

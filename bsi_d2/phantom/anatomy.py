@@ -47,6 +47,11 @@ class Part:
     site: str | None = None  # where metastases may be placed (see lesions.SITES)
     depth: tuple[float, float] = (0.5, 0.5)  # lesion depth range, 0 anterior .. 1 posterior
     kind: str = "bone"  # bone, soft, organ
+    layer: float | None = None  # depth of its mass for depth-dependent blur; None: mid of depth
+
+    @property
+    def mass_depth(self) -> float:
+        return float(sum(self.depth) / 2.0) if self.layer is None else float(self.layer)
 
 
 @dataclass
@@ -89,7 +94,12 @@ class BodyParameters:
         }
 
 
-def sample_body(rng: np.random.Generator) -> BodyParameters:
+def sample_body(
+    rng: np.random.Generator,
+    habitus_sd: float = 0.15,
+    habitus_max: float = 1.5,
+    habitus_mean: float = 1.1,
+) -> BodyParameters:
     """Draw height, build, arm pose and placement."""
     height = float(np.clip(rng.normal(168.0, 10.0), 148.0, 196.0))
     build = float(np.clip(rng.normal(1.0, 0.07), 0.86, 1.16))
@@ -117,7 +127,7 @@ def sample_body(rng: np.random.Generator) -> BodyParameters:
         shift=(float(rng.uniform(-6.0, 6.0)), 0.0),
         top_row=float(top),
         leg_spread=float(rng.uniform(-0.01, 0.015)),
-        habitus=float(np.clip(rng.normal(1.1, 0.15), 0.85, 1.5)),
+        habitus=float(np.clip(rng.normal(habitus_mean, habitus_sd), 0.85, habitus_max)),
     )
 
 
@@ -162,8 +172,16 @@ def mirror(geometry: BaseGeometry, width: int = VIEW_SHAPE[1]) -> BaseGeometry:
 # -- the body --------------------------------------------------------------------------------
 
 
-def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
-    """Skeleton, organs and soft tissue of one body, placed in the anterior view."""
+def build_anatomy(
+    body: BodyParameters, rng: np.random.Generator, detailed: bool = False
+) -> Anatomy:
+    """Skeleton, organs and soft tissue of one body, placed in the anterior view.
+
+    ``detailed`` (the hard preset) adds facial bones, pedicles and spinous processes, vertebrae
+    of uneven uptake, fainter anterior ribs, the depth of every part (for depth-dependent blur)
+    and lesion sites outside the BSI regions (forearm, tibia, distal femur); without it the
+    skeleton is the standard one, draw for draw.
+    """
     H = body.height_cm * 10.0 / PIXEL_SPACING_MM
     w = 1.06 * body.build * math.sqrt(H * 700.0)
     parts: list[Part] = []
@@ -177,8 +195,12 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
     def outline(table, side: float = 1.0) -> Polygon:
         return Polygon([P(side * u, v) for u, v in table])
 
-    def add(name, geom, ant, post, site=None, depth=(0.5, 0.5), kind="bone", region=None):
-        parts.append(Part(name, geom, ant, post, site, depth, kind))
+    def add(
+        name, geom, ant, post, site=None, depth=(0.5, 0.5), kind="bone", region=None, layer=None
+    ):
+        if layer is None and detailed and site is None:
+            layer = PART_DEPTH.get(name)
+        parts.append(Part(name, geom, ant, post, site, depth, kind, layer))
         if region is not None:
             regions[region].append(geom)
 
@@ -191,6 +213,15 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
     add("face", face, 0.6, 0.25, region="skull")
     mandible = stroke(bezier(P(-0.027, 0.088), P(0.0, 0.148), P(0.027, 0.088)), 0.0045 * H)
     add("mandible", mandible, 0.7, 0.4, region="skull")
+    if detailed:
+        # orbits as rims, maxilla and the teeth-bearing arch, nasal bones: the face a reader sees
+        for side in (-1.0, 1.0):
+            orbit = ellipse(side * 0.013 * w, 0.079 * H, 0.0105 * w, 0.0085 * H)
+            add("orbit", orbit.difference(orbit.buffer(-0.0022 * H)), 0.35, 0.1)
+        maxilla = stroke(bezier(P(-0.022, 0.098), P(0.0, 0.112), P(0.022, 0.098)), 0.0055 * H)
+        add("maxilla", maxilla, 0.55, 0.2, region="skull")
+        add("nasal", capsule(P(0.0, 0.08), P(0.0, 0.095), 0.003 * w, 0.0045 * w), 0.3, 0.05)
+        add("skull_base", ellipse(0.0, 0.1 * H, 0.03 * w, 0.008 * H), 0.2, 0.45)
 
     # spine: vertebral bodies with disc spaces along a gently bowed centreline
     v_top, v_bottom = 0.135, 0.475
@@ -216,7 +247,16 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
             hw = half_width(vc)
             body_box = box(-hw, -0.36 * step * H, hw, 0.36 * step * H)  # discs between
             vert = affinity.translate(body_box.buffer(0.002 * H, 4), centre(vc), vc * H)
-            add("vertebra", vert, 0.55, 1.0, site="spine", depth=(0.5, 0.85))
+            if not detailed:
+                add("vertebra", vert, 0.55, 1.0, site="spine", depth=(0.5, 0.85))
+                continue
+            level = float(rng.uniform(0.85, 1.15))
+            add("vertebra", vert, 0.38 * level, 0.7 * level, site="spine", depth=(0.45, 0.7))
+            for side in (-1.0, 1.0):  # pedicles and facets: the posterior view's double line
+                pedicle = ellipse(centre(vc) + side * 0.75 * hw, vc * H, 0.3 * hw, 0.3 * step * H)
+                add("pedicle", pedicle, 0.1 * level, 0.45 * level, layer=0.8)
+            spinous = ellipse(centre(vc), (vc + 0.1 * step) * H, 0.22 * hw, 0.28 * step * H)
+            add("spinous_process", spinous, 0.05 * level, 0.35 * level, layer=0.92)
     vs = np.linspace(v_top, v_bottom, 40)
     left = [(centre(v) - half_width(v) - 1.0, v * H) for v in vs]
     right = [(centre(v) + half_width(v) + 1.0, v * H) for v in vs[::-1]]
@@ -243,6 +283,7 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
             arc = stroke(post_arc, rib_r)
             add("rib_posterior", arc, 0.18 * level, 0.55 * level, site="ribs", depth=(0.75, 0.95))
             chest_parts.append(arc)
+            marks[f"rib_{'right' if side < 0 else 'left'}_{k}"] = lateral
             if k <= 10:
                 if k <= 7:
                     end = (side * 0.014 * w, (0.2 + (k - 1) * 0.014) * H)
@@ -254,7 +295,7 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
                 add(
                     "rib_anterior",
                     front,
-                    0.45 * level,
+                    (0.3 if detailed else 0.45) * level,
                     0.18 * level,
                     site="ribs",
                     depth=(0.05, 0.25),
@@ -265,6 +306,7 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
             0.0034 * H,
         )
         add("clavicle", clavicle, 0.7, 0.35, site="chest", depth=(0.05, 0.2))
+        marks[f"sc_joint_{'right' if side < 0 else 'left'}"] = P(side * 0.016, 0.189)
         scapula = outline(SCAPULA, side)
         add("scapula", scapula, 0.12, 0.4, site="chest", depth=(0.8, 0.95))
         add("scapula_rim", scapula.difference(scapula.buffer(-0.004 * H)), 0.08, 0.3)
@@ -314,6 +356,8 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
                 ),
                 0.45,
                 0.45,
+                site="forearm" if detailed else None,
+                depth=(0.35, 0.65),
             )
         carpus = Point(np.add(wrist, d * 0.012 * H)).buffer(0.01 * H, 8)
         add("hand", carpus, 0.5, 0.5)
@@ -360,6 +404,8 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
             0.15,
             0.35,
         )
+        marks[f"si_joint_{'right' if side < 0 else 'left'}"] = P(side * 0.02, 0.494)
+        marks[f"hip_{'right' if side < 0 else 'left'}"] = P(side * 0.072, 0.523)
     sacrum = outline(SACRUM)
     add("sacrum", sacrum, 0.35, 0.85, site="pelvis", depth=(0.75, 0.9))
     pelvis_parts.append(sacrum)
@@ -379,6 +425,9 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
         add("femoral_head", fem_head, 0.62, 0.55, site="femurs", depth=(0.3, 0.6))
         add("femoral_neck", neck.union(trochanter), 0.55, 0.55, site="femurs", depth=(0.3, 0.7))
         add("femur", capsule(shaft_top, knee, 0.0085 * H, 0.0075 * H), 0.5, 0.5)
+        if detailed:  # the distal half, outside the femurs region: a site for lesions only
+            lower = capsule(mid, knee, 0.008 * H, 0.0075 * H)
+            add("femur_distal", lower, 0.0, 0.0, site="femur_distal", depth=(0.35, 0.65))
         add(
             "femur_proximal",
             capsule(shaft_top, mid, 0.0085 * H, 0.008 * H),
@@ -399,6 +448,8 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
             capsule((knee[0], knee[1] + 0.015 * H), ankle, 0.0095 * H, 0.006 * H),
             0.5,
             0.45,
+            site="tibia" if detailed else None,
+            depth=(0.15, 0.45),
         )
         add(
             "fibula",
@@ -418,6 +469,7 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
             0.55,
         )
         marks[f"knee_{'right' if side < 0 else 'left'}"] = knee
+        marks[f"ankle_{'right' if side < 0 else 'left'}"] = ankle
 
     # organs: kidneys (mostly seen posteriorly) and the bladder
     for side, key, dv in ((-1.0, "right", 0.008), (1.0, "left", -0.004)):
@@ -466,7 +518,7 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
         return (q.x, q.y)
 
     placed = [
-        Part(p.name, place(p.geometry), p.anterior, p.posterior, p.site, p.depth, p.kind)
+        Part(p.name, place(p.geometry), p.anterior, p.posterior, p.site, p.depth, p.kind, p.layer)
         for p in parts
     ]
     return Anatomy(
@@ -477,6 +529,14 @@ def build_anatomy(body: BodyParameters, rng: np.random.Generator) -> Anatomy:
     )
 
 
+# depth of the mass of parts that carry no lesion site (0 anterior .. 1 posterior), detailed only
+PART_DEPTH = {
+    "calvarium": 0.5, "face": 0.12, "mandible": 0.1, "epicondyles": 0.5, "humerus": 0.5,
+    "hand": 0.5, "finger": 0.5, "iliac_crest": 0.55, "si_joint": 0.78, "femur": 0.5,
+    "condyles": 0.5, "patella": 0.05, "fibula": 0.6, "foot": 0.5, "scapula_rim": 0.9,
+    "kidney_right": 0.75, "kidney_left": 0.75, "renal_cortex_right": 0.75,
+    "renal_cortex_left": 0.75, "soft_tissue": 0.5, "torso": 0.5,
+}  # fmt: skip
 _REGION_KEYS = ("skull", "spine", "chest", "humerus_right", "humerus_left", "pelvis", "femurs")
 
 

@@ -16,6 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from shapely import affinity
+from shapely.geometry.base import BaseGeometry
 
 from bsi_d2.phantom.anatomy import (
     PIXEL_SPACING_MM,
@@ -26,14 +28,28 @@ from bsi_d2.phantom.anatomy import (
     sample_body,
 )
 from bsi_d2.phantom.dicom_writer import SyntheticIdentity, write_one_view, write_two_frame
+from bsi_d2.phantom.disease import Disease, sample_disease
 from bsi_d2.phantom.lesions import (
+    ColdSpot,
     HotSpot,
     Metastasis,
     sample_hot_spots,
     sample_lesion_count,
     sample_metastases,
 )
-from bsi_d2.phantom.render import expected_counts, paint, poisson_counts, texture
+from bsi_d2.phantom.lookalikes import sample_lookalikes
+from bsi_d2.phantom.presets import Difficulty, get_difficulty
+from bsi_d2.phantom.reference import geometric_reference
+from bsi_d2.phantom.render import (
+    blur,
+    depth_sigma,
+    drawn_outline,
+    expected_counts,
+    paint,
+    poisson_counts,
+    scatter,
+    texture,
+)
 from bsi_d2.phantom.truth import (
     LabeledInstance,
     build_truth,
@@ -50,6 +66,14 @@ logger = logging.getLogger(__name__)
 LOW_COUNT_FRACTION = 0.15
 ID_FORMAT = "phantom_{:04d}"
 OUTLINE_TOLERANCE_PX = 0.4
+LOW_COUNT_MCTS = 1.0  # hard preset: a view below this many counts is a low-count scan
+# what a reader can see (hard preset): contrast over the local counts, and Rose's criterion
+VISIBLE_CONTRAST = 0.25
+ROSE_SNR = 5.0
+FAINT_CONTRAST = 0.45  # annotator noise: below this a lesion may be left unlabelled
+MISSED_FAINT = 0.35  # ... with this probability
+SOFT_SIGMA_DETAILED_PX = 4.5
+PATTERNS = ("none", "focal", "diffuse_spine", "extensive", "superscan")
 
 
 @dataclass
@@ -66,6 +90,7 @@ class Phantom:
     truth: dict
     identity: SyntheticIdentity
     parameters: dict = field(default_factory=dict)
+    difficulty: str = "standard"
 
     @property
     def shapes(self) -> list[dict]:
@@ -87,29 +112,58 @@ def generate_phantom(
     taxonomy: Taxonomy | str | None = None,
     lesion_count: int | None = None,
     low_count: bool | None = None,
+    difficulty: str | Difficulty | None = None,
+    annotator_noise: bool | None = None,
 ) -> Phantom:
     """Patient ``index`` of ``seed``: arrays and truth in memory, nothing written.
 
-    ``lesion_count`` and ``low_count`` override the random draw (for tests and galleries);
-    fewer metastases than asked may fit without overlapping.
+    ``difficulty`` is a preset name (``standard``, the default, or ``hard``; see
+    :mod:`bsi_d2.phantom.presets`); ``annotator_noise`` switches jittered outlines and missed
+    faint lesions on or off whatever the preset says. ``lesion_count`` and ``low_count``
+    override the random draw (for tests and galleries); fewer metastases than asked may fit.
     """
     taxonomy = _default_taxonomy() if taxonomy is None else load_taxonomy(taxonomy)
+    preset = get_difficulty(difficulty, annotator_noise)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
-    body = sample_body(rng)
-    anatomy = build_anatomy(body, rng)
+    body = sample_body(rng, preset.habitus_sd, preset.habitus_max, preset.habitus_mean)
+    anatomy = build_anatomy(body, rng, detailed=preset.detailed_anatomy)
     height_px = body.height_cm * 10.0 / PIXEL_SPACING_MM
-    drawn_count = sample_lesion_count(rng)
-    metastases = sample_metastases(
-        anatomy, drawn_count if lesion_count is None else lesion_count, rng
-    )
-    hot_spots = sample_hot_spots(anatomy, rng, height_px)
-    drawn_low = bool(rng.random() < LOW_COUNT_FRACTION)
-    is_low = drawn_low if low_count is None else bool(low_count)
-    count_level = float(rng.uniform(16.0, 30.0) if is_low else rng.uniform(42.0, 78.0))
-    kidney_uptake = float(rng.uniform(0.6, 1.8))
-    views = _render_views(anatomy, metastases, hot_spots, count_level, kidney_uptake, rng)
+    cold_spots: list[ColdSpot] = []
+    drawn: dict[int, dict[str, BaseGeometry]] | None = None
+    visibility: dict[int, dict[str, dict]] = {}
+    if preset.disease == "standard":
+        drawn_count = sample_lesion_count(rng)
+        metastases = sample_metastases(
+            anatomy, drawn_count if lesion_count is None else lesion_count, rng
+        )
+        disease = Disease(metastases, pattern="focal" if metastases else "none")
+        hot_spots = sample_hot_spots(anatomy, rng, height_px)
+        drawn_low = bool(rng.random() < LOW_COUNT_FRACTION)
+        is_low = drawn_low if low_count is None else bool(low_count)
+        count_level = float(rng.uniform(16.0, 30.0) if is_low else rng.uniform(42.0, 78.0))
+        kidney_uptake = float(rng.uniform(0.6, 1.8))
+        views = _render_views(anatomy, metastases, hot_spots, count_level, kidney_uptake, rng)
+    else:
+        disease = sample_disease(anatomy, preset, rng, count=lesion_count)
+        metastases = disease.metastases
+        hot_spots, cold_spots = sample_lookalikes(anatomy, rng, height_px, disease.superscan)
+        cold_spots = cold_spots + disease.cold
+        lo, hi = preset.count_range_mcts or (0.5, 3.5)
+        if low_count is None:  # log-normal around a typical 1.8 Mcts per view, clipped
+            target = float(np.clip(np.exp(rng.normal(np.log(1.8), 0.45)), lo, hi)) * 1e6
+        else:
+            lo, hi = (lo, LOW_COUNT_MCTS) if low_count else (LOW_COUNT_MCTS, hi)
+            target = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) * 1e6
+        kidney_uptake = float(rng.uniform(0.6, 1.8)) * (0.12 if disease.superscan else 1.0)
+        views, base, count_level = _render_views_detailed(
+            anatomy, disease, hot_spots, cold_spots, target, kidney_uptake, preset, rng
+        )
+        is_low = bool(views["anterior"].sum() < LOW_COUNT_MCTS * 1e6)
+        drawn, visibility = _drawn_lesions(metastases, base, count_level, preset, rng)
     merged = merge_views(views["anterior"], views["posterior"])
-    instances = _instances(anatomy, metastases, hot_spots, merged, taxonomy)
+    instances = _instances(
+        anatomy, metastases, hot_spots, merged, taxonomy, drawn, preset.annotator_noise, rng
+    )
     measured = build_truth(instances, merged.counts, taxonomy)
     identity = SyntheticIdentity.sample(rng, uid_seed=f"bsi_d2-phantom-{seed}-{index}")
     parameters = {
@@ -129,12 +183,19 @@ def generate_phantom(
     for inst in instances:
         if inst.lesion_id is not None:
             seen.setdefault(inst.lesion_id, []).append(inst.view)
+    reference = geometric_reference(anatomy.regions, metastases, taxonomy.weights, set(seen))
+    outside = set(reference["outside_regions"])
     lesions = [
-        _lesion_record(m, merged, seen[m.lesion_id]) for m in metastases if m.lesion_id in seen
+        _lesion_record(m, merged, seen.get(m.lesion_id, []), m.lesion_id in outside)
+        | ({"visibility": visibility[m.lesion_id]} if m.lesion_id in visibility else {})
+        for m in metastases
+        if m.lesion_id in seen or drawn is not None
     ]
+    reference["bsi_image_minus_reference"] = float(measured["bsi"] - reference["bsi"])
     truth = {
         "patient": pid,
         "seed": int(seed),
+        "difficulty": preset.name,
         "image": f"labelme/{pid}.png",
         "height": int(merged.counts.shape[0]),
         "width": int(merged.counts.shape[1]),
@@ -142,6 +203,14 @@ def generate_phantom(
         "instances": measured.pop("instances"),
         "lesions": lesions,
         **measured,
+        "reference": reference,
+        "disease_pattern": disease.pattern,
+        "superscan": disease.superscan,
+        "lookalikes": [_benign_record(h.kind, h.outline, merged) for h in hot_spots],
+        "cold_spots": [
+            {**_benign_record(c.kind, c.outline, merged), "metastasis": c.lesion}
+            for c in cold_spots
+        ],
         "parameters": parameters,
     }
     return Phantom(
@@ -155,6 +224,7 @@ def generate_phantom(
         _jsonable(truth),
         identity,
         parameters,
+        preset.name,
     )
 
 
@@ -186,16 +256,154 @@ def _render_views(
     return out
 
 
+def _render_views_detailed(
+    anatomy: Anatomy,
+    disease: Disease,
+    hot_spots: list[HotSpot],
+    cold_spots: list[ColdSpot],
+    target_counts: float,
+    kidney_uptake: float,
+    preset: Difficulty,
+    rng: np.random.Generator,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float]:
+    """Counts of the hard preset: each bone blurred by its distance from the collimator, one
+    bone's overlapping pieces drawn once (no hot dots where they meet), lytic lesions and metal
+    taking uptake away, scatter, and the anterior view scaled to ``target_counts``.
+
+    Returns the count views, the mean counts without any focal uptake (what a lesion is seen
+    against) and the counts per pixel of normal bone."""
+    grain = texture(VIEW_SHAPE, rng)
+    lesion_grain = texture(VIEW_SHAPE, rng, amount=0.25)
+    bone_gain = float(rng.uniform(1.5, 2.1)) if disease.superscan else 1.0
+    soft_gain = preset.soft_tissue / 0.3 * (0.6 if disease.superscan else 1.0)
+    relative: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for view in VIEWS:
+        layers: dict[float, np.ndarray] = {}
+        soft = np.zeros(VIEW_SHAPE, dtype=np.float32)
+        organ = np.zeros(VIEW_SHAPE, dtype=np.float32)
+        for part in anatomy.parts:
+            geom = part.geometry if view == "anterior" else mirror(part.geometry)
+            value = part.anterior if view == "anterior" else part.posterior
+            if part.kind == "soft":
+                paint(soft, geom, value * soft_gain)
+            elif part.kind == "organ":
+                paint(organ, geom, value * kidney_uptake)
+            elif value > 0.0:
+                sigma = _view_sigma(part.mass_depth, view, preset)
+                layer = layers.setdefault(sigma, np.zeros(VIEW_SHAPE, dtype=np.float32))
+                paint(layer, geom, value * bone_gain, mode="max")
+        g = grain if view == "anterior" else grain[:, ::-1]
+        keep = np.ones(VIEW_SHAPE, dtype=np.float32)
+        for c in cold_spots:
+            paint(keep, c.outline if view == "anterior" else mirror(c.outline), -c.reduction)
+        keep = np.clip(keep, 0.0, 1.0)
+        mean = blur(organ, _view_sigma(0.75, view, preset)) + blur(soft, SOFT_SIGMA_DETAILED_PX)
+        for sigma, layer in layers.items():
+            mean += blur(layer * g * keep, sigma)
+        hot = np.zeros(VIEW_SHAPE, dtype=np.float32)
+        by_sigma: dict[float, np.ndarray] = {}
+        for h in hot_spots:
+            spot = h.spot(view, _view_sigma(h.depth, view, preset))
+            paint(
+                by_sigma.setdefault(spot.sigma, np.zeros_like(hot)), spot.geometry, spot.intensity
+            )
+        lesions: dict[float, np.ndarray] = {}
+        for m in disease.metastases:
+            spot = m.source(view, _view_sigma(m.depth, view, preset))
+            paint(lesions.setdefault(spot.sigma, np.zeros_like(hot)), spot.geometry, spot.intensity)
+        for sigma, layer in by_sigma.items():
+            hot += blur(layer, sigma)
+        lg = lesion_grain if view == "anterior" else lesion_grain[:, ::-1]
+        for sigma, layer in lesions.items():
+            hot += blur(layer * lg * bone_gain, sigma)
+        relative[view] = (mean, hot)
+    mean, hot = relative["anterior"]
+    total = float(scatter(mean + hot, preset.scatter_fraction).sum())
+    count_level = max(target_counts - preset.background * VIEW_SHAPE[0] * VIEW_SHAPE[1], 1.0)
+    count_level = count_level / max(total, 1e-6)
+    views, base = {}, {}
+    for view, (mean, hot) in relative.items():
+        expected = scatter(mean + hot, preset.scatter_fraction) * count_level + preset.background
+        base[view] = scatter(mean, preset.scatter_fraction) * count_level + preset.background
+        views[view] = poisson_counts(np.maximum(expected, 0.0).astype(np.float64), rng)
+    return views, base, float(count_level)
+
+
+def _view_sigma(depth: float, view: str, preset: Difficulty) -> float:
+    """Blur of a source at ``depth`` in ``view``, on a 0.25 px grid (sources share blurs)."""
+    if not preset.depth_blur:
+        return 1.7
+    distance = depth if view == "anterior" else 1.0 - depth
+    return round(depth_sigma(distance) * 4.0) / 4.0
+
+
+def _drawn_lesions(
+    metastases: list[Metastasis],
+    base: dict[str, np.ndarray],
+    count_level: float,
+    preset: Difficulty,
+    rng: np.random.Generator,
+) -> tuple[dict[int, dict[str, BaseGeometry]], dict[int, dict[str, dict]]]:
+    """The outline an annotator draws of each lesion in each view where it can be seen.
+
+    A lesion is seen where its peak over the local counts reaches ``VISIBLE_CONTRAST`` and
+    Rose's criterion (signal-to-noise of ``ROSE_SNR`` over its area) holds; its outline is the
+    contour at half its blurred peak. With annotator noise, a faint lesion is left out with
+    probability ``MISSED_FAINT``."""
+    drawn: dict[int, dict[str, BaseGeometry]] = {}
+    seen: dict[int, dict[str, dict]] = {}
+    for m in metastases:
+        drawn[m.lesion_id], seen[m.lesion_id] = {}, {}
+        for view in VIEWS:
+            shape = m.outline if view == "anterior" else mirror(m.outline)
+            outline, peak = drawn_outline(shape, _view_sigma(m.depth, view, preset))
+            if outline.is_empty:
+                continue
+            c = outline.representative_point()
+            r = min(max(int(c.y), 0), VIEW_SHAPE[0] - 1)
+            col = min(max(int(c.x), 0), VIEW_SHAPE[1] - 1)
+            local = float(max(base[view][r, col], 1e-3))
+            added = m.strength(view) * peak * count_level
+            contrast = added / local
+            snr = 0.75 * added * np.sqrt(outline.area) / np.sqrt(local)
+            visible = contrast >= VISIBLE_CONTRAST and snr >= ROSE_SNR
+            labelled = visible and not (
+                preset.annotator_noise and contrast < FAINT_CONTRAST and rng.random() < MISSED_FAINT
+            )
+            seen[m.lesion_id][view] = {
+                "contrast": round(float(contrast), 3),
+                "snr": round(float(snr), 1),
+                "visible": bool(visible),
+                "labelled": bool(labelled),
+            }
+            if labelled:
+                drawn[m.lesion_id][view] = outline
+    return drawn, seen
+
+
+def _jitter(geometry: BaseGeometry, rng: np.random.Generator, sd_px: float) -> BaseGeometry:
+    """An annotator's hand: the outline grown or shrunk a little and shifted a little."""
+    moved = affinity.translate(geometry, *rng.normal(0.0, sd_px, size=2))
+    return moved.buffer(float(rng.normal(0.0, sd_px)), 4)
+
+
 def _instances(
     anatomy: Anatomy,
     metastases: list[Metastasis],
     hot_spots: list[HotSpot],
     merged: MergedScan,
     taxonomy: Taxonomy,
+    drawn: dict[int, dict[str, BaseGeometry]] | None = None,
+    annotator_noise: bool = False,
+    rng: np.random.Generator | None = None,
 ) -> list[LabeledInstance]:
+    """Labelled instances in the merged frame; ``drawn`` (lesion id -> view -> outline) replaces
+    each lesion's fixed appearance, and ``annotator_noise`` jitters every outline."""
     height = merged.counts.shape[0]
     outlines = dict(anatomy.regions)
     outlines.update({f"kidney_{k}": g for k, g in anatomy.kidneys.items()})
+    if annotator_noise and rng is not None:
+        outlines = {k: _jitter(g, rng, 0.6) for k, g in outlines.items()}
     # an annotator clicks a few dozen points, not every vertex of a buffered outline
     outlines = {k: g.simplify(OUTLINE_TOLERANCE_PX) for k, g in outlines.items()}
     # the blurred bladder falls to half its height at its outline, where the eye puts the edge
@@ -219,12 +427,23 @@ def _instances(
     lesion_name = taxonomy.by_id(taxonomy.lesion_ids[0]).name if taxonomy.lesion_ids else None
     for m in metastases if lesion_name else []:
         for placement in merged.placements:
-            if placement.view not in m.views():
-                continue
-            polys = polygon_points(to_merged(m.appearance(placement.view), placement, height))
+            if drawn is None:
+                if placement.view not in m.views():
+                    continue
+                shape = m.appearance(placement.view)
+                polys = polygon_points(to_merged(shape, placement, height))[:1]
+            else:
+                shape = drawn.get(m.lesion_id, {}).get(placement.view)
+                if shape is None:
+                    continue
+                if annotator_noise and rng is not None:
+                    shape = _jitter(shape, rng, 0.5)
+                shape = shape.simplify(OUTLINE_TOLERANCE_PX)
+                # diffuse disease is drawn as several outlines of one lesion
+                polys = polygon_points(to_merged(shape, placement, height))
             if polys:
                 instances.append(
-                    LabeledInstance(lesion_name, placement.view, polys[:1], lesion_id=m.lesion_id)
+                    LabeledInstance(lesion_name, placement.view, polys, lesion_id=m.lesion_id)
                 )
     for group_id, inst in enumerate(instances, start=1):
         inst.group_id = group_id
@@ -247,7 +466,24 @@ def _decoy_name(label: str, taxonomy: Taxonomy) -> str | None:
     return cls.name if cls is not None and cls.is_decoy else None
 
 
-def _lesion_record(m: Metastasis, merged: MergedScan, views: list[str]) -> dict:
+def _benign_record(kind: str, outline: BaseGeometry, merged: MergedScan) -> dict:
+    """A look-alike or cold spot in the truth: kind, centre and outline in each view."""
+    height = merged.counts.shape[0]
+    record: dict = {"kind": kind, "center_merged": {}, "polygons": {}}
+    for placement in merged.placements:
+        shape = outline if placement.view == "anterior" else mirror(outline)
+        moved = to_merged(shape, placement, height)
+        if moved.is_empty:
+            continue
+        c = moved.centroid
+        record["center_merged"][placement.view] = [round(c.x, 2), round(c.y, 2)]
+        record["polygons"][placement.view] = polygon_points(moved.simplify(OUTLINE_TOLERANCE_PX))
+    return record
+
+
+def _lesion_record(
+    m: Metastasis, merged: MergedScan, views: list[str], outside: bool = False
+) -> dict:
     centres = {}
     for placement in merged.placements:
         if placement.view in views:
@@ -267,6 +503,8 @@ def _lesion_record(m: Metastasis, merged: MergedScan, views: list[str]) -> dict:
         "diameter_mm": round(m.diameter_mm, 2),
         "depth": round(m.depth, 3),
         "intensity": round(m.intensity, 3),
+        "kind": m.kind,
+        "outside_regions": bool(outside),
     }
 
 
@@ -328,10 +566,10 @@ def write_phantom(phantom: Phantom, out: str | Path, one_view_per_file: bool = F
     return truth_path
 
 
-def _generate_and_write(task: tuple[int, int, str, bool]) -> tuple[int, str | None, dict | None]:
-    index, seed, out, one_view = task
+def _generate_and_write(task: tuple) -> tuple[int, str | None, dict | None]:
+    index, seed, out, one_view, difficulty, noise = task
     try:
-        phantom = generate_phantom(index, seed)
+        phantom = generate_phantom(index, seed, difficulty=difficulty, annotator_noise=noise)
         path = write_phantom(phantom, out, one_view)
     except Exception as err:  # one broken patient must not stop the batch; it is recorded
         logger.exception("%s: generation failed", patient_id(index))
@@ -342,6 +580,8 @@ def _generate_and_write(task: tuple[int, int, str, bool]) -> tuple[int, str | No
         "bsi": phantom.truth["bsi"],
         "arm_pose": phantom.parameters["arm_pose"],
         "low_count": phantom.parameters["low_count"],
+        "reference_bsi": phantom.truth["reference"]["bsi"],
+        "pattern": phantom.truth["disease_pattern"],
     }
     return index, str(path), summary
 
@@ -358,8 +598,11 @@ def write_phantoms(
     seed: int = 0,
     workers: int | None = None,
     one_view_per_file: bool = False,
+    difficulty: str | Difficulty | None = None,
+    annotator_noise: bool | None = None,
 ) -> list[Path]:
-    """Write patients ``0 .. n-1`` of ``seed`` under ``out`` and a ``manifest.json``.
+    """Write patients ``0 .. n-1`` of ``seed`` under ``out`` and a ``manifest.json``;
+    ``difficulty`` and ``annotator_noise`` as in :func:`generate_phantom`.
 
     Returns the truth JSON path of every patient written, in order. A patient that fails is
     logged and listed under ``failed`` in the manifest; the others are still written.
@@ -371,7 +614,10 @@ def write_phantoms(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = min(os.cpu_count() or 1, n) if workers is None else max(1, int(workers))
-    tasks = [(i, int(seed), str(out), bool(one_view_per_file)) for i in range(n)]
+    preset = get_difficulty(difficulty, annotator_noise)
+    tasks = [
+        (i, int(seed), str(out), bool(one_view_per_file), preset, annotator_noise) for i in range(n)
+    ]
     if workers <= 1 or n <= 1:
         _init_worker()
         results = [_generate_and_write(t) for t in tasks]
@@ -390,6 +636,8 @@ def write_phantoms(
         "generator": "bsi_d2.phantom",
         "seed": int(seed),
         "n": int(n),
+        "difficulty": preset.name,
+        "preset": preset.to_dict(),
         "ids": [s["patient"] for s in ok],
         "layout": {
             "dicom": "dicom/<id>_ANT.dcm, dicom/<id>_POST.dcm"
@@ -407,6 +655,9 @@ def write_phantoms(
             "lesions_min": min(counts, default=0),
             "lesions_max": max(counts, default=0),
             "low_count_scans": sum(1 for s in ok if s["low_count"]),
+            "bsi_max": max((s["bsi"] for s in ok), default=0.0),
+            "reference_bsi_max": max((s["reference_bsi"] for s in ok), default=0.0),
+            "patterns": {p: sum(1 for s in ok if s["pattern"] == p) for p in PATTERNS},
             "arm_poses": {
                 p: sum(1 for s in ok if s["arm_pose"] == p) for p in ("down", "away", "crossed")
             },

@@ -28,7 +28,13 @@ SITES: dict[str, float] = {
     "humerus_right": 0.03,
     "humerus_left": 0.03,
 }
-SITE_BONE = {"ribs": "chest"}  # site -> taxonomy bone key where they differ
+# site -> taxonomy bone key where they differ; None: a bone outside every BSI region
+SITE_BONE: dict[str, str | None] = {
+    "ribs": "chest",
+    "femur_distal": "femurs",  # the femur, but below the region's mid-shaft
+    "forearm": None,
+    "tibia": None,
+}
 MAX_LESIONS = 30
 VISIBLE = 0.7  # least added uptake (relative to bone) that shows as a hot spot in a view
 ATTENUATION = 0.85  # fraction of a lesion's counts lost crossing the whole body
@@ -44,9 +50,10 @@ class Metastasis:
     diameter_mm: float
     intensity: float  # added uptake relative to normal bone, before depth weighting
     outline: Polygon  # anterior view
+    kind: str = "focal"  # focal, confluent, diffuse_spine, extensive, superscan (hard preset)
 
     @property
-    def bone(self) -> str:
+    def bone(self) -> str | None:
         return SITE_BONE.get(self.site, self.site)
 
     def strength(self, view: str) -> float:
@@ -69,6 +76,12 @@ class Metastasis:
     def spot(self, view: str) -> Spot:
         sigma = HOT_SIGMA_PX if view == self.near_view() else HOT_SIGMA_PX + 0.8
         return Spot(self.appearance(view), self.strength(view), sigma)
+
+    def source(self, view: str, sigma: float) -> Spot:
+        """The lesion's true outline in ``view`` with the blur of its depth (hard preset): the
+        far view's wider look comes from the blur, not from a scaled outline."""
+        shape = mirror(self.outline) if view == "posterior" else self.outline
+        return Spot(shape, self.strength(view), sigma)
 
 
 def sample_lesion_count(rng: np.random.Generator) -> int:
@@ -115,7 +128,7 @@ def sample_metastases(anatomy: Anatomy, count: int, rng: np.random.Generator) ->
             parts = by_site[site]
             areas = np.array([p.geometry.area for p in parts])
             part = parts[int(rng.choice(len(parts), p=areas / areas.sum()))]
-            center = _point_in(part.geometry, rng)
+            center = point_in(part.geometry, rng)
             diameter = float(rng.uniform(8.0, 34.0 if site in ("pelvis", "skull") else 26.0))
             radius = diameter / 2.0 / PIXEL_SPACING_MM
             if any(
@@ -139,7 +152,7 @@ def sample_metastases(anatomy: Anatomy, count: int, rng: np.random.Generator) ->
     return lesions
 
 
-def _point_in(geometry, rng: np.random.Generator) -> tuple[float, float]:
+def point_in(geometry, rng: np.random.Generator) -> tuple[float, float]:
     x0, y0, x1, y1 = geometry.bounds
     for _ in range(200):
         p = (float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1)))
@@ -158,10 +171,24 @@ class HotSpot:
     anterior: float
     posterior: float
     sigma: float = HOT_SIGMA_PX
+    depth: float = 0.5  # 0 anterior .. 1 posterior, for depth-dependent blur (hard preset)
 
-    def spot(self, view: str) -> Spot:
+    def spot(self, view: str, sigma: float | None = None) -> Spot:
         shape = mirror(self.outline) if view == "posterior" else self.outline
-        return Spot(shape, self.anterior if view == "anterior" else self.posterior, self.sigma)
+        value = self.anterior if view == "anterior" else self.posterior
+        return Spot(shape, value, self.sigma if sigma is None else sigma)
+
+
+@dataclass(frozen=True)
+class ColdSpot:
+    """Missing uptake: a lytic metastasis or a metal prosthesis (hard preset). ``reduction`` is
+    the share of bone uptake removed inside ``outline`` (anterior view)."""
+
+    kind: str  # lytic, prosthesis
+    outline: Polygon
+    reduction: float
+    depth: float = 0.5
+    lesion: bool = False  # a metastasis (lytic), though not drawn as a hot lesion
 
 
 def sample_hot_spots(anatomy: Anatomy, rng: np.random.Generator, height_px: float) -> list[HotSpot]:

@@ -9,12 +9,19 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from shapely import affinity
+from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
 
 SUBPIXEL_BITS = 4
 BONE_SIGMA_PX = 1.7  # camera resolution, ~10 mm FWHM at 2.4 mm pixels
 SOFT_SIGMA_PX = 4.0
 HOT_SIGMA_PX = 1.6
+# depth-dependent blur (hard preset): sigma grows with the distance from the collimator
+SIGMA_NEAR_PX, SIGMA_FAR_PX = 1.1, 2.9
+SCATTER_SIGMA_PX = 14.0
+OUTLINE_SUPERSAMPLE = 2
 
 
 @dataclass(frozen=True)
@@ -26,8 +33,9 @@ class Spot:
     sigma: float = HOT_SIGMA_PX
 
 
-def paint(canvas: np.ndarray, geometry: BaseGeometry, value: float) -> None:
-    """Add ``value`` x the anti-aliased coverage of ``geometry`` to ``canvas`` in place."""
+def paint(canvas: np.ndarray, geometry: BaseGeometry, value: float, mode: str = "add") -> None:
+    """Add ``value`` x the anti-aliased coverage of ``geometry`` to ``canvas`` in place, or with
+    ``mode="max"`` keep the larger of the two (one bone drawn as overlapping pieces)."""
     if geometry.is_empty or value == 0.0:
         return
     h, w = canvas.shape
@@ -49,7 +57,11 @@ def paint(canvas: np.ndarray, geometry: BaseGeometry, value: float) -> None:
         return
     local = np.zeros((r1 - r0, c1 - c0), dtype=np.uint8)
     cv2.fillPoly(local, rings, 255, lineType=cv2.LINE_AA, shift=SUBPIXEL_BITS)
-    canvas[r0:r1, c0:c1] += local.astype(np.float32) * (value / 255.0)
+    layer = local.astype(np.float32) * (value / 255.0)
+    if mode == "max":
+        np.maximum(canvas[r0:r1, c0:c1], layer, out=canvas[r0:r1, c0:c1])
+    else:
+        canvas[r0:r1, c0:c1] += layer
 
 
 def blur(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -84,6 +96,53 @@ def expected_counts(
         hot += blur(layer, sigma)
     mean = blur(bone, BONE_SIGMA_PX) + blur(soft, SOFT_SIGMA_PX) + hot
     return np.maximum(mean * count_level + background, 0.0).astype(np.float64)
+
+
+def depth_sigma(distance: float) -> float:
+    """Camera blur of a source ``distance`` (0 at the collimator .. 1 across the body) away."""
+    d = min(max(float(distance), 0.0), 1.0)
+    return SIGMA_NEAR_PX + (SIGMA_FAR_PX - SIGMA_NEAR_PX) * d
+
+
+def scatter(mean: np.ndarray, fraction: float, sigma: float = SCATTER_SIGMA_PX) -> np.ndarray:
+    """Move ``fraction`` of the counts into a wide halo (Compton scatter in the body), on a
+    4x coarser grid: the halo is smooth and this keeps it cheap."""
+    if fraction <= 0.0:
+        return mean
+    h, w = mean.shape
+    small = cv2.resize(mean, (w // 4, h // 4), interpolation=cv2.INTER_AREA)
+    halo = cv2.resize(blur(small, sigma / 4.0), (w, h), interpolation=cv2.INTER_LINEAR)
+    return (1.0 - fraction) * mean + fraction * halo
+
+
+def drawn_outline(
+    geometry: BaseGeometry, sigma: float, level: float = 0.5
+) -> tuple[BaseGeometry, float]:
+    """Where a reader puts the edge of a blurred source: the contour at ``level`` of its peak.
+
+    Returns the outline and the peak the blur leaves of a unit source (1 for a large lesion,
+    less for one small beside the camera's resolution)."""
+    s = OUTLINE_SUPERSAMPLE
+    pad = 3.0 * sigma + 2.0
+    x0, y0, x1, y1 = geometry.bounds
+    x0, y0 = x0 - pad, y0 - pad
+    w, h = int(np.ceil((x1 + pad - x0) * s)), int(np.ceil((y1 + pad - y0) * s))
+    canvas = np.zeros((h, w), dtype=np.float32)
+    paint(canvas, affinity.affine_transform(geometry, [s, 0, 0, s, -x0 * s, -y0 * s]), 1.0)
+    blurred = blur(canvas, sigma * s)
+    peak = float(blurred.max())
+    if peak <= 0.0:
+        return Polygon(), 0.0
+    mask = (blurred >= level * peak).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polys = []
+    for c in contours:
+        if len(c) >= 3:
+            # contours run through boundary pixel centres: half a pixel inside the edge
+            poly = Polygon((c[:, 0, :] + 0.5) / s + (x0, y0)).buffer(0.5 / s, 2)
+            if not poly.is_empty:
+                polys.append(poly)
+    return (unary_union(polys) if polys else Polygon()), peak
 
 
 def poisson_counts(mean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
