@@ -44,7 +44,12 @@ def main() -> None:
     print(f"  {args.workers} workers      : {pool:6.1f} s  {args.scans / pool:6.2f} scans/s")
     print(f"  pool / single speed-up: {single / pool:.2f}x")
     print(f"  projected time for 200 scans with the pool: {200 * pool / args.scans:.0f} s")
-
+    if args.difficulty != "standard":
+        baseline = timed(args.scans, args.workers, args.seed, "standard")
+        print(
+            f"  standard preset, same pool: {args.scans / baseline:6.2f} scans/s; "
+            f"{args.difficulty} / standard time: {pool / baseline:.2f}x"
+        )
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -114,6 +115,8 @@ def generate_phantom(
     low_count: bool | None = None,
     difficulty: str | Difficulty | None = None,
     annotator_noise: bool | None = None,
+    make_disease: Callable[[Anatomy, np.random.Generator], Disease] | None = None,
+    make_lookalikes: Callable[[Anatomy, np.random.Generator], tuple[list, list]] | None = None,
 ) -> Phantom:
     """Patient ``index`` of ``seed``: arrays and truth in memory, nothing written.
 
@@ -121,6 +124,8 @@ def generate_phantom(
     :mod:`bsi_d2.phantom.presets`); ``annotator_noise`` switches jittered outlines and missed
     faint lesions on or off whatever the preset says. ``lesion_count`` and ``low_count``
     override the random draw (for tests and galleries); fewer metastases than asked may fit.
+    ``make_disease`` and ``make_lookalikes`` (hard preset) replace the random disease and the
+    look-alikes with hand-built ones drawn on this patient's anatomy.
     """
     taxonomy = _default_taxonomy() if taxonomy is None else load_taxonomy(taxonomy)
     preset = get_difficulty(difficulty, annotator_noise)
@@ -131,6 +136,8 @@ def generate_phantom(
     cold_spots: list[ColdSpot] = []
     drawn: dict[int, dict[str, BaseGeometry]] | None = None
     visibility: dict[int, dict[str, dict]] = {}
+    if preset.disease == "standard" and (make_disease or make_lookalikes):
+        raise ValueError("make_disease and make_lookalikes need the hard preset's renderer")
     if preset.disease == "standard":
         drawn_count = sample_lesion_count(rng)
         metastases = sample_metastases(
@@ -144,9 +151,15 @@ def generate_phantom(
         kidney_uptake = float(rng.uniform(0.6, 1.8))
         views = _render_views(anatomy, metastases, hot_spots, count_level, kidney_uptake, rng)
     else:
-        disease = sample_disease(anatomy, preset, rng, count=lesion_count)
+        if make_disease is None:
+            disease = sample_disease(anatomy, preset, rng, count=lesion_count)
+        else:
+            disease = make_disease(anatomy, rng)
         metastases = disease.metastases
-        hot_spots, cold_spots = sample_lookalikes(anatomy, rng, height_px, disease.superscan)
+        if make_lookalikes is None:
+            hot_spots, cold_spots = sample_lookalikes(anatomy, rng, height_px, disease.superscan)
+        else:
+            hot_spots, cold_spots = make_lookalikes(anatomy, rng)
         cold_spots = cold_spots + disease.cold
         lo, hi = preset.count_range_mcts or (0.5, 3.5)
         if low_count is None:  # log-normal around a typical 1.8 Mcts per view, clipped

@@ -36,8 +36,7 @@ class Difficulty:
     habitus_sd: float = 0.15  # soft-tissue girth spread, and its largest value
     habitus_max: float = 1.5
     habitus_mean: float = 1.1
-    # annotation
-    halfmax_outlines: bool = False  # lesions drawn at half their peak, not a fixed outline
+    # annotation (a non-standard disease draws lesions at half their blurred peak, where seen)
     annotator_noise: bool = False  # jittered outlines, some faint lesions left unlabelled
 
     def to_dict(self) -> dict:
@@ -64,7 +63,6 @@ HARD = Difficulty(
     habitus_sd=0.22,
     habitus_max=1.9,
     habitus_mean=1.3,
-    halfmax_outlines=True,
 )
 PRESETS: dict[str, Difficulty] = {p.name: p for p in (STANDARD, HARD)}
 DIFFICULTIES = tuple(PRESETS)
