@@ -51,5 +51,6 @@ def main() -> None:
             f"{args.difficulty} / standard time: {pool / baseline:.2f}x"
         )
 
+
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ from bsi_d2.config.access import cfg_get
 from bsi_d2.config.defaults import (
     ENGINES,
     INTENSITIES,
+    LESION_META_ARCHITECTURE,
     CfgNode,
     ConfigError,
     ConfigKeyError,
@@ -36,6 +37,7 @@ from bsi_d2.config.setup import (
 __all__ = [
     "ENGINES",
     "INTENSITIES",
+    "LESION_META_ARCHITECTURE",
     "CfgNode",
     "ConfigError",
     "ConfigKeyError",

@@ -14,6 +14,7 @@ from typing import Any
 from fvcore.common.config import CfgNode as _FvCfgNode
 
 ENGINES = ("auto", "detectron2", "torchvision")
+LESION_META_ARCHITECTURE = "LesionRCNN"  # Mask R-CNN plus the dense lesion head, both engines
 INTENSITIES = ("display", "counts")
 
 
@@ -55,6 +56,19 @@ def add_bsi_config(cfg: Any) -> None:
     CN = type(cfg)
 
     cfg.MODEL.ENGINE = "auto"  # auto | detectron2 | torchvision; auto prefers detectron2
+
+    # the dense lesion branch (bsi_d2/engine/lesion_head.py); on with META_ARCHITECTURE LesionRCNN
+    cfg.MODEL.LESION_HEAD = CN()
+    cfg.MODEL.LESION_HEAD.NAME = "NativeLesionHead"  # in LESION_HEAD_REGISTRY
+    cfg.MODEL.LESION_HEAD.CHANNELS = (8, 16, 32)  # encoder width at strides 1, 2 and 4
+    cfg.MODEL.LESION_HEAD.LOSS = "focal_tversky"  # focal_tversky | dice_bce | focal_tversky_bce
+    cfg.MODEL.LESION_HEAD.TVERSKY_ALPHA = 0.3  # weight of false positives (seed 001)
+    cfg.MODEL.LESION_HEAD.TVERSKY_BETA = 0.7  # weight of false negatives
+    cfg.MODEL.LESION_HEAD.TVERSKY_GAMMA = 0.75  # focal exponent
+    cfg.MODEL.LESION_HEAD.LOSS_WEIGHT = 1.0
+    cfg.MODEL.LESION_HEAD.THRESHOLD = 0.5  # probability; training replaces it by the validation's
+    cfg.MODEL.LESION_HEAD.MIN_AREA = 4  # px at native size: smaller components are dropped
+    cfg.MODEL.LESION_HEAD.SOURCE = "union"  # lesion instances from: dense | rcnn | union
 
     cfg.BSI = CN()
     cfg.BSI.TAXONOMY = "default"  # taxonomy file (yaml/json/labels.txt) or "default"

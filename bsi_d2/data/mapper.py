@@ -8,6 +8,12 @@ the transformed masks. Output (torch tensors, framework-neutral)::
      "image": float32 (3, H, W) in the image's own value scale,
      "instances": {"boxes": float32 (N, 4) XYXY, "classes": int64 (N,) contiguous ids,
                    "masks": uint8 (N, H, W)}}                 # only if the dict has annotations
+
+With ``native_lesions`` (the dense lesion head, META_ARCHITECTURE LesionRCNN) it adds the scan
+before resizing, which that head reads at native resolution, and its lesion target::
+
+     "image_native": float32 (1, H0, W0),                    # augmented, not resized
+     "lesion_target": uint8 (H0, W0)                          # 1 lesion, 255 crowd, else 0
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bsi_d2.config import ConfigValueError
+from bsi_d2.config import LESION_META_ARCHITECTURE, ConfigValueError
 from bsi_d2.data import augment as A
 from bsi_d2.structures.masks import segmentation_to_mask
 
@@ -74,6 +80,8 @@ class BsiDatasetMapper:
         image_format: str = "display",
         min_size: Sequence[int] | int | None = None,
         max_size: int | None = None,
+        native_lesions: bool = False,
+        lesion_classes: Sequence[int] = (),
         rng: Any = None,
     ) -> None:
         """
@@ -86,6 +94,8 @@ class BsiDatasetMapper:
             image_format: "display" reads ``file_name``; "counts" reads ``counts_file_name``.
             min_size, max_size: detectron2's ResizeShortestEdge (a random choice of ``min_size``
                 when training); None keeps the native size.
+            native_lesions: add ``image_native`` and ``lesion_target`` (module docstring).
+            lesion_classes: contiguous ids of the lesion classes, for ``lesion_target``.
             rng: a NumPy Generator; None uses ``np.random``, which the data loaders seed.
         """
         if image_format not in IMAGE_FORMATS:
@@ -102,6 +112,8 @@ class BsiDatasetMapper:
             min_size = (min_size,)
         self.min_size = tuple(int(s) for s in min_size) if min_size else None
         self.max_size = int(max_size) if max_size else None
+        self.native_lesions = bool(native_lesions)
+        self.lesion_classes = tuple(int(c) for c in lesion_classes)
         self.rng = rng  # None: np.random at call time (a module does not pickle into workers)
 
     @classmethod
@@ -118,8 +130,9 @@ class BsiDatasetMapper:
                 brightness=tuple(float(v) for v in aug.BRIGHTNESS),
             )
         flip_map = None
+        taxonomy = load_taxonomy(cfg.BSI.TAXONOMY)
         if aug.HFLIP:
-            flip_map = contiguous_flip_map(load_taxonomy(cfg.BSI.TAXONOMY))
+            flip_map = contiguous_flip_map(taxonomy)
         if is_train:
             min_size, max_size = cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN
             if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "choice":
@@ -135,6 +148,8 @@ class BsiDatasetMapper:
             image_format=str(cfg.INPUT.INTENSITY),
             min_size=min_size,
             max_size=max_size,
+            native_lesions=cfg.MODEL.META_ARCHITECTURE == LESION_META_ARCHITECTURE,
+            lesion_classes=[taxonomy.id_to_contiguous[i] for i in taxonomy.lesion_ids],
         )
 
     # -- the mapping ------------------------------------------------------------------------
@@ -175,6 +190,12 @@ class BsiDatasetMapper:
         record.setdefault("width", width)
         annotations = record.pop("annotations", None)
         masks, classes = self._decode(annotations, height, width, source)
+        crowd = 0
+        if self.native_lesions and annotations:
+            # crowd regions ride along through the augmentation, then mark the target's ignore
+            crowd_masks = self._decode_crowd(annotations, height, width)
+            crowd = len(crowd_masks)
+            masks = np.concatenate([masks, crowd_masks]) if crowd else masks
 
         rng = self.rng if self.rng is not None else np.random
         if self.augment is not None:
@@ -184,6 +205,12 @@ class BsiDatasetMapper:
             image = A.hflip_image(image)
             masks = A.hflip_masks(masks)
             classes = A.remap_classes(classes, self.flip_map)
+        if self.native_lesions:
+            record["image_native"] = torch.from_numpy(np.ascontiguousarray(image[None]))
+            if annotations is not None:
+                record["lesion_target"] = self._lesion_target(masks, classes, crowd)
+            if crowd:
+                masks = masks[: len(masks) - crowd]
 
         if self.min_size:
             short_edge = int(rng.choice(self.min_size)) if self.is_train else self.min_size[-1]
@@ -204,6 +231,26 @@ class BsiDatasetMapper:
                 "masks": torch.from_numpy(np.ascontiguousarray(masks, dtype=np.uint8)),
             }
         return record
+
+    def _lesion_target(self, masks: np.ndarray, classes: np.ndarray, crowd: int) -> Any:
+        import torch
+
+        things = masks[: len(masks) - crowd]
+        target = np.zeros(masks.shape[1:], dtype=np.uint8)
+        lesion = np.isin(classes, self.lesion_classes)
+        if lesion.any():
+            target[things[lesion].any(axis=0)] = 1
+        if crowd:
+            target[masks[len(masks) - crowd :].any(axis=0)] = 255
+        return torch.from_numpy(target)
+
+    @staticmethod
+    def _decode_crowd(annotations: list[dict[str, Any]], height: int, width: int) -> np.ndarray:
+        crowd = [a for a in annotations if a.get("iscrowd", 0) and "segmentation" in a]
+        out = np.zeros((len(crowd), height, width), dtype=np.uint8)
+        for i, ann in enumerate(crowd):
+            out[i] = segmentation_to_mask(ann["segmentation"], height, width)
+        return out
 
     @staticmethod
     def _decode(

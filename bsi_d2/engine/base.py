@@ -77,11 +77,11 @@ class Engine(ABC):
         mp.spawn(_spawned_worker, args=(main, args, num_gpus, _free_port()), nprocs=num_gpus)
 
     @abstractmethod
-    def forward(
-        self, model: Any, images: Sequence[Any], sizes: Sequence[tuple[int, int]], taxonomy: Any
-    ) -> list[Any]:
-        """Run ``model`` (eval mode, on its device) on (3, H, W) tensors as the mapper makes
-        them; one Instances per image, at the (height, width) in ``sizes``, with taxonomy ids."""
+    def forward(self, model: Any, inputs: Sequence[dict[str, Any]], taxonomy: Any) -> list[Any]:
+        """Run ``model`` (eval mode, on its device) on samples as the mapper makes them
+        (detectron2's model-input dicts: ``image`` (3, H, W), ``height``, ``width``, and
+        ``image_native`` for the dense lesion head); one Instances per sample, at its
+        (height, width), with taxonomy ids."""
 
 
 def _free_port() -> int:

@@ -87,32 +87,39 @@ class Predictor:
         image, in the value scale the mapper reads from the same file."""
         if self._mapper is None:
             self._mapper = build_mapper(self.cfg, is_train=False)
-        tensors, sizes = [], []
+        samples = []
         for i, image in enumerate(images):
             array = np.asarray(image)
             if array.ndim != 2:
                 raise ValueError(f"image {i}: expected an (H, W) grey array, got {array.shape}")
-            tensors.append(self._mapper.map_image(array, source=f"image {i}")["image"])
-            sizes.append((int(array.shape[0]), int(array.shape[1])))
-        return self.predict_tensors(tensors, sizes)
+            samples.append(self._mapper.map_image(array, source=f"image {i}"))
+        return self.predict_samples(samples)
+
+    def predict_samples(self, samples: Sequence[dict[str, Any]]) -> list[Instances]:
+        """Run on samples as the mapper makes them (``image``, ``height`` and ``width``, the
+        size to report at - the original one, rescaled to by the engine - and ``image_native``
+        where the model has the dense lesion head)."""
+        out: list[Instances] = []
+        for start in range(0, len(samples), self.batch_size):
+            out.extend(self._forward(samples[start : start + self.batch_size]))
+        return out
 
     def predict_tensors(
         self, tensors: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]] | None = None
     ) -> list[Instances]:
-        """Run on (3, H, W) tensors as the mapper makes them; ``sizes`` are the (height, width)
-        to report at (default: the tensors' own) - detectron2 rescales to them itself."""
+        """Run on (3, H, W) tensors as the mapper makes them, reported at ``sizes`` (default:
+        the tensors' own); models with the dense lesion head need :meth:`predict_samples`."""
         sizes = list(sizes) if sizes is not None else [tuple(t.shape[-2:]) for t in tensors]
-        out: list[Instances] = []
-        for start in range(0, len(tensors), self.batch_size):
-            chunk = tensors[start : start + self.batch_size]
-            chunk_sizes = sizes[start : start + self.batch_size]
-            out.extend(self._forward(chunk, chunk_sizes))
-        return out
+        samples = [
+            {"image": t, "height": int(h), "width": int(w)}
+            for t, (h, w) in zip(tensors, sizes, strict=True)
+        ]
+        return self.predict_samples(samples)
 
     @torch.inference_mode()
-    def _forward(self, tensors, sizes) -> list[Instances]:
+    def _forward(self, samples: Sequence[dict[str, Any]]) -> list[Instances]:
         with torch.autocast("cuda", enabled=self.amp and self.device.startswith("cuda")):
-            return self.engine.forward(self.model, tensors, sizes, self.taxonomy)
+            return self.engine.forward(self.model, samples, self.taxonomy)
 
 
 def build_predictor(cfg: Any, weights: str | None = None, device: str | None = None) -> Predictor:
@@ -134,13 +141,13 @@ def predict_dataset(
     read are skipped and listed as {"file_name", "error"} so one broken scan stops nothing."""
     predictions: list[tuple[Any, Instances]] = []
     failed: list[dict[str, str]] = []
-    pending: list[tuple[Any, torch.Tensor, tuple[int, int]]] = []
+    pending: list[tuple[Any, dict[str, Any]]] = []
 
     def flush() -> None:
         if not pending:
             return
-        ids, tensors, sizes = zip(*pending, strict=True)
-        predictions.extend(zip(ids, predictor.predict_tensors(tensors, sizes), strict=True))
+        ids, samples = zip(*pending, strict=True)
+        predictions.extend(zip(ids, predictor.predict_samples(samples), strict=True))
         pending.clear()
 
     for record in dicts:
@@ -150,8 +157,9 @@ def predict_dataset(
             logger.error("%s: cannot be read: %s", record.get("file_name"), err)
             failed.append({"file_name": str(record.get("file_name")), "error": str(err)})
             continue
-        size = (int(record["height"]), int(record["width"]))
-        pending.append((record["image_id"], mapped["image"], size))
+        mapped.pop("instances", None)
+        mapped["height"], mapped["width"] = int(record["height"]), int(record["width"])
+        pending.append((record["image_id"], mapped))
         if len(pending) >= predictor.batch_size:
             flush()
     flush()

@@ -22,12 +22,13 @@ from bsi_d2.evaluation.coco_eval import (
     load_ground_truth,
     prepare_ground_truth,
 )
+from bsi_d2.evaluation.detection import LesionDetectionAccumulator
 from bsi_d2.evaluation.pixel import PixelAccumulator, category_masks, dice
 from bsi_d2.evaluation.scan import abnormality_score, scan_metrics
 from bsi_d2.evaluation.tables import format_pixel_table
 from bsi_d2.postprocess.analysis import analyse_scan
 from bsi_d2.postprocess.bsi import BURDEN_GROUPS
-from bsi_d2.postprocess.rasterize import filter_by_score
+from bsi_d2.postprocess.rasterize import filter_by_score, kind_threshold
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy
 
@@ -45,7 +46,8 @@ def evaluate_dataset(
     *,
     iou_types: Sequence[str] = ("segm",),
 ) -> dict:
-    """COCO AP, pixel-wise metrics, lesion Dice, scan-level metastasis metrics and lesion burden.
+    """COCO AP, pixel-wise metrics, lesion Dice and detection, scan-level metastasis metrics and
+    lesion burden.
 
     ``ground_truth``: COCO instances JSON path or dict, category ids from ``taxonomy``. Its
     crowd annotations (``iscrowd: 1``) are ignore regions, not instances: their union is removed
@@ -53,11 +55,15 @@ def evaluate_dataset(
     ``predictions``: (image_id, predicted instances); an image without an entry counts as one
     with nothing predicted. Pixel, Dice, scan and burden metrics use instances scoring at least
     ``score_thresh`` (or their class's entry in ``class_thresh``, by class name or id, as in
-    post-processing); AP uses all of them. ``iou_types`` may add "bbox" to "segm".
+    post-processing); AP and the lesion detection's FROC curve use all of them, the detection's
+    operating point the lesion classes' one threshold (ValueError where they differ).
+    ``iou_types`` may add "bbox" to "segm".
     The scan call, lesion count and burden group of each side are
     :func:`~bsi_d2.postprocess.analysis.analyse_scan`'s, as in the report (see ``scan``).
-    Keys: coco, pixel, lesion, scan, burden (see :func:`~bsi_d2.evaluation.agreement.
-    burden_agreement`), n_images, n_predicted_images, score_thresh, class_thresh, taxonomy.
+    Keys: coco, pixel, lesion, lesion_detection (lesion by lesion: FROC, sensitivity at 0.25-4
+    false positives per scan, count error; see :mod:`~bsi_d2.evaluation.detection`), scan,
+    burden (see :func:`~bsi_d2.evaluation.agreement.burden_agreement`), n_images,
+    n_predicted_images, score_thresh, class_thresh, taxonomy.
     With ``output_dir``, writes evaluation.json, coco_segm_results.json and pixel_table.md.
     """
     data, where = load_ground_truth(ground_truth)
@@ -87,6 +93,8 @@ def evaluate_dataset(
     class_ids = taxonomy.ids
     lesion_ids = taxonomy.lesion_ids
     pixel = PixelAccumulator(taxonomy)
+    detection = LesionDetectionAccumulator()
+    lesion_thresh = kind_threshold(taxonomy, "lesion", score_thresh, class_thresh)
     lesion_tp = lesion_fp = lesion_fn = 0
     per_image_dice: list[float] = []
     truth_records: list[dict] = []
@@ -111,6 +119,11 @@ def evaluate_dataset(
         image_dice = dice(gt_lesion, pred_lesion)
         if image_dice is not None:
             per_image_dice.append(image_dice)
+        gt_lesions = np.isin(gt.category_ids, lesion_ids)
+        pred_lesions = np.isin(pred.category_ids, lesion_ids)
+        detection.add(
+            gt.masks[gt_lesions], pred.masks[pred_lesions], pred.scores[pred_lesions], ignore
+        )
 
         # the report's own analysis decides both sides; ground truth scores 1, so all of it counts
         truth_records.append(analyse_scan(gt, None, taxonomy, score_thresh=0.0).record)
@@ -133,6 +146,7 @@ def evaluate_dataset(
             "fp": lesion_fp,
             "fn": lesion_fn,
         },
+        "lesion_detection": detection.result(lesion_thresh),
         "scan": scan_metrics(
             [r["abnormal"] for r in truth_records],
             [r["abnormal"] for r in called_records],

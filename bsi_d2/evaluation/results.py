@@ -8,7 +8,11 @@ keys and the same units (fractions, never percent):
 
     segm/AP  segm/AP50 ... segm/AP-<class>     COCO mask AP, overall and per class
     pixel/skeleton/f1  pixel/<class>/f1 ...    pixel-wise precision, sensitivity, F1
-    lesion/dice_pooled  lesion/dice_mean_per_image
+    lesion/dice_pooled  lesion/dice_mean_per_image   pixel-wise lesion Dice
+    lesion/sensitivity_at_{0.25,0.5,1,2,4}fp         lesion by lesion: sensitivity at that many
+    lesion/froc_score                                false positives per scan, and their mean
+    lesion/detection_sensitivity  lesion/detection_precision  lesion/fp_per_scan
+    lesion/count_mean_absolute_error  lesion/count_mean_error   (at the lesion threshold)
     scan/sensitivity  scan/specificity  scan/auc ...
     burden/count_mean_absolute_error  burden/group_kappa ...
 """
@@ -94,6 +98,75 @@ class LesionSummary:
 
 
 @dataclass(frozen=True)
+class FrocPoint:
+    threshold: float
+    sensitivity: float | None
+    fp_per_scan: float | None
+
+
+@dataclass(frozen=True)
+class LesionDetection:
+    """Lesion-by-lesion detection (:mod:`bsi_d2.evaluation.detection`); empty when an older
+    ``evaluation.json`` has none. ``sensitivity_at_fp`` is keyed "0.25", "0.5", "1", "2", "4"."""
+
+    n_scans: int = 0
+    n_lesions: int = 0
+    matching_rule: str = ""
+    froc: tuple[FrocPoint, ...] = ()
+    sensitivity_at_fp: dict[str, float | None] = field(default_factory=dict)
+    froc_score: float | None = None
+    operating_thresh: float | None = None
+    sensitivity: float | None = None
+    precision: float | None = None
+    fp_per_scan: float | None = None
+    count_mean_absolute_error: float | None = None
+    count_mean_error: float | None = None
+    n_predicted: int = 0
+
+    @classmethod
+    def from_dict(cls, tree: Mapping[str, Any] | None) -> LesionDetection:
+        tree = tree or {}
+        return cls(
+            n_scans=int(tree.get("n_scans") or 0),
+            n_lesions=int(tree.get("n_lesions") or 0),
+            matching_rule=str(tree.get("matching_rule") or ""),
+            froc=tuple(
+                FrocPoint(
+                    float(p["threshold"]),
+                    _number(p.get("sensitivity")),
+                    _number(p.get("fp_per_scan")),
+                )
+                for p in tree.get("froc") or ()
+            ),
+            sensitivity_at_fp={
+                str(k): _number(v) for k, v in (tree.get("sensitivity_at_fp") or {}).items()
+            },
+            froc_score=_number(tree.get("froc_score")),
+            operating_thresh=_number(tree.get("operating_thresh")),
+            sensitivity=_number(tree.get("sensitivity")),
+            precision=_number(tree.get("precision")),
+            fp_per_scan=_number(tree.get("fp_per_scan")),
+            count_mean_absolute_error=_number(tree.get("count_mean_absolute_error")),
+            count_mean_error=_number(tree.get("count_mean_error")),
+            n_predicted=int(tree.get("n_predicted") or 0),
+        )
+
+    def flatten(self, prefix: str = "lesion") -> dict[str, float]:
+        values = {f"sensitivity_at_{k}fp": v for k, v in self.sensitivity_at_fp.items()}
+        values.update(
+            {
+                "froc_score": self.froc_score,
+                "detection_sensitivity": self.sensitivity,
+                "detection_precision": self.precision,
+                "fp_per_scan": self.fp_per_scan,
+                "count_mean_absolute_error": self.count_mean_absolute_error,
+                "count_mean_error": self.count_mean_error,
+            }
+        )
+        return {f"{prefix}/{k}": v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
 class EvaluationResult:
     """One data set's evaluation (the numbers of ``evaluation.json``)."""
 
@@ -104,6 +177,7 @@ class EvaluationResult:
     scan: dict[str, float | None]
     burden: dict[str, float | None]
     n_images: int
+    lesion_detection: LesionDetection = field(default_factory=LesionDetection)
 
     @classmethod
     def from_dict(cls, tree: Mapping[str, Any]) -> EvaluationResult:
@@ -130,6 +204,7 @@ class EvaluationResult:
                 if not isinstance(v, Mapping)
             },
             n_images=int(tree.get("n_images") or 0),
+            lesion_detection=LesionDetection.from_dict(tree.get("lesion_detection")),
         )
 
     @property
@@ -152,6 +227,7 @@ class EvaluationResult:
             value = getattr(self.lesion, metric)
             if value is not None:
                 out[f"lesion/{metric}"] = value
+        out.update(self.lesion_detection.flatten("lesion"))
         for task, values in (("scan", self.scan), ("burden", self.burden)):
             out.update({f"{task}/{k}": v for k, v in values.items() if v is not None})
         return out

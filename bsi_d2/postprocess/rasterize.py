@@ -51,6 +51,24 @@ def class_thresholds(
     return table
 
 
+def kind_threshold(
+    taxonomy: Taxonomy,
+    kind: str,
+    score_thresh: float = DEFAULT_SCORE_THRESH,
+    class_thresh: Mapping[int | str, float] | None = None,
+) -> float:
+    """The one threshold of the classes of ``kind`` (e.g. "lesion"), as :func:`class_thresholds`
+    resolves it; ``score_thresh`` when the taxonomy has no class of that kind. ValueError when
+    those classes have different thresholds, which no single operating point can stand for."""
+    table = class_thresholds(taxonomy, score_thresh, class_thresh)
+    ids = [c.id for c in taxonomy.of_kind(kind)]
+    values = sorted({float(table[cid]) for cid in ids})
+    if len(values) > 1:
+        names = ", ".join(taxonomy.by_id(cid).name for cid in ids)
+        raise ValueError(f"the {kind} classes ({names}) have different score thresholds {values}")
+    return values[0] if values else float(score_thresh)
+
+
 def passes_thresholds(
     category_ids: np.ndarray,
     scores: np.ndarray,

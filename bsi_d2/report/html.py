@@ -546,12 +546,52 @@ def _per_class_ap_block(evaluation: dict) -> str:
     return _block("COCO AP per category", _table(headers, rows))
 
 
-def evaluation_html(evaluation: dict, agreement: dict | None, plots: tuple[str, str] | None) -> str:
-    """The evaluation page; ``plots`` are the relative names of the two BSI plots."""
+def _detection_block(evaluation: dict, froc_plot: str | None) -> str:
+    detection = evaluation.get("lesion_detection")
+    if not detection:
+        return ""  # an evaluation.json from before lesion-by-lesion scoring
+    at_fp = detection.get("sensitivity_at_fp") or {}
+    thresh = detection.get("operating_thresh", evaluation.get("score_thresh", ""))
+    rows = [
+        [f"Sensitivity at {_e(rate)} FP per scan", _metric(at_fp.get(rate))]
+        for rate in ("0.25", "0.5", "1", "2", "4")
+    ]
+    rows += [
+        ["FROC score (mean of the five)", _num(detection.get("froc_score"), 3)],
+        [f"Sensitivity at score &ge; {_e(thresh)}", _metric(detection.get("sensitivity"))],
+        [f"Precision at score &ge; {_e(thresh)}", _metric(detection.get("precision"))],
+        [f"FP per scan at score &ge; {_e(thresh)}", _num(detection.get("fp_per_scan"))],
+        ["Count error, mean absolute", _num(detection.get("count_mean_absolute_error"))],
+        [
+            "Lesions predicted / true",
+            f"{_e(detection.get('n_predicted'))} / {_e(detection.get('n_lesions'))}",
+        ],
+        ["Scans", _e(detection.get("n_scans"))],
+    ]
+    note = f'<p class="muted narrow">Matching: {_e(detection.get("matching_rule", ""))}.</p>'
+    image = (
+        f'<div class="plots"><img src="{_e(quote(froc_plot))}" alt="lesion FROC curve"></div>'
+        if froc_plot
+        else ""
+    )
+    return _block("Lesion detection", _table(["Measure", "Value"], rows) + note + image)
+
+
+def evaluation_html(
+    evaluation: dict,
+    agreement: dict | None,
+    plots: tuple[str, str] | None,
+    froc_plot: str | None = None,
+) -> str:
+    """The evaluation page; ``plots`` are the relative names of the two BSI plots, ``froc_plot``
+    that of the lesion FROC curve."""
     parts = [f'<div class="cols">{"".join(_summary_blocks(evaluation))}</div>']
     parts.append(
         f'<div class="cols">{_pixel_block(evaluation)}{_per_class_ap_block(evaluation)}</div>'
     )
+    detection = _detection_block(evaluation, froc_plot)
+    if detection:
+        parts.append(f'<div class="cols">{detection}</div>')
     failed = evaluation.get("failed") or []
     if failed:
         rows = [[_e(f.get("file_name")), _e(f.get("error"))] for f in failed]
@@ -607,13 +647,14 @@ def evaluation_html(evaluation: dict, agreement: dict | None, plots: tuple[str, 
 def write_evaluation_page(
     out_dir: Path, evaluation: dict, bsi_pairs: Sequence[tuple[str, float, float]] = ()
 ) -> Path:
-    """Write ``out_dir/evaluation.html`` (and the BSI plots when pairs are given); returns it.
+    """Write ``out_dir/evaluation.html`` (and the BSI plots when pairs are given, the lesion FROC
+    curve when the evaluation has ground-truth lesions); returns it.
 
     ``evaluation`` is :func:`bsi_d2.evaluation.evaluate_dataset`'s dict; ``bsi_pairs`` are
     (key, predicted BSI, reference BSI).
     """
     from bsi_d2.evaluation.agreement import bsi_agreement
-    from bsi_d2.report.plots import plot_bsi_agreement
+    from bsi_d2.report.plots import plot_bsi_agreement, plot_froc
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -622,6 +663,10 @@ def write_evaluation_page(
         agreement = bsi_agreement([p for _, p, _ in bsi_pairs], [t for _, _, t in bsi_pairs])
         scatter, ba = plot_bsi_agreement(bsi_pairs, out_dir)
         plots = (scatter.name, ba.name)
+    detection = evaluation.get("lesion_detection") or {}
+    froc_plot = None
+    if detection.get("n_lesions") and detection.get("froc"):
+        froc_plot = plot_froc(detection, out_dir).name
     path = out_dir / "evaluation.html"
-    path.write_text(evaluation_html(evaluation, agreement, plots), encoding="utf-8")
+    path.write_text(evaluation_html(evaluation, agreement, plots, froc_plot), encoding="utf-8")
     return path

@@ -1,16 +1,20 @@
-"""BSI agreement plots: predicted vs reference scatter and Bland-Altman (matplotlib, Agg)."""
+"""Evaluation plots (matplotlib, Agg): BSI predicted vs reference scatter and Bland-Altman, and
+the lesion-detection FROC curve."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bsi_d2.evaluation.agreement import bsi_agreement
+from bsi_d2.evaluation.detection import FP_RATES, fp_rate_key
 
 SCATTER_NAME = "bsi_scatter.png"
 BLAND_ALTMAN_NAME = "bsi_bland_altman.png"
+FROC_NAME = "lesion_froc.png"
 
 BsiPair = tuple[str, float, float]  # (key, predicted, reference)
 
@@ -99,3 +103,65 @@ def plot_bsi_agreement(pairs: Sequence[BsiPair], out_dir: str | Path) -> tuple[P
     fig.savefig(ba_path)
     plt.close(fig)
     return scatter_path, ba_path
+
+
+def plot_froc(detection: Mapping[str, Any], out_dir: str | Path) -> Path:
+    """Write lesion_froc.png to ``out_dir``: sensitivity against mean false positives per scan
+    (log axis), from ``evaluation["lesion_detection"]`` (:mod:`bsi_d2.evaluation.detection`),
+    with its sensitivities at 0.25 .. 4 false positives per scan marked; returns its path."""
+    curve = [
+        (float(p["fp_per_scan"]), float(p["sensitivity"]))
+        for p in detection.get("froc") or ()
+        if p.get("fp_per_scan") is not None and p.get("sensitivity") is not None
+    ]
+    if not curve:
+        raise ValueError("no FROC points with a sensitivity and a false-positive rate to plot")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # points run with falling threshold, so both coordinates only grow; a log axis has no 0,
+    # so the points without false positives set where the curve starts at the left edge
+    fp = np.array([c[0] for c in curve])
+    sens = np.array([c[1] for c in curve])
+    lo = min(FP_RATES[0] / 2, float(fp[fp > 0].min()) if (fp > 0).any() else 1.0)
+    hi = max(FP_RATES[-1] * 2, float(fp.max()) * 1.2)
+    start = float(sens[fp == 0].max()) if (fp == 0).any() else 0.0
+    xs = [lo, *fp[fp > 0], hi]
+    ys = [start, *sens[fp > 0], float(sens[-1])]
+    at_fp = detection.get("sensitivity_at_fp") or {}
+    marks = [(r, at_fp.get(fp_rate_key(r))) for r in FP_RATES]
+    marks = [(r, v) for r, v in marks if v is not None]
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
+    ax.plot(xs, ys, color="#0072B2", linewidth=1.5, drawstyle="steps-post")
+    for rate in FP_RATES:
+        ax.axvline(rate, color="0.75", linestyle=":", linewidth=1)
+    if marks:
+        ax.scatter(
+            [r for r, _ in marks],
+            [v for _, v in marks],
+            s=30,
+            color="#D55E00",
+            zorder=3,
+            label="at 0.25, 0.5, 1, 2, 4 FP/scan",
+        )
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    # label the CPM's rates plainly; log minor labels (2 x 10^-1 ...) would crowd them
+    ax.set_xticks(FP_RATES, [fp_rate_key(r) for r in FP_RATES])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("mean false positives per scan")
+    ax.set_ylabel("lesion sensitivity")
+    ax.set_title(
+        f"Lesion FROC, {detection.get('n_lesions', '?')} lesions in "
+        f"{detection.get('n_scans', '?')} scans: FROC score {_fmt(detection.get('froc_score'))}",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    path = out / FROC_NAME
+    fig.savefig(path)
+    plt.close(fig)
+    return path

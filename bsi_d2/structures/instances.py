@@ -6,7 +6,7 @@ downstream of the engine knows whether detectron2 or torchvision produced it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,8 @@ class Instances:
     scores: np.ndarray  # (N,) float32; 1.0 for ground truth
     category_ids: np.ndarray  # (N,) int64
     masks: np.ndarray  # (N, H, W) bool
+    # the dense lesion head's (H, W) probability map, where the model has one
+    lesion_probability: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -54,6 +56,25 @@ class Instances:
             self.scores[keep],
             self.category_ids[keep],
             self.masks[keep],
+            self.lesion_probability,
+        )
+
+    @classmethod
+    def cat(cls, parts: list[Instances]) -> Instances:
+        """One Instances of several on the same image, in order (detectron2's ``cat``)."""
+        if not parts:
+            raise ValueError("Instances.cat needs at least one Instances")
+        height, width = parts[0].height, parts[0].width
+        if any((p.height, p.width) != (height, width) for p in parts):
+            raise ValueError("Instances.cat: all parts must be of one image size")
+        return cls(
+            height,
+            width,
+            np.concatenate([p.boxes for p in parts]).astype(np.float32).reshape(-1, 4),
+            np.concatenate([p.scores for p in parts]).astype(np.float32),
+            np.concatenate([p.category_ids for p in parts]).astype(np.int64),
+            np.concatenate([p.masks for p in parts]).astype(bool).reshape(-1, height, width),
+            next((p.lesion_probability for p in parts if p.lesion_probability is not None), None),
         )
 
     def to_coco(self, image_id: int | str) -> list[dict[str, Any]]:

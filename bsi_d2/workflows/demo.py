@@ -326,6 +326,8 @@ def _evaluate(cfg: Any, coco: Path, phantoms: Path, predict_dir: Path, eval_dir:
         "mask_ap": typed.segm.ap,
         "scan_sensitivity": typed.scan.get("sensitivity"),
         "scan_specificity": typed.scan.get("specificity"),
+        "lesion_sensitivity_at_1fp": typed.lesion_detection.sensitivity_at_fp.get("1"),
+        "lesion_froc_score": typed.lesion_detection.froc_score,
         "lesion_count_mae": typed.burden.get("count_mean_absolute_error"),
         "burden_group_kappa": typed.burden.get("group_kappa"),
         "bsi_pearson_r": agreement.get("pearson_r"),
@@ -358,6 +360,10 @@ def _print_summary(summary: dict) -> None:
         f"sensitivity {f(m['skeleton_pixel_sensitivity'])})"
     )
     print(f"  lesion Dice              {f(m['lesion_dice'])}")
+    print(
+        f"  lesion detection         sensitivity at 1 FP/scan {f(m['lesion_sensitivity_at_1fp'])}"
+        f"   FROC score {f(m['lesion_froc_score'])}"
+    )
     print(f"  mask AP (COCO)           {f(m['mask_ap'])}")
     print(
         f"  lesion count MAE         {f(m['lesion_count_mae'])}   "

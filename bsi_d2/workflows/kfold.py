@@ -97,6 +97,8 @@ def _overall(evaluation: dict[str, Any]) -> dict[str, float | None]:
         "pixel_mean_f1_without_decoys": pixel["mean_without_decoys"]["f1"],
         "skeleton_pixel_f1": typed.skeleton.f1,
         "lesion_dice_pooled": typed.lesion.dice_pooled,
+        "lesion_sensitivity_at_1fp": typed.lesion_detection.sensitivity_at_fp.get("1"),
+        "lesion_froc_score": typed.lesion_detection.froc_score,
         "scan_sensitivity": typed.scan.get("sensitivity"),
         "scan_specificity": typed.scan.get("specificity"),
         "burden_group_kappa": typed.burden.get("group_kappa"),

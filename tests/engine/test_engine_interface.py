@@ -45,10 +45,11 @@ class StubEngine(Engine):
     def evaluate(self, cfg, weights=None):
         return {"engine": self.name}
 
-    def forward(self, model, images, sizes, taxonomy):
+    def forward(self, model, inputs, taxonomy):
         out = []
-        for image, (h, w) in zip(images, sizes, strict=True):
-            StubEngine.seen.append(tuple(image.shape))
+        for item in inputs:
+            h, w = item["height"], item["width"]
+            StubEngine.seen.append(tuple(item["image"].shape))
             skull = taxonomy.by_name("skull").id
             out.append(
                 Instances(
@@ -163,3 +164,51 @@ def test_evaluations_flatten_to_fraction_keys_and_back():
     assert set(flatten_evaluations({"a": EVALUATION, "b": EVALUATION})) == {
         f"{n}/{k}" for n in "ab" for k in flat
     }
+
+
+DETECTION = {
+    "n_scans": 4,
+    "n_lesions": 8,
+    "matching_rule": "hit: mask IoU >= 0.1 or centroid inside",
+    "froc": [
+        {"threshold": 0.9, "sensitivity": 0.25, "fp_per_scan": 0.0},
+        {"threshold": 0.5, "sensitivity": 0.5, "fp_per_scan": 1.0},
+    ],
+    "sensitivity_at_fp": {"0.25": 0.25, "0.5": 0.25, "1": 0.5, "2": 0.5, "4": 0.5},
+    "froc_score": 0.4,
+    "operating_thresh": 0.5,
+    "sensitivity": 0.5,
+    "precision": 0.5,
+    "fp_per_scan": 1.0,
+    "count_mean_absolute_error": 0.5,
+    "count_mean_error": None,
+    "n_predicted": 8,
+}
+
+
+def test_lesion_detection_is_typed_and_flattened_and_optional():
+    typed = EvaluationResult.from_dict({**EVALUATION, "lesion_detection": DETECTION})
+    detection = typed.lesion_detection
+    assert (detection.n_lesions, detection.froc_score, detection.n_predicted) == (8, 0.4, 8)
+    assert detection.froc[1].fp_per_scan == 1.0 and detection.sensitivity_at_fp["1"] == 0.5
+    flat = typed.flatten()
+    added = {
+        k: v for k, v in flat.items() if k not in EvaluationResult.from_dict(EVALUATION).flatten()
+    }
+    assert added == {
+        "lesion/sensitivity_at_0.25fp": 0.25,
+        "lesion/sensitivity_at_0.5fp": 0.25,
+        "lesion/sensitivity_at_1fp": 0.5,
+        "lesion/sensitivity_at_2fp": 0.5,
+        "lesion/sensitivity_at_4fp": 0.5,
+        "lesion/froc_score": 0.4,
+        "lesion/detection_sensitivity": 0.5,
+        "lesion/detection_precision": 0.5,
+        "lesion/fp_per_scan": 1.0,
+        "lesion/count_mean_absolute_error": 0.5,
+    }
+    # an evaluation.json from before lesion detection still loads, with nothing to report
+    old = EvaluationResult.from_dict(EVALUATION).lesion_detection
+    assert old.froc == () and old.froc_score is None and old.sensitivity_at_fp == {}
+    regrouped = {f"{t}/{m}": v for t, d in group_by_task(flat).items() for m, v in d.items()}
+    assert regrouped == flat

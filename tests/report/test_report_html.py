@@ -266,3 +266,42 @@ def test_plot_bsi_agreement_returns_both_paths(tmp_path):
     assert scatter.is_file() and ba.is_file()
     with pytest.raises(ValueError):
         plot_bsi_agreement([], tmp_path)
+
+
+def test_evaluation_page_lesion_detection_block_and_froc_plot(tmp_path):
+    detection = {
+        "n_scans": 3,
+        "n_lesions": 3,
+        "matching_rule": "hit: mask IoU >= 0.1 or predicted centroid inside",
+        "froc": [
+            {"threshold": 0.9, "sensitivity": 1 / 3, "fp_per_scan": 0.0},
+            {"threshold": 0.6, "sensitivity": 1 / 3, "fp_per_scan": 1.0},
+            {"threshold": 0.3, "sensitivity": 1.0, "fp_per_scan": 1.0},
+        ],
+        "sensitivity_at_fp": {"0.25": 1 / 3, "0.5": 1 / 3, "1": 1.0, "2": 1.0, "4": 1.0},
+        "froc_score": 11 / 15,
+        "operating_thresh": 0.5,
+        "sensitivity": 1 / 3,
+        "precision": 0.25,
+        "fp_per_scan": 1.0,
+        "count_mean_absolute_error": 1 / 3,
+        "n_predicted": 4,
+    }
+    page = write_evaluation_page(tmp_path, {**EVALUATION, "lesion_detection": detection}, [])
+    text = text_of(page.read_text())
+    assert "Lesion detection" in text and "FROC score (mean of the five) 0.733" in text
+    assert "Sensitivity at 0.25 FP per scan 33.33 %" in text
+    assert "Sensitivity at 1 FP per scan 100.00 %" in text
+    assert "Precision at score ≥ 0.5 25.00 %" in text and "Lesions predicted / true 4 / 3" in text
+    assert "Matching: hit: mask IoU >= 0.1 or predicted centroid inside." in text
+    assert 'src="lesion_froc.png"' in page.read_text()
+    image = cv2.imread(str(tmp_path / "lesion_froc.png"))
+    assert image is not None and image.std() > 5
+
+
+def test_evaluation_page_without_lesion_detection_or_lesions(tmp_path):
+    assert "Lesion detection" not in write_evaluation_page(tmp_path, EVALUATION, []).read_text()
+    no_lesions = {"n_scans": 2, "n_lesions": 0, "froc": [], "sensitivity_at_fp": {}}
+    page = write_evaluation_page(tmp_path, {**EVALUATION, "lesion_detection": no_lesions}, [])
+    assert "Lesion detection" in page.read_text()
+    assert not (tmp_path / "lesion_froc.png").exists()

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from bsi_d2.engine.base import Engine, register_engine
-from bsi_d2.engine.detectron2 import trainer
+from bsi_d2.engine.detectron2 import lesion_rcnn, trainer
+
+__all__ = ["Detectron2Engine", "lesion_rcnn"]  # lesion_rcnn registers LesionRCNN
 
 
 @register_engine
@@ -47,13 +49,24 @@ class Detectron2Engine(Engine):
             dist_url=args.dist_url, args=(args,),
         )  # fmt: skip
 
-    def forward(
-        self, model: Any, images: Sequence[Any], sizes: Sequence[tuple[int, int]], taxonomy: Any
-    ) -> list[Any]:
+    def forward(self, model: Any, inputs: Sequence[dict[str, Any]], taxonomy: Any) -> list[Any]:
+        from bsi_d2.engine.lesion_head import dense_lesions
+
         device = next(model.parameters()).device
-        inputs = [
-            {"image": image.to(device), "height": h, "width": w}
-            for image, (h, w) in zip(images, sizes, strict=True)
-        ]
+        batch = []
+        for item in inputs:
+            sample = {"image": item["image"].to(device), "height": item["height"]}
+            sample["width"] = item["width"]
+            if "image_native" in item:
+                sample["image_native"] = item["image_native"].to(device)
+            batch.append(sample)
         lookup = taxonomy.contiguous_to_id
-        return [trainer.to_neutral_instances(o["instances"], lookup) for o in model(inputs)]
+        return [
+            dense_lesions(
+                o.get("lesion_settings"),
+                trainer.to_neutral_instances(o["instances"], lookup),
+                o.get("lesion_prob"),
+                taxonomy,
+            )
+            for o in model(batch)
+        ]

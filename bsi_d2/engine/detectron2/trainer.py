@@ -33,6 +33,7 @@ from bsi_d2.config import ConfigValueError
 from bsi_d2.data.mapper import BsiDatasetMapper
 from bsi_d2.engine.base import prepare_training
 from bsi_d2.engine.checkpoint import CheckpointError, other_engine_message, peek_engine
+from bsi_d2.engine.lesion_head import dense_lesions
 from bsi_d2.evaluation.results import EvaluationResult, group_by_task
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy, load_taxonomy
@@ -133,6 +134,9 @@ class BsiEvaluator(DatasetEvaluator):
         for inp, out in zip(inputs, outputs, strict=True):
             if "instances" in out:
                 instances = to_neutral_instances(out["instances"], self.taxonomy.contiguous_to_id)
+                instances = dense_lesions(
+                    out.get("lesion_settings"), instances, out.get("lesion_prob"), self.taxonomy
+                )
                 self._predictions.append((inp["image_id"], instances))
 
     def evaluate(self) -> OrderedDict:
@@ -206,7 +210,10 @@ def train(cfg: Any, resume: bool = False) -> dict[str, Any]:
     Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
     trainer = BsiTrainer(cfg)
     trainer.resume_or_load(resume=resume)
+    trained = trainer.start_iter < trainer.max_iter
     trainer.train()
+    if trained and hasattr(trainer.model, "lesion_head") and cfg.DATASETS.TEST:
+        _calibrate_lesion_head(cfg, trainer)
     storage = trainer.storage
     losses = [float(v) for v, _ in storage.history("total_loss").values()] if storage else []
     timing = storage.history("time") if storage and "time" in storage.histories() else None
@@ -222,6 +229,27 @@ def train(cfg: Any, resume: bool = False) -> dict[str, Any]:
         "seconds_per_iter": float(timing.global_avg()) if timing else None,
         "evaluation": _read_evaluations(cfg),
     }
+
+
+def _calibrate_lesion_head(cfg: Any, trainer: BsiTrainer) -> None:
+    """The dense lesion head's threshold chosen on the first of DATASETS.TEST, saved into
+    model_final.pth, and DATASETS.TEST evaluated again with it."""
+    from detectron2.utils import comm
+
+    from bsi_d2.engine.base import get_engine
+    from bsi_d2.engine.lesion_head import CALIBRATION_FILE, calibrate_threshold
+    from bsi_d2.engine.predictor import Predictor
+
+    if not comm.is_main_process():
+        return
+    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    predictor = Predictor(cfg, model=model, engine=get_engine(ENGINE))
+    sweep = calibrate_threshold(predictor, cfg.DATASETS.TEST[0])
+    (Path(cfg.OUTPUT_DIR) / CALIBRATION_FILE).write_text(json.dumps(sweep, indent=1), "utf-8")
+    trainer.checkpointer.save("model_final")
+    with torch.no_grad():
+        BsiTrainer.test(cfg, model)
+    model.train()
 
 
 def evaluate(cfg: Any, weights: str | None = None) -> dict[str, Any]:

@@ -43,15 +43,23 @@ class TorchvisionEngine(Engine):
 
         return trainer.evaluate(cfg, weights)
 
-    def forward(
-        self, model: Any, images: Sequence[Any], sizes: Sequence[tuple[int, int]], taxonomy: Any
-    ) -> list[Any]:
+    def forward(self, model: Any, inputs: Sequence[dict[str, Any]], taxonomy: Any) -> list[Any]:
+        from bsi_d2.engine.lesion_head import dense_lesions
+
         device = next(model.parameters()).device
-        outputs = model([image.to(device).float() for image in images])
-        return [
-            to_instances(o, image.shape[-2], image.shape[-1], h, w, taxonomy)
-            for o, image, (h, w) in zip(outputs, images, sizes, strict=True)
-        ]
+        images = [item["image"].to(device).float() for item in inputs]
+        head = getattr(model, "lesion_head", None)
+        if head is None:
+            outputs = model(images)
+        else:
+            outputs = model(images, natives=[item["image_native"].to(device) for item in inputs])
+        out = []
+        for o, image, item in zip(outputs, images, inputs, strict=True):
+            h, w = int(item["height"]), int(item["width"])
+            instances = to_instances(o, image.shape[-2], image.shape[-1], h, w, taxonomy)
+            settings = head.settings() if head is not None else None
+            out.append(dense_lesions(settings, instances, o.get("lesion_prob"), taxonomy))
+        return out
 
 
 def to_instances(

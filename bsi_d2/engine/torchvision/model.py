@@ -37,12 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference
 from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import roi_align
 
-from bsi_d2.config import UnsupportedConfigError, cfg_get
+from bsi_d2.config import LESION_META_ARCHITECTURE, UnsupportedConfigError, cfg_get
 
 _MISSING = object()  # a key the config lacks
 
@@ -78,7 +79,11 @@ CANONICAL_BOX_SIZE, CANONICAL_LEVEL = 224, 4
 
 # The explicit check list: a key absent from the config passes (D1's reduced config lacks some).
 RULES: tuple[_Rule, ...] = (
-    _Rule("MODEL.META_ARCHITECTURE", _eq("GeneralizedRCNN"), "GeneralizedRCNN"),
+    _Rule(
+        "MODEL.META_ARCHITECTURE",
+        _in("GeneralizedRCNN", LESION_META_ARCHITECTURE),
+        f"GeneralizedRCNN or {LESION_META_ARCHITECTURE} (with the dense lesion head)",
+    ),
     _Rule("MODEL.BACKBONE.NAME", _eq("build_resnet_fpn_backbone"), "build_resnet_fpn_backbone"),
     _Rule("MODEL.MASK_ON", _eq(True), "True (the engine is Mask R-CNN)"),
     _Rule("MODEL.KEYPOINT_ON", _eq(False), "False"),
@@ -631,7 +636,6 @@ def build_tv_model(cfg: Any) -> nn.Module:
     sizes are the mapper's business (INPUT.MIN/MAX_SIZE_*); the model does not resize.
     """
     from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
-    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
     from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
     from torchvision.models.detection.rpn import RPNHead
 
@@ -711,7 +715,44 @@ def build_tv_model(cfg: Any) -> nn.Module:
     transform = NativeSizeTransform(
         _pixel_stat(cfg, "MODEL.PIXEL_MEAN"), _pixel_stat(cfg, "MODEL.PIXEL_STD")
     )
+    if cfg_get(cfg, "MODEL.META_ARCHITECTURE") == LESION_META_ARCHITECTURE:
+        from bsi_d2.engine.lesion_head import build_lesion_head
+
+        head = build_lesion_head(cfg, channels, feature_stride=FPN_STRIDES[0])
+        return LesionMaskRCNN(backbone, rpn, roi_heads, transform, head)
     return GeneralizedRCNN(backbone, rpn, roi_heads, transform)
+
+
+class LesionMaskRCNN(GeneralizedRCNN):
+    """Mask R-CNN plus the dense lesion head on ``p2`` and the native image (detectron2
+    engine: ``LesionRCNN``). Training targets carry ``image_native`` and ``lesion_target``;
+    at inference ``natives`` gives the native images and each detection dict gains
+    ``lesion_prob`` (H, W) at native size."""
+
+    def __init__(self, backbone, rpn, roi_heads, transform, lesion_head: nn.Module) -> None:
+        super().__init__(backbone, rpn, roi_heads, transform)
+        self.lesion_head = lesion_head
+
+    def forward(self, images, targets=None, natives=None):
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        if natives is None and targets is not None:
+            natives = [t["image_native"] for t in targets]
+        if natives is None:
+            raise ValueError("LesionMaskRCNN needs the native images (mapper: image_native)")
+        image_list, targets = self.transform(images, targets)
+        features = self.backbone(image_list.tensors)
+        proposals, proposal_losses = self.rpn(image_list, features, targets)
+        detections, detector_losses = self.roi_heads(
+            features, proposals, image_list.image_sizes, targets
+        )
+        logits = self.lesion_head(features["0"], image_list.image_sizes, natives)
+        if self.training:
+            lesion = self.lesion_head.losses(logits, [t["lesion_target"] for t in targets])
+            return {**detector_losses, **proposal_losses, **lesion}
+        detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+        for detection, logit in zip(detections, logits, strict=True):
+            detection["lesion_prob"] = torch.sigmoid(logit[0].float())
+        return detections
 
 
 def _pixel_stat(cfg: Any, key: str) -> list[float]:

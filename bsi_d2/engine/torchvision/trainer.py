@@ -277,13 +277,15 @@ def to_targets(
         # torchvision refuses zero-area boxes; detectron2's mapper drops them the same way
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         images.append(image)
-        targets.append(
-            {
-                "boxes": boxes[keep].reshape(-1, 4).to(device),
-                "labels": (classes[keep] + LABEL_OFFSET).to(device),
-                "masks": masks[keep].reshape(-1, h, w).to(device),
-            }
-        )
+        target = {
+            "boxes": boxes[keep].reshape(-1, 4).to(device),
+            "labels": (classes[keep] + LABEL_OFFSET).to(device),
+            "masks": masks[keep].reshape(-1, h, w).to(device),
+        }
+        for key in ("image_native", "lesion_target"):  # the dense lesion head's inputs
+            if key in item:
+                target[key] = item[key].to(device, non_blocking=True)
+        targets.append(target)
     return images, targets
 
 
@@ -365,6 +367,28 @@ class MetricsHook(HookBase):
                 window["time"],
                 _hms(eta),
             )
+
+
+class LesionThresholdHook(HookBase):
+    """After the last step, before the final checkpoint: the dense lesion head's threshold
+    chosen on the first of DATASETS.TEST (:func:`~bsi_d2.engine.lesion_head.
+    calibrate_threshold`), written to OUTPUT_DIR/lesion_threshold.json."""
+
+    def after_train(self) -> None:
+        t = self.trainer
+        names = cfg_get(t.cfg, "DATASETS.TEST")
+        if not (t.is_main and names and t.start_iter < t.max_iter):
+            return
+        from bsi_d2.engine.base import get_engine
+        from bsi_d2.engine.lesion_head import CALIBRATION_FILE, calibrate_threshold
+        from bsi_d2.engine.predictor import Predictor
+
+        engine = get_engine("torchvision")
+        predictor = Predictor(t.cfg, device=t.device, model=unwrap(t.model), engine=engine)
+        sweep = calibrate_threshold(predictor, names[0])
+        (t.output_dir / CALIBRATION_FILE).write_text(json.dumps(sweep, indent=1), "utf-8")
+        logger.info("lesion head threshold %.2f (chosen on %s)", sweep["threshold"], names[0])
+        t.model.train()
 
 
 class CheckpointHook(HookBase):
@@ -471,13 +495,14 @@ class TorchvisionTrainer:
             else None
         )
         self.hooks: list[HookBase] = []
-        self.register_hooks(
-            [
-                MetricsHook(log_period),
-                CheckpointHook(int(cfg_get(cfg, "SOLVER.CHECKPOINT_PERIOD"))),
-                EvalHook(int(cfg_get(cfg, "TEST.EVAL_PERIOD"))),
-            ]
-        )
+        hooks: list[HookBase] = [MetricsHook(log_period)]
+        if hasattr(unwrap(model), "lesion_head"):
+            hooks.append(LesionThresholdHook())  # before the final checkpoint, which keeps it
+        hooks += [
+            CheckpointHook(int(cfg_get(cfg, "SOLVER.CHECKPOINT_PERIOD"))),
+            EvalHook(int(cfg_get(cfg, "TEST.EVAL_PERIOD"))),
+        ]
+        self.register_hooks(hooks)
 
     def register_hooks(self, hooks: list[HookBase]) -> None:
         for hook in hooks:
