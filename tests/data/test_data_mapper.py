@@ -206,3 +206,54 @@ def test_map_image_matches_the_file_path(tmp_path):
     assert (in_memory["height"], in_memory["width"]) == (950, 512)
     with pytest.raises(ImageReadError, match="grey"):
         mapper.map_image(np.zeros((4, 4, 3)))
+
+
+def test_native_lesions_give_the_unresized_scan_and_a_lesion_target(tmp_path):
+    scan = np.zeros((950, 512), np.uint8)
+    scan[300:310, 40:50] = 200
+    path = _png(tmp_path / "scan.png", scan)
+    anns = [
+        {"category_id": C[1], "segmentation": _poly(100, 100, 300, 200), "iscrowd": 0},
+        {"category_id": C[11], "segmentation": _poly(40, 300, 50, 310), "iscrowd": 0},
+        {"category_id": C[1], "segmentation": _poly(400, 800, 420, 820), "iscrowd": 1},
+    ]
+    mapper = BsiDatasetMapper(
+        is_train=True, min_size=256, max_size=512, native_lesions=True, lesion_classes=[C[11]]
+    )
+    sample = mapper(_record(path, 950, 512, anns))
+    assert sample["image"].shape == (3, 475, 256)  # Mask R-CNN's input, halved
+    assert sample["image_native"].shape == (1, 950, 512)
+    assert float(sample["image_native"][0, 305, 45]) == 200.0
+    target = sample["lesion_target"].numpy()
+    assert target.shape == (950, 512)
+    assert (target == 1).sum() == 100 and target[305, 45] == 1
+    assert (target == 255).sum() == 400 and target[810, 410] == 255  # crowd: ignored
+    # the crowd region is not an instance, as without the head
+    assert sample["instances"]["classes"].tolist() == [C[1], C[11]]
+
+
+def test_native_lesions_follow_a_flip(tmp_path):
+    path = _png(tmp_path / "scan.png", np.zeros((60, 40), np.uint8))
+    anns = [{"category_id": C[11], "segmentation": _poly(2, 10, 6, 14), "iscrowd": 0}]
+    mapper = BsiDatasetMapper(
+        is_train=True,
+        hflip=True,
+        hflip_prob=1.0,
+        flip_map=contiguous_flip_map(TAX),
+        native_lesions=True,
+        lesion_classes=[C[11]],
+        rng=np.random.default_rng(0),
+    )
+    sample = mapper(_record(path, 60, 40, anns))
+    target = sample["lesion_target"].numpy()
+    assert target[10:14, 34:38].all() and target.sum() == 16
+    mask = sample["instances"]["masks"][0].numpy().astype(bool)
+    assert np.array_equal(mask, target == 1)
+
+
+def test_lesion_architecture_switches_native_lesions_on():
+    cfg = get_cfg(subset=True)
+    assert not BsiDatasetMapper.from_config(cfg, is_train=True).native_lesions
+    cfg.MODEL.META_ARCHITECTURE = "LesionRCNN"
+    mapper = BsiDatasetMapper.from_config(cfg, is_train=False)
+    assert mapper.native_lesions and mapper.lesion_classes == (C[11],)

@@ -357,10 +357,13 @@ class MetricsHook(HookBase):
         eta = statistics.mean(t.iter_times[-self.period :]) * (t.max_iter - t.iter - 1)
         t.writer.write({"iteration": t.iter, "lr": t.lr, "eta_seconds": eta, **window})
         if t.is_main:
+            done = (t.iter + 1) / max(t.max_iter, 1)
             logger.info(
-                "iter %d/%d  total_loss %.4f  %s  lr %.3g  %.3fs/it  eta %s",
+                "iter %d/%d [%-20s] %3.0f%%  total_loss %.4f  %s  lr %.3g  %.3fs/it  eta %s",
                 t.iter + 1,
                 t.max_iter,
+                "#" * int(20 * done),
+                100 * done,
                 window["total_loss"],
                 " ".join(f"{k} {v:.3f}" for k, v in window.items() if k.startswith("loss")),
                 t.lr,
