@@ -49,6 +49,12 @@ class Part:
     kind: str = "bone"  # bone, soft, organ
     layer: float | None = None  # depth of its mass for depth-dependent blur; None: mid of depth
 
+    def in_view(self, view: str) -> tuple[BaseGeometry, float]:
+        """This part's shape and uptake as ``view`` sees it (posterior: mirrored)."""
+        if view == "anterior":
+            return self.geometry, self.anterior
+        return mirror(self.geometry), self.posterior
+
     @property
     def mass_depth(self) -> float:
         return float(sum(self.depth) / 2.0) if self.layer is None else float(self.layer)

@@ -255,8 +255,7 @@ def _render_views(
         bone = np.zeros(VIEW_SHAPE, dtype=np.float32)
         soft = np.zeros(VIEW_SHAPE, dtype=np.float32)
         for part in anatomy.parts:
-            geom = part.geometry if view == "anterior" else mirror(part.geometry)
-            value = part.anterior if view == "anterior" else part.posterior
+            geom, value = part.in_view(view)
             if part.kind == "soft":
                 paint(soft, geom, value)
             else:
@@ -295,8 +294,7 @@ def _render_views_detailed(
         soft = np.zeros(VIEW_SHAPE, dtype=np.float32)
         organ = np.zeros(VIEW_SHAPE, dtype=np.float32)
         for part in anatomy.parts:
-            geom = part.geometry if view == "anterior" else mirror(part.geometry)
-            value = part.anterior if view == "anterior" else part.posterior
+            geom, value = part.in_view(view)
             if part.kind == "soft":
                 paint(soft, geom, value * soft_gain)
             elif part.kind == "organ":
