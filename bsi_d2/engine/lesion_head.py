@@ -64,7 +64,7 @@ class NativeLesionHead(nn.Module):
         alpha: float = 0.3,
         beta: float = 0.7,
         gamma: float = 0.75,
-        loss_weight: float = 1.0,
+        loss_weight: float = 10.0,
         threshold: float = 0.5,
         min_area: int = 4,
         source: str = "union",
