@@ -61,13 +61,18 @@ def add_bsi_config(cfg: Any) -> None:
     cfg.MODEL.LESION_HEAD = CN()
     cfg.MODEL.LESION_HEAD.NAME = "NativeLesionHead"  # in LESION_HEAD_REGISTRY
     cfg.MODEL.LESION_HEAD.CHANNELS = (8, 16, 32)  # encoder width at strides 1, 2 and 4
-    cfg.MODEL.LESION_HEAD.LOSS = "focal_tversky"  # focal_tversky | dice_bce | focal_tversky_bce
+    cfg.MODEL.LESION_HEAD.LOSS = "focal_tversky"  # or dice_bce, focal_tversky_bce, focal_dice
     cfg.MODEL.LESION_HEAD.TVERSKY_ALPHA = 0.3  # weight of false positives (seed 001)
     cfg.MODEL.LESION_HEAD.TVERSKY_BETA = 0.7  # weight of false negatives
     cfg.MODEL.LESION_HEAD.TVERSKY_GAMMA = 0.75  # focal exponent
+    cfg.MODEL.LESION_HEAD.FOCAL_ALPHA = 0.25  # focal_dice: RetinaNet's focal loss, lesion weight
+    cfg.MODEL.LESION_HEAD.FOCAL_GAMMA = 2.0
     # the loss is one ratio over a million-pixel batch: at weight 1 the head's gradients are
     # ~0.01 and it does not move in 500 iterations at the CPU leaf's learning rate
     cfg.MODEL.LESION_HEAD.LOSS_WEIGHT = 10.0
+    # the head reads p2 but sends no gradient into it: trained jointly at weight 10 the lesion
+    # loss took the shared FPN from the regions (skeleton F1 0.43, every scan failing QC)
+    cfg.MODEL.LESION_HEAD.DETACH_FEATURES = True
     cfg.MODEL.LESION_HEAD.THRESHOLD = 0.5  # probability; training replaces it by the validation's
     cfg.MODEL.LESION_HEAD.MIN_AREA = 4  # px at native size: smaller components are dropped
     cfg.MODEL.LESION_HEAD.SOURCE = "union"  # lesion instances from: dense | rcnn | union

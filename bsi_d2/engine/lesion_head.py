@@ -33,7 +33,7 @@ from bsi_d2.config import LESION_META_ARCHITECTURE, ConfigValueError, cfg_get
 
 LESION_HEAD_REGISTRY = Registry("LESION_HEAD")
 LESION_HEAD_REGISTRY.__doc__ = "Dense lesion heads: (p2 features, native images) -> logits."
-LOSSES = ("focal_tversky", "dice_bce", "focal_tversky_bce")
+LOSSES = ("focal_tversky", "dice_bce", "focal_tversky_bce", "focal_dice")
 SOURCES = ("dense", "rcnn", "union")
 IGNORE = 255
 
@@ -64,11 +64,14 @@ class NativeLesionHead(nn.Module):
         alpha: float = 0.3,
         beta: float = 0.7,
         gamma: float = 0.75,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
         loss_weight: float = 10.0,
         threshold: float = 0.5,
         min_area: int = 4,
         source: str = "union",
         rcnn_threshold: float = 0.5,
+        detach_features: bool = True,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -80,8 +83,10 @@ class NativeLesionHead(nn.Module):
         self.pixel_mean, self.pixel_std = float(pixel_mean), float(pixel_std)
         self.loss_name, self.loss_weight = loss, float(loss_weight)
         self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+        self.focal_alpha, self.focal_gamma = float(focal_alpha), float(focal_gamma)
         self.min_area, self.source = int(min_area), source
         self.rcnn_threshold = float(rcnn_threshold)  # Mask R-CNN lesions kept in a union
+        self.detach_features = bool(detach_features)
         self.stem = _block(1, c1)  # stride 1
         self.down2 = nn.Sequential(_block(c1, c2, 2), _block(c2, c2))  # stride 2
         self.down4 = _block(c2, c4, 2)  # stride 4
@@ -107,11 +112,14 @@ class NativeLesionHead(nn.Module):
             alpha=float(cfg_get(cfg, f"{node}.TVERSKY_ALPHA")),
             beta=float(cfg_get(cfg, f"{node}.TVERSKY_BETA")),
             gamma=float(cfg_get(cfg, f"{node}.TVERSKY_GAMMA")),
+            focal_alpha=float(cfg_get(cfg, f"{node}.FOCAL_ALPHA")),
+            focal_gamma=float(cfg_get(cfg, f"{node}.FOCAL_GAMMA")),
             loss_weight=float(cfg_get(cfg, f"{node}.LOSS_WEIGHT")),
             threshold=float(cfg_get(cfg, f"{node}.THRESHOLD")),
             min_area=int(cfg_get(cfg, f"{node}.MIN_AREA")),
             source=str(cfg_get(cfg, f"{node}.SOURCE")),
             rcnn_threshold=_lesion_score_threshold(cfg),
+            detach_features=bool(cfg_get(cfg, f"{node}.DETACH_FEATURES")),
         )
 
     def forward(
@@ -135,7 +143,7 @@ class NativeLesionHead(nn.Module):
         s1 = self.stem(batch)
         s2 = self.down2(s1)
         s4 = self.down4(s2)
-        lateral = self.lateral(features)
+        lateral = self.lateral(features.detach() if self.detach_features else features)
         grid = lateral.new_zeros((len(natives), lateral.shape[1], *s4.shape[-2:]))
         for i, (h_in, w_in) in enumerate(input_sizes):
             # the valid part of this image's features, resampled onto its native stride-4 grid
@@ -180,8 +188,10 @@ class NativeLesionHead(nn.Module):
         if self.loss_name in ("dice_bce", "focal_tversky_bce"):
             bce = F.binary_cross_entropy_with_logits(z, y, weight=keep, reduction="sum")
             loss = loss + bce / keep.sum().clamp(min=1.0)
-        if self.loss_name == "dice_bce":
+        if self.loss_name in ("dice_bce", "focal_dice"):
             loss = loss + soft_dice_loss(torch.sigmoid(z), y, keep)
+        if self.loss_name == "focal_dice":
+            loss = loss + sigmoid_focal_loss(z, y, keep, self.focal_alpha, self.focal_gamma)
         return {"loss_lesion": loss * self.loss_weight}
 
 
@@ -200,6 +210,23 @@ def focal_tversky(
     fn = ((1 - prob) * truth * keep).sum()
     index = (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
     return (1 - index).clamp(min=0) ** gamma
+
+
+def sigmoid_focal_loss(
+    logits: torch.Tensor,
+    truth: torch.Tensor,
+    keep: torch.Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """RetinaNet's focal loss summed over the kept pixels and divided by the number of lesion
+    pixels (at least 1), so a few hundred lesion pixels among a million still steer the head."""
+    prob = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none")
+    p_t = prob * truth + (1 - prob) * (1 - truth)
+    weight = alpha * truth + (1 - alpha) * (1 - truth)
+    loss = (weight * (1 - p_t) ** gamma * ce * keep).sum()
+    return loss / (truth * keep).sum().clamp(min=1.0)
 
 
 def soft_dice_loss(

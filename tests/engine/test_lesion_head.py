@@ -215,3 +215,13 @@ def test_detectron2_engine_trains_calibrates_and_predicts_dense_lesions(lesion_d
     predictor = Predictor(cfg, str(output / "model_final.pth"))
     (instances,) = predictor([np.full((HEIGHT, WIDTH), 2.0, np.float32)])
     assert instances.lesion_probability.shape == (HEIGHT, WIDTH)
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_detached_features_take_no_gradient_from_the_head(detach):
+    head = NativeLesionHead(16, pixel_mean=20.0, pixel_std=40.0, detach_features=detach)
+    features, sizes, natives, targets = synthetic()
+    features.requires_grad_(True)
+    head.losses(head(features, sizes, natives), targets)["loss_lesion"].backward()
+    assert (features.grad is None) == detach
+    assert head.lateral.weight.grad is not None  # the head itself still learns from p2
