@@ -69,7 +69,8 @@ def row(name: str, folder: Path) -> str:
     train = json.loads((folder / "stages" / "train.json").read_text(encoding="utf-8"))
     s_iter = (train.get("result") or {}).get("seconds_per_iter")
     scans = m["test_scans"] + m.get("qc_failed_scans", 0)
-    s_scan = summary["seconds"].get("predict", np.nan) / max(scans, 1)
+    predict = json.loads((folder / "stages" / "predict.json").read_text(encoding="utf-8"))
+    s_scan = predict.get("seconds", np.nan) / max(scans, 1)
 
     def f(v, digits=3):
         return "n/a" if v is None else f"{v:.{digits}f}"
