@@ -247,10 +247,7 @@ class BsiDatasetMapper:
     @staticmethod
     def _decode_crowd(annotations: list[dict[str, Any]], height: int, width: int) -> np.ndarray:
         crowd = [a for a in annotations if a.get("iscrowd", 0) and "segmentation" in a]
-        out = np.zeros((len(crowd), height, width), dtype=np.uint8)
-        for i, ann in enumerate(crowd):
-            out[i] = segmentation_to_mask(ann["segmentation"], height, width)
-        return out
+        return _stack_masks(crowd, height, width)
 
     @staticmethod
     def _decode(
@@ -258,13 +255,19 @@ class BsiDatasetMapper:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W) uint8 masks and (N,) classes of the non-crowd annotations."""
         things = [a for a in annotations or [] if not a.get("iscrowd", 0)]
-        masks = np.zeros((len(things), height, width), dtype=np.uint8)
-        for i, ann in enumerate(things):
-            if "segmentation" not in ann:
-                raise ValueError(f"{path}: an annotation without segmentation cannot train masks")
-            masks[i] = segmentation_to_mask(ann["segmentation"], height, width)
+        if any("segmentation" not in a for a in things):
+            raise ValueError(f"{path}: an annotation without segmentation cannot train masks")
+        masks = _stack_masks(things, height, width)
         classes = np.array([int(a["category_id"]) for a in things], dtype=np.int64)
         return masks, classes
+
+
+def _stack_masks(annotations: list[dict[str, Any]], height: int, width: int) -> np.ndarray:
+    """(N, H, W) uint8 masks of annotations that all have a segmentation."""
+    masks = np.zeros((len(annotations), height, width), dtype=np.uint8)
+    for i, ann in enumerate(annotations):
+        masks[i] = segmentation_to_mask(ann["segmentation"], height, width)
+    return masks
 
 
 def contiguous_flip_map(taxonomy: Any) -> dict[int, int]:

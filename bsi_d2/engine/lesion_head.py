@@ -317,11 +317,12 @@ def calibrate_threshold(
     import numpy as np
 
     from bsi_d2.data.datasets import get_dataset_dicts
+    from bsi_d2.engine.checkpoint import unwrap
     from bsi_d2.engine.predictor import build_mapper, predict_dataset
     from bsi_d2.postprocess.dense import lesion_components
     from bsi_d2.structures.masks import segmentation_to_mask
 
-    head = _unwrap(predictor.model).lesion_head
+    head = unwrap(predictor.model).lesion_head
     taxonomy = predictor.taxonomy
     dicts = get_dataset_dicts(dataset_name)
     predictions, _ = predict_dataset(predictor, dicts, build_mapper(predictor.cfg, False))
@@ -360,7 +361,3 @@ def calibrate_threshold(
         "dice": [float(d) for d in dice],
         "threshold": float(thresholds[best]),
     }
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model

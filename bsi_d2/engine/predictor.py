@@ -104,18 +104,6 @@ class Predictor:
             out.extend(self._forward(samples[start : start + self.batch_size]))
         return out
 
-    def predict_tensors(
-        self, tensors: Sequence[torch.Tensor], sizes: Sequence[tuple[int, int]] | None = None
-    ) -> list[Instances]:
-        """Run on (3, H, W) tensors as the mapper makes them, reported at ``sizes`` (default:
-        the tensors' own); models with the dense lesion head need :meth:`predict_samples`."""
-        sizes = list(sizes) if sizes is not None else [tuple(t.shape[-2:]) for t in tensors]
-        samples = [
-            {"image": t, "height": int(h), "width": int(w)}
-            for t, (h, w) in zip(tensors, sizes, strict=True)
-        ]
-        return self.predict_samples(samples)
-
     @torch.inference_mode()
     def _forward(self, samples: Sequence[dict[str, Any]]) -> list[Instances]:
         with torch.autocast("cuda", enabled=self.amp and self.device.startswith("cuda")):

@@ -42,6 +42,7 @@ from bsi_d2.phantom.lookalikes import sample_lookalikes
 from bsi_d2.phantom.presets import Difficulty, get_difficulty
 from bsi_d2.phantom.reference import geometric_reference
 from bsi_d2.phantom.render import (
+    add_blurred_spots,
     blur,
     depth_sigma,
     drawn_outline,
@@ -288,7 +289,7 @@ def _render_views_detailed(
     lesion_grain = texture(VIEW_SHAPE, rng, amount=0.25)
     bone_gain = float(rng.uniform(1.5, 2.1)) if disease.superscan else 1.0
     soft_gain = preset.soft_tissue / 0.3 * (0.6 if disease.superscan else 1.0)
-    relative: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    relative: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # view -> (mean, with spots)
     for view in VIEWS:
         layers: dict[float, np.ndarray] = {}
         soft = np.zeros(VIEW_SHAPE, dtype=np.float32)
@@ -312,29 +313,19 @@ def _render_views_detailed(
         for sigma, layer in layers.items():
             mean += blur(layer * g * keep, sigma)
         hot = np.zeros(VIEW_SHAPE, dtype=np.float32)
-        by_sigma: dict[float, np.ndarray] = {}
-        for h in hot_spots:
-            spot = h.spot(view, _view_sigma(h.depth, view, preset))
-            paint(
-                by_sigma.setdefault(spot.sigma, np.zeros_like(hot)), spot.geometry, spot.intensity
-            )
-        lesions: dict[float, np.ndarray] = {}
-        for m in disease.metastases:
-            spot = m.source(view, _view_sigma(m.depth, view, preset))
-            paint(lesions.setdefault(spot.sigma, np.zeros_like(hot)), spot.geometry, spot.intensity)
-        for sigma, layer in by_sigma.items():
-            hot += blur(layer, sigma)
+        add_blurred_spots(
+            hot, [h.spot(view, _view_sigma(h.depth, view, preset)) for h in hot_spots]
+        )
+        lesions = [m.source(view, _view_sigma(m.depth, view, preset)) for m in disease.metastases]
         lg = lesion_grain if view == "anterior" else lesion_grain[:, ::-1]
-        for sigma, layer in lesions.items():
-            hot += blur(layer * lg * bone_gain, sigma)
-        relative[view] = (mean, hot)
-    mean, hot = relative["anterior"]
-    total = float(scatter(mean + hot, preset.scatter_fraction).sum())
+        add_blurred_spots(hot, lesions, gain=lg, scale=bone_gain)
+        relative[view] = (mean, scatter(mean + hot, preset.scatter_fraction))
+    total = float(relative["anterior"][1].sum())
     count_level = max(target_counts - preset.background * VIEW_SHAPE[0] * VIEW_SHAPE[1], 1.0)
     count_level = count_level / max(total, 1e-6)
     views, base = {}, {}
-    for view, (mean, hot) in relative.items():
-        expected = scatter(mean + hot, preset.scatter_fraction) * count_level + preset.background
+    for view, (mean, scattered) in relative.items():
+        expected = scattered * count_level + preset.background
         base[view] = scatter(mean, preset.scatter_fraction) * count_level + preset.background
         views[view] = poisson_counts(np.maximum(expected, 0.0).astype(np.float64), rng)
     return views, base, float(count_level)

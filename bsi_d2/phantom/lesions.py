@@ -191,19 +191,25 @@ class ColdSpot:
     lesion: bool = False  # a metastasis (lytic), though not drawn as a hot lesion
 
 
+def bladder(
+    center: tuple[float, float], height_px: float, rng: np.random.Generator, faint: bool = False
+) -> HotSpot:
+    """The filled bladder: an ellipse scaled to the body, hotter anteriorly; ``faint`` (a
+    superscan, tracer taken up by bone) leaves a tenth to a quarter of its uptake."""
+    fill = rng.uniform(0.6, 1.3)
+    shape = Polygon(
+        affinity.scale(
+            Point(center).buffer(1.0, 16), 0.025 * height_px * fill, 0.018 * height_px * fill
+        ).exterior
+    )
+    level = rng.uniform(1.6, 3.6) * (rng.uniform(0.08, 0.25) if faint else 1.0)
+    return HotSpot("bladder", shape, level, level * rng.uniform(0.35, 0.6), sigma=2.5, depth=0.3)
+
+
 def sample_hot_spots(anatomy: Anatomy, rng: np.random.Generator, height_px: float) -> list[HotSpot]:
     """Bladder always; injection site and degenerative joints sometimes."""
     marks = anatomy.landmarks
-    spots: list[HotSpot] = []
-    fill = rng.uniform(0.6, 1.3)
-    bx, by = marks["bladder"]
-    bladder = Polygon(
-        affinity.scale(
-            Point(bx, by).buffer(1.0, 16), 0.025 * height_px * fill, 0.018 * height_px * fill
-        ).exterior
-    )
-    hot = rng.uniform(1.6, 3.6)
-    spots.append(HotSpot("bladder", bladder, hot, hot * rng.uniform(0.35, 0.6), sigma=2.5))
+    spots: list[HotSpot] = [bladder(marks["bladder"], height_px, rng)]
     if rng.random() < 0.6:
         side = "right" if rng.random() < 0.5 else "left"
         where = marks[f"{'wrist' if rng.random() < 0.5 else 'elbow'}_{side}"]

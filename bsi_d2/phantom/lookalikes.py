@@ -17,7 +17,7 @@ from shapely.geometry import LineString, Point
 from shapely.ops import unary_union
 
 from bsi_d2.phantom.anatomy import Anatomy, stroke
-from bsi_d2.phantom.lesions import ColdSpot, HotSpot, blob
+from bsi_d2.phantom.lesions import ColdSpot, HotSpot, bladder, blob
 
 # kind -> probability that a patient shows it
 PREVALENCE = {
@@ -71,16 +71,6 @@ def sample_lookalikes(
         cold.append(spots[0])
         hot.append(spots[1])
     return hot, cold
-
-
-def bladder(center, height_px: float, rng: np.random.Generator, faint: bool = False) -> HotSpot:
-    fill = rng.uniform(0.6, 1.3)
-    shape = Point(center).buffer(1.0, 16)
-    from shapely import affinity
-
-    shape = affinity.scale(shape, 0.025 * height_px * fill, 0.018 * height_px * fill)
-    level = rng.uniform(1.6, 3.6) * (rng.uniform(0.08, 0.25) if faint else 1.0)
-    return HotSpot("bladder", shape, level, level * rng.uniform(0.35, 0.6), sigma=2.5, depth=0.3)
 
 
 def injection(marks: dict, rng: np.random.Generator) -> list[HotSpot]:

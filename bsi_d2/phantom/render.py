@@ -88,14 +88,26 @@ def expected_counts(
 ) -> np.ndarray:
     """Mean counts per pixel: blurred uptake maps scaled to ``count_level`` counts at bone 1.0."""
     hot = np.zeros_like(bone)
-    by_sigma: dict[float, np.ndarray] = {}
-    for spot in spots:
-        layer = by_sigma.setdefault(round(spot.sigma, 2), np.zeros_like(bone))
-        paint(layer, spot.geometry, spot.intensity)
-    for sigma, layer in by_sigma.items():
-        hot += blur(layer, sigma)
+    add_blurred_spots(hot, spots)
     mean = blur(bone, BONE_SIGMA_PX) + blur(soft, SOFT_SIGMA_PX) + hot
     return np.maximum(mean * count_level + background, 0.0).astype(np.float64)
+
+
+def add_blurred_spots(
+    out: np.ndarray, spots: list[Spot], gain: np.ndarray | None = None, scale: float = 1.0
+) -> None:
+    """Paint ``spots`` grouped by their blur, blur each group once and add it to ``out`` in
+    place; ``gain`` (an array, e.g. uneven uptake) times ``scale`` multiplies a group first."""
+    layers: dict[float, np.ndarray] = {}
+    for spot in spots:
+        layer = layers.setdefault(round(spot.sigma, 2), np.zeros_like(out))
+        paint(layer, spot.geometry, spot.intensity)
+    for sigma, layer in layers.items():
+        if gain is not None:
+            layer = layer * gain * scale
+        elif scale != 1.0:
+            layer = layer * scale
+        out += blur(layer, sigma)
 
 
 def depth_sigma(distance: float) -> float:

@@ -11,8 +11,8 @@ from bsi_d2.phantom import generate_phantom, write_phantoms
 from bsi_d2.phantom import lookalikes as lookalike_module
 from bsi_d2.phantom.anatomy import build_anatomy, sample_body
 from bsi_d2.phantom.disease import Disease, SiteShapes, contiguous_vertebrae, sample_disease
-from bsi_d2.phantom.lesions import ColdSpot, Metastasis
-from bsi_d2.phantom.lookalikes import PREVALENCE, bladder
+from bsi_d2.phantom.lesions import ColdSpot, Metastasis, bladder
+from bsi_d2.phantom.lookalikes import PREVALENCE
 from bsi_d2.phantom.presets import HARD, STANDARD, get_difficulty
 from bsi_d2.phantom.reference import geometric_reference
 from bsi_d2.structures.masks import polygons_to_mask

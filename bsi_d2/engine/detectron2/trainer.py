@@ -32,7 +32,7 @@ from detectron2.structures import Instances as D2Instances
 from bsi_d2.config import ConfigValueError
 from bsi_d2.data.mapper import BsiDatasetMapper
 from bsi_d2.engine.base import prepare_training
-from bsi_d2.engine.checkpoint import CheckpointError, other_engine_message, peek_engine
+from bsi_d2.engine.checkpoint import CheckpointError, other_engine_message, peek_engine, unwrap
 from bsi_d2.engine.lesion_head import dense_lesions
 from bsi_d2.evaluation.results import EvaluationResult, group_by_task
 from bsi_d2.structures.instances import Instances
@@ -242,7 +242,7 @@ def _calibrate_lesion_head(cfg: Any, trainer: BsiTrainer) -> None:
 
     if not comm.is_main_process():
         return
-    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    model = unwrap(trainer.model)
     predictor = Predictor(cfg, model=model, engine=get_engine(ENGINE))
     sweep = calibrate_threshold(predictor, cfg.DATASETS.TEST[0])
     (Path(cfg.OUTPUT_DIR) / CALIBRATION_FILE).write_text(json.dumps(sweep, indent=1), "utf-8")
