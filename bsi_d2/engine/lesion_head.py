@@ -21,7 +21,7 @@ training, so a checkpoint carries it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ LESION_HEAD_REGISTRY.__doc__ = "Dense lesion heads: (p2 features, native images)
 LOSSES = ("focal_tversky", "dice_bce", "focal_tversky_bce", "focal_dice")
 SOURCES = ("dense", "rcnn", "union")
 IGNORE = 255
+HEAD_PREFIX = "lesion_head."  # the head's parameter names in both engines' models
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -180,19 +181,37 @@ class NativeLesionHead(nn.Module):
             truth.append((target == 1).reshape(-1).to(logit.dtype))
             weight.append((target != IGNORE).reshape(-1).to(logit.dtype))
         z, y, keep = torch.cat(prob), torch.cat(truth), torch.cat(weight)
-        loss = z.new_zeros(())
-        if self.loss_name in ("focal_tversky", "focal_tversky_bce"):
+        loss = z.sum() * 0.0  # keeps the graph (and every parameter's gradient) on any batch
+        # The region terms (Tversky, Dice) are pooled over the batch and left out of a batch
+        # without lesion pixels: there their smoothing constant makes 1 - 1 / (1 + FP) a steep
+        # push of every probability to zero, which plain SGD follows until the map is empty.
+        region = bool((y * keep).sum() > 0)
+        if region and self.loss_name in ("focal_tversky", "focal_tversky_bce"):
             loss = loss + focal_tversky(
                 torch.sigmoid(z), y, keep, self.alpha, self.beta, self.gamma
             )
         if self.loss_name in ("dice_bce", "focal_tversky_bce"):
             bce = F.binary_cross_entropy_with_logits(z, y, weight=keep, reduction="sum")
             loss = loss + bce / keep.sum().clamp(min=1.0)
-        if self.loss_name in ("dice_bce", "focal_dice"):
+        if region and self.loss_name in ("dice_bce", "focal_dice"):
             loss = loss + soft_dice_loss(torch.sigmoid(z), y, keep)
         if self.loss_name == "focal_dice":
             loss = loss + sigmoid_focal_loss(z, y, keep, self.focal_alpha, self.focal_gamma)
         return {"loss_lesion": loss * self.loss_weight}
+
+
+def lr_factor_func(cfg: Any) -> Callable[[str], float]:
+    """Learning-rate multiplier by parameter name (detectron2's ``lr_factor_func``):
+    MODEL.LESION_HEAD.LR_FACTOR for the dense head's parameters, 1 for the rest."""
+    factor = float(cfg_get(cfg, "MODEL.LESION_HEAD.LR_FACTOR", 1.0))
+    if factor <= 0:
+        raise ConfigValueError(f"MODEL.LESION_HEAD.LR_FACTOR must be positive, got {factor}")
+
+    def func(name: str) -> float:
+        name = name.removeprefix("module.")  # a DistributedDataParallel wrapper's prefix
+        return factor if name.startswith(HEAD_PREFIX) else 1.0
+
+    return func
 
 
 def focal_tversky(
@@ -303,7 +322,7 @@ def _ceil_to(value: int, multiple: int) -> int:
     return _ceil(value, multiple) * multiple
 
 
-CALIBRATION_THRESHOLDS = tuple(round(0.2 + 0.05 * i, 2) for i in range(13))  # 0.2 .. 0.8
+CALIBRATION_THRESHOLDS = tuple(round(0.05 + 0.05 * i, 2) for i in range(19))  # 0.05 .. 0.95
 CALIBRATION_FILE = "lesion_threshold.json"
 
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from test_engine_tv_train import HEIGHT, LESION, WIDTH, _cfg, make_dataset
 
 from bsi_d2.engine.lesion_head import (
@@ -15,6 +16,7 @@ from bsi_d2.engine.lesion_head import (
     NativeLesionHead,
     build_lesion_head,
     focal_tversky,
+    sigmoid_focal_loss,
 )
 
 LESION_ARCH = {"MODEL.META_ARCHITECTURE": "LesionRCNN"}
@@ -73,6 +75,50 @@ def test_a_few_iterations_lower_the_lesion_loss(loss):
         optimizer.step()
         losses.append(float(value.detach()))
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+@pytest.mark.parametrize("loss", ["focal_tversky", "dice_bce", "focal_dice"])
+def test_a_batch_without_lesions_does_not_push_the_region_terms_to_an_empty_map(loss):
+    """With a smoothing constant, Tversky or Dice on a lesion-free batch is 1 - 1 / (1 + FP):
+    its gradient drives every probability to zero. Only the pixel terms may act there."""
+    head = NativeLesionHead(16, pixel_mean=20.0, pixel_std=40.0, loss=loss)
+    features, sizes, natives, targets = synthetic()
+    empty = [torch.zeros_like(t) for t in targets]
+    logits = [x.detach().requires_grad_(True) for x in head(features, sizes, natives)]
+    value = head.losses(logits, empty)["loss_lesion"]
+    z = torch.cat([x.reshape(-1) for x in logits])
+    y, keep = torch.zeros_like(z), torch.ones_like(z)
+    pixel_term = {  # what is left: the pixel terms alone, times the loss weight
+        "focal_tversky": z.sum() * 0.0,
+        "dice_bce": F.binary_cross_entropy_with_logits(z, y),
+        "focal_dice": sigmoid_focal_loss(z, y, keep),
+    }[loss] * head.loss_weight
+    assert float(value) == pytest.approx(float(pixel_term), rel=1e-5, abs=1e-8)
+    # with lesions in the batch the region terms are there
+    with_lesions = head.losses(head(features, sizes, natives), targets)["loss_lesion"]
+    assert float(with_lesions) > 0
+
+
+def test_plain_sgd_on_mixed_batches_keeps_the_lesions():
+    """Half the batches free of lesions, SGD at a detector's learning rate: the map must not
+    collapse to empty (it did while the region term acted on lesion-free batches)."""
+    torch.manual_seed(0)
+    head = NativeLesionHead(16, pixel_mean=20.0, pixel_std=40.0, loss="focal_tversky")
+    features, sizes, natives, targets = synthetic()
+    blank = [torch.full_like(n, 10.0) for n in natives]
+    empty = [torch.zeros_like(t) for t in targets]
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.05, momentum=0.9)
+    for step in range(60):
+        batch = (natives, targets) if step % 2 else (blank, empty)
+        value = head.losses(head(features, sizes, batch[0]), batch[1])["loss_lesion"]
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+    with torch.no_grad():
+        prob = torch.sigmoid(head(features, sizes, natives)[0][0])
+    lesion = targets[0] == 1
+    assert float(prob[lesion].mean()) > 2 * float(prob[~lesion].mean())
+    assert float(prob[lesion].max()) > 0.05
 
 
 def test_crowd_pixels_do_not_count():
@@ -161,6 +207,67 @@ def test_predictor_gives_lesions_from_the_chosen_source(lesion_trained, source):
             or (result.lesion_probability[result.masks[lesions].any(axis=0)] >= threshold).all()
         )
     assert setup_cfg  # the config path above is the one every entry point takes
+
+
+def _rates(optimizer, model):
+    """Learning rate of every named parameter, from the optimizer's groups."""
+    by_id = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    return {name: by_id[id(p)] for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _check_head_rates(rates, base_lr, bias_factor, factor):
+    head = {n: lr for n, lr in rates.items() if n.startswith("lesion_head.")}
+    rest = {n: lr for n, lr in rates.items() if not n.startswith("lesion_head.")}
+    assert head and rest
+    for name, lr in head.items():
+        expected = base_lr * factor * (bias_factor if name.endswith(".bias") else 1.0)
+        assert lr == pytest.approx(expected), name
+    assert max(rest.values()) == pytest.approx(base_lr * max(1.0, bias_factor))
+
+
+@pytest.mark.parametrize("factor", [1.0, 10.0])
+def test_lr_factor_scales_the_head_alone_in_the_torchvision_optimizer(
+    lesion_dataset, tmp_path, factor
+):
+    from bsi_d2.engine.torchvision.model import build_tv_model
+    from bsi_d2.engine.torchvision.trainer import build_optimizer
+
+    cfg = _cfg(
+        lesion_dataset,
+        tmp_path,
+        **LESION_ARCH,
+        **{"MODEL.LESION_HEAD.LR_FACTOR": factor, "SOLVER.BIAS_LR_FACTOR": 2.0},
+    )
+    model = build_tv_model(cfg)
+    rates = _rates(build_optimizer(cfg, model), model)
+    _check_head_rates(rates, cfg.SOLVER.BASE_LR, 2.0, factor)
+
+
+def test_lr_factor_must_be_positive():
+    from bsi_d2.config import ConfigValueError
+    from bsi_d2.engine.lesion_head import lr_factor_func
+
+    cfg = {"MODEL": {"LESION_HEAD": {"LR_FACTOR": 0.0}}}
+    with pytest.raises(ConfigValueError, match="LR_FACTOR"):
+        lr_factor_func(cfg)
+
+
+@pytest.mark.detectron2
+def test_lr_factor_scales_the_head_alone_in_the_detectron2_optimizer(lesion_dataset, tmp_path):
+    pytest.importorskip("detectron2", reason="detectron2 not installed; see README")
+    from detectron2.modeling import build_model
+
+    from bsi_d2.engine.detectron2.trainer import BsiTrainer
+
+    cfg = _cfg(
+        lesion_dataset,
+        tmp_path,
+        **LESION_ARCH,
+        **{"MODEL.ENGINE": "detectron2", "MODEL.LESION_HEAD.LR_FACTOR": 10.0},
+    )
+    model = build_model(cfg)
+    rates = _rates(BsiTrainer.build_optimizer(cfg, model), model)
+    _check_head_rates(rates, cfg.SOLVER.BASE_LR, float(cfg.SOLVER.BIAS_LR_FACTOR), 10.0)
 
 
 # -- detectron2: the same head in LesionRCNN ----------------------------------------------------

@@ -33,7 +33,7 @@ from bsi_d2.config import ConfigValueError
 from bsi_d2.data.mapper import BsiDatasetMapper
 from bsi_d2.engine.base import prepare_training
 from bsi_d2.engine.checkpoint import CheckpointError, other_engine_message, peek_engine, unwrap
-from bsi_d2.engine.lesion_head import dense_lesions
+from bsi_d2.engine.lesion_head import dense_lesions, lr_factor_func
 from bsi_d2.evaluation.results import EvaluationResult, group_by_task
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy, load_taxonomy
@@ -167,6 +167,31 @@ class BsiTrainer(DefaultTrainer):
         if cfg_weights := str(self.cfg.MODEL.WEIGHTS):
             check_weights(cfg_weights)
         super().resume_or_load(resume=resume)
+
+    @classmethod
+    def build_optimizer(cls, cfg: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """detectron2's SGD, with the dense lesion head's rate times MODEL.LESION_HEAD.LR_FACTOR."""
+        from detectron2.solver.build import (
+            get_default_optimizer_params,
+            maybe_add_gradient_clipping,
+        )
+
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+            lr_factor_func=lr_factor_func(cfg),
+        )
+        optimizer = torch.optim.SGD(
+            params,
+            lr=cfg.SOLVER.BASE_LR,
+            momentum=cfg.SOLVER.MOMENTUM,
+            nesterov=cfg.SOLVER.NESTEROV,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        )
+        return maybe_add_gradient_clipping(cfg, optimizer)
 
     @classmethod
     def build_train_loader(cls, cfg: Any) -> Any:

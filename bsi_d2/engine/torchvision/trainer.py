@@ -34,6 +34,7 @@ from bsi_d2.engine.checkpoint import (
     load_model_weights,
     unwrap,
 )
+from bsi_d2.engine.lesion_head import lr_factor_func
 from bsi_d2.engine.predictor import build_mapper
 from bsi_d2.engine.torchvision.model import LABEL_OFFSET, build_tv_model
 from bsi_d2.evaluation.results import flatten_evaluations
@@ -125,15 +126,17 @@ NORM_TYPES = (
 def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
     """SGD over trainable parameters grouped like detectron2's get_default_optimizer_params:
     norm layers get SOLVER.WEIGHT_DECAY_NORM, biases SOLVER.BIAS_LR_FACTOR and
-    SOLVER.WEIGHT_DECAY_BIAS (None: as other weights)."""
+    SOLVER.WEIGHT_DECAY_BIAS (None: as other weights); the dense lesion head's rate is
+    multiplied by MODEL.LESION_HEAD.LR_FACTOR, as detectron2's ``lr_factor_func`` does."""
     base_lr = float(cfg_get(cfg, "SOLVER.BASE_LR"))
     weight_decay = float(cfg_get(cfg, "SOLVER.WEIGHT_DECAY"))
     wd_norm = float(cfg_get(cfg, "SOLVER.WEIGHT_DECAY_NORM"))
     bias_lr = base_lr * float(cfg_get(cfg, "SOLVER.BIAS_LR_FACTOR"))
     wd_bias = cfg_get(cfg, "SOLVER.WEIGHT_DECAY_BIAS")
+    factor = lr_factor_func(cfg)  # MODEL.LESION_HEAD.LR_FACTOR for the dense head
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     seen: set[int] = set()
-    for module in model.modules():
+    for module_name, module in unwrap(model).named_modules():
         for name, parameter in module.named_parameters(recurse=False):
             if not parameter.requires_grad or id(parameter) in seen:
                 continue
@@ -142,6 +145,7 @@ def build_optimizer(cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
             if name == "bias":
                 lr = bias_lr
                 decay = decay if wd_bias is None else float(wd_bias)
+            lr *= factor(f"{module_name}.{name}" if module_name else name)
             groups.setdefault((lr, decay), []).append(parameter)
     return torch.optim.SGD(
         [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()],
