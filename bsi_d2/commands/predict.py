@@ -73,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cut_below_knee_argument(parser)
     add_recursive_argument(parser)
     add_record_arguments(parser)
+    add_output_arguments(parser)
     parser.add_argument(
         "--opts",
         nargs=argparse.REMAINDER,
@@ -99,14 +100,49 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which files a batch writes, and how many threads write them beside the model."""
+    from bsi_d2.inference.outputs import OUTPUT_FILES
+
+    parser.add_argument(
+        "--outputs",
+        default="all",
+        metavar="LIST",
+        help="comma-separated outputs to write, from "
+        + ", ".join(f"{k} ({v})" for k, v in OUTPUT_FILES.items())
+        + "; bsi is always written (it marks a scan done). Default all; e.g. bsi,csv for "
+        "archive runs",
+    )
+    parser.add_argument(
+        "--record",
+        metavar="FILE",
+        help="also save every prediction of the model to FILE (JSON lines), for --replay",
+    )
+    parser.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="answer from a recording (--record, or benchmarks/bench_pipeline.py) instead of a "
+        "model: times and tests the pipeline without one; the config is optional",
+    )
+    parser.add_argument(
+        "--writers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="threads analysing and writing scans while the model runs (0: one scan at a time)",
+    )
+
+
 def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:
     """The command line of one worker of ``--num-gpus``: this one, on a shard and a device."""
     argv = [sys.executable, "-m", "bsi_d2.cli", "predict", *map(str, args.inputs)]
     argv += ["--out", str(args.out), "--batch-size", str(args.batch_size)]
     argv += ["--shard", shard, "--device", device]
+    argv += ["--outputs", args.outputs, "--writers", str(args.writers)]
     for flag, value in (
         ("--config-file", args.config_file or None),
         ("--weights", args.weights),
+        ("--replay", args.replay),
         ("--score-thresh", args.score_thresh),
         ("--combine", args.combine),
         ("--salt", args.salt),
@@ -139,6 +175,7 @@ def _spawn_workers(args: argparse.Namespace) -> int:
     import torch
 
     from bsi_d2.inference.batch import finalize_outputs, parse_shard
+    from bsi_d2.inference.outputs import parse_outputs
 
     index, count = parse_shard(args.shard)
     n = args.num_gpus
@@ -151,7 +188,7 @@ def _spawn_workers(args: argparse.Namespace) -> int:
         for j in range(n)
     ]
     codes = [p.wait() for p in procs]
-    finalize_outputs(args.out)
+    finalize_outputs(args.out, outputs=parse_outputs(args.outputs))
     failed = [j for j, c in enumerate(codes) if c != 0]
     if failed:
         logger.error("workers %s exited with errors", failed)
@@ -161,11 +198,16 @@ def _spawn_workers(args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     from bsi_d2.config import setup_cfg
-    from bsi_d2.engine.predictor import build_predictor
     from bsi_d2.inference.batch import BatchOptions, parse_shard, run_batch
+    from bsi_d2.inference.outputs import parse_outputs
     from bsi_d2.io.files import OutputDirError, check_output_dir
 
     shard = parse_shard(args.shard)
+    try:
+        outputs = parse_outputs(args.outputs)
+    except ValueError as err:
+        logger.error("--outputs: %s", err)
+        return 2
     try:
         check_output_dir(args.out)  # before the model loads: a bad folder fails in a second
     except OutputDirError as err:
@@ -174,7 +216,7 @@ def main(args: argparse.Namespace) -> int:
     if args.num_gpus > 1:
         return _spawn_workers(args)
     cfg = setup_cfg(args.config_file or None, args.opts)
-    predictor = build_predictor(cfg, weights=args.weights, device=args.device)
+    predictor, engine = _predictor(args, cfg)
     predictor.batch_size = max(1, args.batch_size)
     bsi_cfg = cfg.BSI
     class_thresh = parse_class_thresholds(list(bsi_cfg.CLASS_SCORE_THRESH))
@@ -196,10 +238,12 @@ def main(args: argparse.Namespace) -> int:
         salt=args.salt,
         keep_identity=args.keep_identity,
         progress=args.progress,
+        outputs=outputs,
+        writers=max(0, args.writers),
         model={
             "config": args.config_file or None,
             "weights": args.weights or (str(cfg.MODEL.WEIGHTS) or None),
-            "engine": predictor.engine.name,
+            "engine": engine,
         },
     )
     options.qc = QCThresholds.from_config(bsi_cfg.QC)
@@ -211,8 +255,29 @@ def main(args: argparse.Namespace) -> int:
         args.max_frames,
     )
     result = run_batch(args.inputs, args.out, predictor, predictor.taxonomy, options)
+    if args.record:
+        predictor.save(args.record)
+        logger.info("predictions of %d scans recorded in %s", len(predictor.entries), args.record)
     logger.info("%s; outputs in %s", result.summary(), args.out)
     return batch_exit_code(result, args.strict)
+
+
+def _predictor(args: argparse.Namespace, cfg):
+    """The model (wrapped to record it with ``--record``), or a recording with ``--replay``;
+    and the engine name the records give."""
+    from bsi_d2.inference import replay
+
+    if args.replay:
+        from bsi_d2.config import cfg_get
+        from bsi_d2.taxonomy import load_taxonomy
+
+        taxonomy = load_taxonomy(cfg_get(cfg, "BSI.TAXONOMY", None) or None)
+        return replay.ReplayPredictor.from_file(args.replay, taxonomy), replay.REPLAY_ENGINE
+    from bsi_d2.engine.predictor import build_predictor
+
+    predictor = build_predictor(cfg, weights=args.weights, device=args.device)
+    engine = predictor.engine.name
+    return (replay.RecordingPredictor(predictor) if args.record else predictor), engine
 
 
 def batch_exit_code(result, strict: bool) -> int:

@@ -17,7 +17,9 @@ import json
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,9 @@ from typing import Any
 import numpy as np
 
 from bsi_d2.inference import outputs as out
-from bsi_d2.io.files import atomic_path
 from bsi_d2.io.limits import ReadLimits
 from bsi_d2.io.pseudonym import InputLabels
 from bsi_d2.postprocess.analysis import analyse_scan
-from bsi_d2.postprocess.assign import assign_views
 from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
 from bsi_d2.postprocess.qc import QCThresholds, quality_control
 from bsi_d2.postprocess.rasterize import DEFAULT_SCORE_THRESH, passes_thresholds
@@ -63,6 +63,8 @@ class BatchOptions:
     qc: QCThresholds = field(default_factory=QCThresholds)  # quality control of every scan
     limits: ReadLimits | None = None  # checked before decoding (None: the readers' defaults)
     model: dict[str, Any] = field(default_factory=dict)  # the record's "model" entry
+    outputs: frozenset[str] = out.ALL_OUTPUTS  # which files to write (bsi.json always)
+    writers: int = 2  # threads analysing and writing scans beside the model (0: inline)
 
 
 @dataclass
@@ -183,10 +185,16 @@ def _clear_shard_errors(out_dir: Path, shard: tuple[int, int]) -> None:
             path.unlink(missing_ok=True)
 
 
-def finalize_outputs(out_dir: str | Path, taxonomy: Taxonomy | None = None) -> list[dict[str, Any]]:
-    """Rebuild errors.jsonl, bsi_summary.csv and index.html from what is on disk (whichever
-    shard finishes last leaves them complete). Returns the scan records."""
-    from bsi_d2.report.html import index_html
+def finalize_outputs(
+    out_dir: str | Path,
+    taxonomy: Taxonomy | None = None,
+    outputs: frozenset[str] = out.ALL_OUTPUTS,
+) -> BatchTotals:
+    """Rebuild errors.jsonl, bsi_summary.csv and index.html (paged beyond
+    :data:`~bsi_d2.report.html.INDEX_PAGE_ROWS` scans) from what is on disk, whichever shard
+    finishes last leaving them complete. Records are streamed from disk, never all held, so
+    memory stays flat however many scans the folder holds. Returns the folder's totals."""
+    from bsi_d2.report.html import write_index_pages
 
     out_dir = Path(out_dir)
     errors = []
@@ -196,13 +204,45 @@ def finalize_outputs(out_dir: str | Path, taxonomy: Taxonomy | None = None) -> l
         except (OSError, ValueError) as err:
             logger.warning("%s: unreadable error record: %s", path, err)
     out.atomic_write_text(out_dir / out.ERRORS_FILE, out.errors_jsonl(errors))
-    records = out.read_records(out_dir / SCANS_DIR)
-    out.atomic_write_text(out_dir / out.SUMMARY_FILE, out.summary_csv(records))
-    # the index links each report by this in-memory path; bsi.json keeps its fixed keys
-    linked = [{**r, "report": f"{SCANS_DIR}/{r.get('key')}/report.html"} for r in records]
-    # index_html + an atomic write rather than write_index: shards may finish at the same time
-    out.atomic_write_text(out_dir / "index.html", index_html(linked, taxonomy))
-    return records
+    scans_dir = out_dir / SCANS_DIR
+    paths = out.record_paths(scans_dir)
+    totals = BatchTotals()
+    bones: list[str] = []
+    for record in out.iter_records(paths):  # pass 1: counts and the CSV's bone columns
+        totals.add(record)
+        out.add_bones(bones, record)
+    if "csv" in outputs:
+        out.write_summary_csv(out_dir / out.SUMMARY_FILE, out.iter_records(paths), bones)
+    if "index" in outputs:
+        # each report is linked by its path in the folder; bsi.json keeps its fixed keys
+        def linked(ok: bool) -> Iterator[dict[str, Any]]:
+            for r in out.iter_records(paths):
+                if (r.get("status") == out.STATUS_OK) == ok:
+                    yield {**r, "report": f"{SCANS_DIR}/{r.get('key')}/report.html"}
+
+        write_index_pages(out_dir, linked(True), linked(False), totals.page_counts(), taxonomy)
+    return totals
+
+
+@dataclass
+class BatchTotals:
+    """What an output folder holds, counted from its records."""
+
+    ok: int = 0
+    flagged: int = 0  # ok and abnormal
+    other: int = 0  # failed, failing quality control or not assessed
+    keys: int = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.keys += 1
+        if record.get("status") == out.STATUS_OK:
+            self.ok += 1
+            self.flagged += bool(record.get("abnormal"))
+        else:
+            self.other += 1
+
+    def page_counts(self) -> tuple[int, int, int]:
+        return self.ok, self.flagged, self.other
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -291,8 +331,7 @@ class BatchRunner:
         """Scans of this shard still to do, preprocessed; None for each one skipped or failed
         (so the progress bar moves for every scan)."""
         from bsi_d2.io.base import ScanImage, SkippedInput
-        from bsi_d2.io.pseudonym import file_digest
-        from bsi_d2.io.readers import iter_scans
+        from bsi_d2.io.readers import iter_scans, source_digests
         from bsi_d2.preprocess.pipeline import preprocess_scan
 
         opts = self.options
@@ -320,7 +359,8 @@ class BatchRunner:
                 continue
             paths = [str(s) for s in item.sources]
             try:
-                digests = [file_digest(s) for s in paths]
+                digests = source_digests(item)  # hashed as the reader read the files
+                self.labels.know(item.digests)
             except OSError as err:
                 self._error(_input_key(paths[0], opts.salt), paths[0], "read", str(err))
                 yield None
@@ -398,7 +438,8 @@ class BatchRunner:
 
     # -- one scan -----------------------------------------------------------------------
     def write_scan(self, scan: _Prepared, instances: Instances) -> dict[str, Any]:
-        """Analyse one scan's instances and write its folder, bsi.json last."""
+        """Analyse one scan's instances and write its folder (the files of ``outputs``, see
+        :data:`~bsi_d2.inference.outputs.SCAN_WRITERS`), bsi.json last."""
         opts, tax = self.options, self.taxonomy
         scan_dir = self.out_dir / SCANS_DIR / scan.key
         out.reset_scan_dir(scan_dir)
@@ -416,18 +457,10 @@ class BatchRunner:
         kept = passes_thresholds(
             instances.category_ids, instances.scores, tax, opts.score_thresh, opts.class_thresh
         )
-        views = assign_views(instances)
-        out.atomic_write_json(
-            scan_dir / out.PREDICTIONS_FILE,
-            out.predictions_document(scan.key, instances, tax, views, kept),
-        )
-        out.atomic_write_png(scan_dir / out.LABELMAP_FILE, analysis.label_map(tax))
-        from bsi_d2.report.html import write_scan_report
-        from bsi_d2.report.overlay import render_overlay
-
-        image = render_overlay(scan.display, analysis.area_map(), analysis.lesion_mask, tax)
-        out.atomic_write_png(scan_dir / out.OVERLAY_FILE, image)
-        self._write_labelme_files(scan_dir, scan, analysis.instances)
+        written = out.ScanFiles(scan_dir, scan.key, scan.display, instances, kept, analysis, tax)
+        for name, writer in out.SCAN_WRITERS.items():
+            if name in opts.outputs:
+                writer(written)
         qc = quality_control(
             scan.counts,
             analysis.bsi,
@@ -438,25 +471,24 @@ class BatchRunner:
         )
         qc.warnings[:0] = [w for w in scan.warnings if w not in qc.warnings]
         record = out.scan_record(
-            scan.key, scan.source, opts.model, analysis=analysis.record, qc=qc.to_dict()
+            scan.key,
+            scan.source,
+            opts.model,
+            analysis=analysis.record,
+            qc=qc.to_dict(),
+            overlay=out.OVERLAY_FILE if "overlay" in opts.outputs else None,
         )
-        write_scan_report(scan_dir, record, tax)
+        if "report" in opts.outputs:
+            from bsi_d2.report.html import write_scan_report
+
+            write_scan_report(scan_dir, record, tax)
         out.atomic_write_json(scan_dir / out.RECORD_FILE, record)
         (self.out_dir / ERRORS_DIR / f"{scan.key}.json").unlink(missing_ok=True)
         return record
 
-    def _write_labelme_files(self, scan_dir: Path, scan: _Prepared, kept: Instances) -> None:
-        """``<key>.png`` (display image) and ``<key>.json`` (Labelme) for correcting in Labelme."""
-        from bsi_d2.io.labelme import write_labelme
-
-        image_path = scan_dir / f"{scan.key}.png"
-        out.atomic_write_png(image_path, scan.display)
-        shapes = out.labelme_shapes(kept, self.taxonomy)
-        with atomic_path(scan_dir / f"{scan.key}.json") as tmp:
-            write_labelme(tmp, image_path.name, kept.height, kept.width, shapes)
-
     # -- the loop -----------------------------------------------------------------------
-    def _flush(self, batch: list[_Prepared], bar: Any) -> None:
+    def _flush(self, batch: list[_Prepared], writing: _Writing) -> None:
+        """Predict a batch and hand each scan to the writers."""
         if not batch:
             return
         try:
@@ -467,22 +499,26 @@ class BatchRunner:
         except Exception as err:  # noqa: BLE001 - retry one by one to isolate the culprit
             if len(batch) == 1:
                 self._fail(batch[0].key, batch[0].paths, batch[0].source, "predict", err)
-                bar.update(1)
+                writing.bar.update(1)
                 return
             reason = self.labels.redact(str(err), *(p for s in batch for p in s.paths))
             logger.warning("batch of %d failed (%s); retrying scan by scan", len(batch), reason)
             for scan in batch:
-                self._flush([scan], bar)
+                self._flush([scan], writing)
             return
         for scan, instances in zip(batch, predictions, strict=True):
-            try:
-                record = self.write_scan(scan, instances)
-                self.result.done.append(scan.key)
-                if record["status"] == out.STATUS_QC_FAILED:
-                    self.result.qc_failed.append(scan.key)
-            except Exception as err:  # noqa: BLE001 - one scan's failure must not stop the rest
-                self._fail(scan.key, scan.paths, scan.source, "postprocess", err)
-            bar.update(1)
+            writing.submit(scan, instances)
+
+    def _written(self, scan: _Prepared, outcome: Future) -> None:
+        """Book one scan the writers finished (in the main thread: the result is not shared)."""
+        try:
+            record = outcome.result()
+        except Exception as err:  # noqa: BLE001 - one scan's failure must not stop the rest
+            self._fail(scan.key, scan.paths, scan.source, "postprocess", err)
+            return
+        self.result.done.append(scan.key)
+        if record["status"] == out.STATUS_QC_FAILED:
+            self.result.qc_failed.append(scan.key)
 
     def run(self, inputs: Sequence[str | Path]) -> BatchResult:
         """Process every input (files or folders); returns what this run did."""
@@ -497,6 +533,7 @@ class BatchRunner:
         with (
             tqdm(unit="scan", disable=not opts.progress, desc="predict", dynamic_ncols=True) as bar,
             self.labels.in_logs(),
+            _Writing(self, bar) as writing,
         ):
             try:
                 for item in _prefetch(self._prepared(inputs), opts.prefetch):
@@ -505,16 +542,57 @@ class BatchRunner:
                         continue
                     batch.append(item)
                     if len(batch) >= max(1, opts.batch_size):
-                        self._flush(batch, bar)
+                        self._flush(batch, writing)
                         batch = []
-                self._flush(batch, bar)
+                self._flush(batch, writing)
             except Exception as err:  # noqa: BLE001 - a reader crash ends reading, not the run
-                self._flush(batch, bar)
+                self._flush(batch, writing)
                 reason = self.labels.redact(str(err), *inputs)
                 logger.error("reading inputs stopped early: %s", reason)
                 self._error("reader", inputs[0] if inputs else "", "read", repr(err), inputs)
-        finalize_outputs(self.out_dir, self.taxonomy)
+        finalize_outputs(self.out_dir, self.taxonomy, opts.outputs)
         return self.result
+
+
+class _Writing:
+    """Scans being analysed and written by ``writers`` threads while the model runs; at most
+    a few wait, so memory does not grow with the run. With 0 writers each scan is written at
+    once, in the caller's thread. Threads rather than processes: a scan's masks (tens of MB)
+    would have to be copied to a process, and OpenCV, zlib and NumPy release the GIL."""
+
+    def __init__(self, runner: BatchRunner, bar: Any) -> None:
+        self.runner = runner
+        self.bar = bar
+        workers = max(0, runner.options.writers)
+        self.pool = ThreadPoolExecutor(workers, "bsi-d2-write") if workers else None
+        self.limit = 2 * workers
+        self.pending: deque[tuple[_Prepared, Future]] = deque()
+
+    def submit(self, scan: _Prepared, instances: Instances) -> None:
+        if self.pool is None:
+            outcome: Future = Future()
+            try:
+                outcome.set_result(self.runner.write_scan(scan, instances))
+            except Exception as err:  # noqa: BLE001 - booked as the scan's failure
+                outcome.set_exception(err)
+            self._book(scan, outcome)
+            return
+        self.pending.append((scan, self.pool.submit(self.runner.write_scan, scan, instances)))
+        while self.pending and (len(self.pending) > self.limit or self.pending[0][1].done()):
+            self._book(*self.pending.popleft())
+
+    def _book(self, scan: _Prepared, outcome: Future) -> None:
+        self.runner._written(scan, outcome)
+        self.bar.update(1)
+
+    def __enter__(self) -> _Writing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        while self.pending:
+            self._book(*self.pending.popleft())
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def run_batch(

@@ -14,7 +14,8 @@ import io
 import json
 import logging
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 from bsi_d2.io.files import atomic_write_text
 from bsi_d2.io.png import write_png as atomic_write_png  # noqa: F401  (the name batch uses)
 from bsi_d2.structures.instances import Instances
-from bsi_d2.structures.masks import mask_to_polygons, mask_to_rle
+from bsi_d2.structures.masks import mask_to_polygons
 from bsi_d2.taxonomy import Taxonomy
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,33 @@ RECORD_KEYS = (
 DECISION_KEYS = ("bsi", "bstbi", "bstbi_anterior", "bstbi_posterior", "lesion_count",
                  "burden_group", "abnormal")  # fmt: skip
 _LIST_KEYS = ("regions_not_assessed", "bstbi_notes", "sites", "regions", "lesions")
+# what ``--outputs`` chooses from: a scan's files (bsi.json always: it marks the scan done) and
+# the folder's summary files
+OUTPUT_FILES = {
+    "bsi": RECORD_FILE,
+    "predictions": PREDICTIONS_FILE,
+    "labelmap": LABELMAP_FILE,
+    "overlay": OVERLAY_FILE,
+    "labelme": "<key>.json + <key>.png",
+    "report": "report.html",
+    "csv": SUMMARY_FILE,
+    "index": "index.html",
+}
+ALL_OUTPUTS = frozenset(OUTPUT_FILES)
+
+
+def parse_outputs(text: str) -> frozenset[str]:
+    """``"bsi,csv"`` -> the outputs to write (bsi.json is always among them); ``all``: every
+    one."""
+    names = {n.strip() for n in str(text).split(",") if n.strip()}
+    if names == {"all"}:
+        return ALL_OUTPUTS
+    unknown = sorted(names - ALL_OUTPUTS)
+    if unknown:
+        raise ValueError(
+            f"unknown output(s) {', '.join(unknown)}; choose from {', '.join(OUTPUT_FILES)}"
+        )
+    return frozenset(names | {"bsi"})
 
 
 # -- atomic files ---------------------------------------------------------------------------
@@ -120,7 +148,7 @@ def predictions_document(
     """predictions.json: every instance the model returned, with ``kept`` marking those that
     passed the score thresholds (so thresholds can be changed later without the model)."""
     items = []
-    for i in range(len(instances)):
+    for i, rle in enumerate(masks_to_rles(instances.masks)):
         cid = int(instances.category_ids[i])
         items.append(
             {
@@ -130,7 +158,7 @@ def predictions_document(
                 "box": [float(v) for v in instances.boxes[i]],  # XYXY, pixels
                 "view": views[i],
                 "kept": bool(kept[i]),
-                "mask": mask_to_rle(instances.masks[i]),
+                "mask": rle,
             }
         )
     return {
@@ -140,6 +168,29 @@ def predictions_document(
         "box_format": "XYXY",
         "instances": items,
     }
+
+
+def masks_to_rles(masks: np.ndarray) -> list[dict[str, Any]]:
+    """(N, H, W) bool masks -> COCO RLEs as :func:`~bsi_d2.structures.masks.mask_to_rle` makes
+    them, encoded in one call (one column-major copy of the stack, not two per mask)."""
+    import cv2
+    from pycocotools import mask as mask_utils
+
+    masks = np.asarray(masks)
+    if len(masks) == 0:
+        return []
+    count, height, width = masks.shape
+    pixels = np.ascontiguousarray(masks.astype(bool, copy=False)).view(np.uint8)
+    # (N, W, H) in C order is (H, W, N) in Fortran order; OpenCV transposes several times
+    # faster than NumPy's strided copy (np.asfortranarray)
+    transposed = np.empty((count, width, height), np.uint8)
+    for mask, out in zip(pixels, transposed, strict=True):
+        cv2.transpose(mask, out)
+    column_major = transposed.transpose(2, 1, 0)
+    return [
+        {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+        for rle in mask_utils.encode(column_major)
+    ]
 
 
 def read_predictions(path: str | Path) -> Instances:
@@ -160,6 +211,62 @@ def read_predictions(path: str | Path) -> Instances:
     )
 
 
+@dataclass
+class ScanFiles:
+    """What a scan's file writers read: its folder, display image, every predicted instance,
+    which passed the thresholds, and the analysis."""
+
+    scan_dir: Path
+    key: str
+    display: np.ndarray
+    instances: Instances  # all the model returned
+    kept: np.ndarray  # (N,) bool: passed the score thresholds
+    analysis: Any  # postprocess.analysis.ScanAnalysis
+    taxonomy: Taxonomy
+
+
+def write_predictions(files: ScanFiles) -> None:
+    from bsi_d2.postprocess.assign import assign_views
+
+    views = assign_views(files.instances)
+    doc = predictions_document(files.key, files.instances, files.taxonomy, views, files.kept)
+    atomic_write_json(files.scan_dir / PREDICTIONS_FILE, doc)
+
+
+def write_labelmap(files: ScanFiles) -> None:
+    atomic_write_png(files.scan_dir / LABELMAP_FILE, files.analysis.label_map(files.taxonomy))
+
+
+def write_overlay(files: ScanFiles) -> None:
+    from bsi_d2.report.overlay import render_overlay
+
+    analysis = files.analysis
+    image = render_overlay(files.display, analysis.area_map(), analysis.lesion_mask, files.taxonomy)
+    atomic_write_png(files.scan_dir / OVERLAY_FILE, image)
+
+
+def write_labelme_files(files: ScanFiles) -> None:
+    """``<key>.png`` (display image) and ``<key>.json`` (Labelme) for correcting in Labelme."""
+    from bsi_d2.io.files import atomic_path
+    from bsi_d2.io.labelme import write_labelme
+
+    kept = files.analysis.instances
+    image_path = files.scan_dir / f"{files.key}.png"
+    atomic_write_png(image_path, files.display)
+    shapes = labelme_shapes(kept, files.taxonomy)
+    with atomic_path(files.scan_dir / f"{files.key}.json") as tmp:
+        write_labelme(tmp, image_path.name, kept.height, kept.width, shapes)
+
+
+# a scan's files before its report and bsi.json, in the order they are written
+SCAN_WRITERS: dict[str, Callable[[ScanFiles], None]] = {
+    "predictions": write_predictions,
+    "labelmap": write_labelmap,
+    "overlay": write_overlay,
+    "labelme": write_labelme_files,
+}
+
+
 def labelme_shapes(instances: Instances, taxonomy: Taxonomy) -> list[dict[str, Any]]:
     """Labelme polygon shapes of the instances; the parts of one instance share a group_id."""
     from bsi_d2.io.labelme import labelme_shape
@@ -167,7 +274,7 @@ def labelme_shapes(instances: Instances, taxonomy: Taxonomy) -> list[dict[str, A
     shapes = []
     for i in range(len(instances)):
         label = taxonomy.by_id(int(instances.category_ids[i])).name
-        for polygon in mask_to_polygons(instances.masks[i]):
+        for polygon in _mask_polygons(instances.masks[i], instances.boxes[i]):
             points = np.asarray(polygon, dtype=float).reshape(-1, 2)
             shapes.append(
                 labelme_shape(
@@ -181,18 +288,47 @@ def labelme_shapes(instances: Instances, taxonomy: Taxonomy) -> list[dict[str, A
     return shapes
 
 
+def _mask_polygons(mask: np.ndarray, box: np.ndarray, margin: int = 2) -> list[list[float]]:
+    """:func:`~bsi_d2.structures.masks.mask_to_polygons` of ``mask``, traced in its box grown
+    by ``margin`` (a tenth of the pixels or less) where the mask lies wholly inside that crop;
+    the same polygons, as the crop keeps a background rim or shares the image's edge."""
+    height, width = mask.shape
+    x0, y0 = (max(0, int(np.floor(v)) - margin) for v in box[:2])
+    x1, y1 = min(width, int(np.ceil(box[2])) + margin), min(height, int(np.ceil(box[3])) + margin)
+    crop = mask[y0:y1, x0:x1]
+    if x1 <= x0 or y1 <= y0 or np.count_nonzero(crop) != np.count_nonzero(mask):
+        return mask_to_polygons(mask)
+    if (y0 and crop[0].any()) or (x0 and crop[:, 0].any()):
+        return mask_to_polygons(mask)  # touching a cut edge: the tracing would differ
+    if (y1 < height and crop[-1].any()) or (x1 < width and crop[:, -1].any()):
+        return mask_to_polygons(mask)
+    shifted = []
+    for polygon in mask_to_polygons(crop):
+        points = np.asarray(polygon).reshape(-1, 2) + (x0, y0)
+        shifted.append(points.reshape(-1).tolist())
+    return shifted
+
+
 # -- across the output folder ---------------------------------------------------------------
+
+
+def record_paths(scans_dir: Path) -> list[Path]:
+    """Every scan's bsi.json path under ``scans_dir``, sorted by key."""
+    return sorted(scans_dir.glob(f"*/{RECORD_FILE}"))
+
+
+def iter_records(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """The readable records of ``paths``, one at a time."""
+    for path in paths:
+        try:
+            yield json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            logger.warning("%s: unreadable record skipped: %s", path, err)
 
 
 def read_records(scans_dir: Path) -> list[dict[str, Any]]:
     """Every readable bsi.json under ``scans_dir``, sorted by key."""
-    records = []
-    for path in sorted(scans_dir.glob(f"*/{RECORD_FILE}")):
-        try:
-            records.append(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as err:
-            logger.warning("%s: unreadable record skipped: %s", path, err)
-    return records
+    return list(iter_records(record_paths(scans_dir)))
 
 
 SUMMARY_HEAD = (
@@ -204,12 +340,21 @@ SUMMARY_HEAD = (
 PER_BONE = ("assessed", "involvement", "bsi")
 
 
+def add_bones(bones: list[str], record: dict[str, Any]) -> None:
+    """Append the bones of ``record``'s regions not yet in ``bones``."""
+    for row in record.get("regions") or []:
+        if row["bone"] not in bones:
+            bones.append(row["bone"])
+
+
 def summary_columns(records: Iterable[dict[str, Any]]) -> list[str]:
     bones: list[str] = []
     for record in records:
-        for row in record.get("regions") or []:
-            if row["bone"] not in bones:
-                bones.append(row["bone"])
+        add_bones(bones, record)
+    return bone_columns(bones)
+
+
+def bone_columns(bones: Sequence[str]) -> list[str]:
     per_bone = [f"{what}_{bone}" for bone in bones for what in PER_BONE]
     return [*SUMMARY_HEAD, *per_bone, "error"]
 
@@ -217,9 +362,23 @@ def summary_columns(records: Iterable[dict[str, Any]]) -> list[str]:
 def summary_csv(records: Sequence[dict[str, Any]]) -> str:
     """bsi_summary.csv text: one row per scan, per-bone assessment, involvement and BSI as
     columns; a value that does not exist (failed scan, region not assessed) is empty."""
-    columns = summary_columns(records)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    _write_summary(buf, records, summary_columns(records))
+    return buf.getvalue()
+
+
+def write_summary_csv(path: Path, records: Iterable[dict[str, Any]], bones: Sequence[str]) -> Path:
+    """:func:`summary_csv` of ``records`` (streamed, whose regions' bones are ``bones``)
+    written atomically to ``path`` row by row."""
+    from bsi_d2.io.files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        _write_summary(handle, records, bone_columns(bones))
+    return Path(path)
+
+
+def _write_summary(handle: Any, records: Iterable[dict[str, Any]], columns: list[str]) -> None:
+    writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for record in records:
         row = {c: record.get(c) for c in columns}
@@ -232,7 +391,6 @@ def summary_csv(records: Sequence[dict[str, Any]]) -> str:
             for what in PER_BONE:
                 row[f"{what}_{region['bone']}"] = region.get(what)
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buf.getvalue()
 
 
 def errors_jsonl(errors: Iterable[dict[str, Any]]) -> str:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import numpy as np
 
 from bsi_d2.io.limits import DEFAULT_LIMITS, ReadLimits
+from bsi_d2.structures.histogram import CountHistogram
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -59,6 +60,9 @@ class ScanImage:
     metadata: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, identity-free
     # in-memory hint for pairing single views of one study; never written
     pairing: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # source file -> SHA-256 of the bytes the reader read from it, hashed as they were read (the
+    # content key needs no second read); a source missing here was not hashed. Never written
+    digests: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -141,7 +145,19 @@ def counts_path(image_path: str | Path) -> Path:
 
 # -- checks every reader makes --------------------------------------------------------------------
 def count_stats(counts: np.ndarray) -> dict[str, float]:
-    """Summary of a count image (for metadata and sanity checks)."""
+    """Summary of a count image (for metadata and sanity checks): from its histogram where the
+    counts are integers (the same numbers, one pass), else from the pixels in float64."""
+    histogram = CountHistogram.of(counts)
+    p99 = histogram.percentile(99) if histogram is not None else None
+    if histogram is not None and p99 is not None:
+        return {
+            "min": histogram.min,
+            "max": histogram.max,
+            "mean": round(histogram.mean, 4),
+            "median": histogram.median(),
+            "p99": p99,
+            "total": histogram.total,
+        }
     counts = np.asarray(counts, dtype=np.float64)
     return {
         "min": float(counts.min()),

@@ -25,6 +25,8 @@ infinite are refused rather than cut or passed on.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import struct
 import zlib
@@ -52,7 +54,7 @@ from bsi_d2.io.base import (
     view_shape_reason,
 )
 from bsi_d2.io.limits import DEFAULT_LIMITS, ReadLimits
-from bsi_d2.io.pseudonym import IDENTITY_KEYWORDS, pseudonym, study_key
+from bsi_d2.io.pseudonym import IDENTITY_KEYWORDS, RECORD_DIGESTS, pseudonym, study_key
 from bsi_d2.taxonomy import VIEWS
 
 logger = logging.getLogger(__name__)
@@ -133,7 +135,9 @@ def read_dicom(
     path = Path(path)
     limits = limits if limits is not None else DEFAULT_LIMITS
     notes: list[str] = []
-    ds = read_dataset(path, limits, notes)
+    data = read_file_bytes(path, limits)
+    digest = hashlib.sha256(data).hexdigest()
+    ds = read_dataset(path, limits, notes, data)
     # what the file is before how large it is: a CT volume is "not a scan", not "too large"
     reason = _content_reason(ds)
     if reason is not None:
@@ -147,7 +151,7 @@ def read_dicom(
     assignments, warnings = identify_views(ds, frame_numbers)
     warnings = notes + warnings
     for warning in warnings:
-        logger.warning("%s: %s", path, warning)
+        logger.warning("%s: %s", path, warning, extra={RECORD_DIGESTS: {str(path): digest}})
     key = dataset_study_key(ds, path, salt)
     metadata = dataset_metadata(ds, keep_identity, salt)
     metadata["study_key"] = key
@@ -171,14 +175,27 @@ def read_dicom(
             "order": int(ds.get("InstanceNumber") or 0),
             "instance": str(ds.get("SOPInstanceUID", "") or "") or None,
         }
-    return [ScanImage(key, [str(path)], views, None, metadata, pairing)]
+    scan = ScanImage(key, [str(path)], views, None, metadata, pairing)
+    scan.digests[str(path)] = digest
+    return [scan]
+
+
+def read_file_bytes(path: Path, limits: ReadLimits) -> bytes:
+    """The whole file, read once after the size check: parsed from memory and hashed for the
+    content key (:attr:`ScanImage.digests`) without opening the file again."""
+    check_file_size(path, limits)
+    return path.read_bytes()
 
 
 def read_dataset(
-    path: Path, limits: ReadLimits | None = None, notes: list[str] | None = None
+    path: Path,
+    limits: ReadLimits | None = None,
+    notes: list[str] | None = None,
+    data: bytes | None = None,
 ) -> Any:
-    """The dataset of a DICOM file, pixel data left on disk; ReaderError for empty, oversized,
-    non-DICOM, unparseable or truncated files and for deflated files inflating beyond their header.
+    """The dataset of a DICOM file (its bytes ``data`` where already read), pixel data not yet
+    parsed; ReaderError for empty, oversized, non-DICOM, unparseable or truncated files and for
+    deflated files inflating beyond their header.
 
     A file without the Part-10 header (preamble + "DICM") is read with ``force`` and accepted when
     it has the elements of an image; ``notes`` receives a warning saying so.
@@ -187,16 +204,20 @@ def read_dataset(
     from pydicom.errors import InvalidDicomError
 
     limits = limits if limits is not None else DEFAULT_LIMITS
-    check_file_size(path, limits)
-    force = not _has_file_header(path)
+    if data is None:
+        data = read_file_bytes(path, limits)
+    else:
+        check_file_size(path, limits)
+    force = not DicomReader.recognises(data[:SNIFF_BYTES])
     try:
         if not force:
-            syntax = pydicom.filereader.read_file_meta_info(path).get("TransferSyntaxUID")
+            syntax = _file_meta(data).get("TransferSyntaxUID")
             if syntax == DEFLATED:
-                check_deflated(path, limits)  # pydicom inflates the whole dataset in memory
-        # pixel data stays on disk until decoded: non-scans (CT series...) are judged by header
+                # pydicom inflates the whole dataset in memory
+                check_deflated(io.BytesIO(data), path, limits)
+        # pixel data is parsed when decoded: non-scans (CT series...) are judged by header
         with quiet_pydicom() as messages:
-            ds = pydicom.dcmread(path, defer_size="64 KB", force=force)
+            ds = pydicom.dcmread(io.BytesIO(data), defer_size="64 KB", force=force)
     except ReaderError:
         raise
     except InvalidDicomError as error:
@@ -215,7 +236,7 @@ def read_dataset(
         _accept_forced(ds, path)
         if notes is not None:
             notes.append("no DICOM file header (read with force)")
-    reason = _truncation_reason(ds, path, messages)
+    reason = _truncation_reason(ds, path, messages, data)
     if reason is not None:
         raise ReaderError(f"{path}: {reason}")
     meta_class = str(getattr(ds.get("file_meta", {}), "MediaStorageSOPClassUID", ""))
@@ -224,9 +245,15 @@ def read_dataset(
     return ds
 
 
-def _has_file_header(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return DicomReader.recognises(handle.read(SNIFF_BYTES))
+def _file_meta(data: bytes) -> Any:
+    """The file meta information (group 0002, always Explicit VR Little Endian) of a Part-10
+    file's bytes: the elements after the preamble up to the first of another group."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset as read_elements
+
+    source = DicomBytesIO(data)
+    source.seek(SNIFF_BYTES)
+    return read_elements(source, False, True, stop_when=lambda tag, vr, length: tag >> 16 != 2)
 
 
 def _accept_forced(ds: Any, path: Path) -> None:
@@ -298,9 +325,10 @@ def quiet_pydicom() -> Iterator[list[str]]:
             log.handlers, log.propagate = handlers, propagate
 
 
-def _truncation_reason(ds: Any, path: Path, messages: list[str]) -> str | None:
-    """Why a dataset pydicom read is cut short (it reads what is there and warns, or not), or
-    None: an element whose value runs past the end of the file, or no delimiter before it."""
+def _truncation_reason(ds: Any, path: Path, messages: list[str], data: bytes) -> str | None:
+    """Why a dataset pydicom read from the file's bytes ``data`` is cut short (it reads what is
+    there and warns, or not), or None: an element whose value runs past the end of the file, or
+    no delimiter before it."""
     syntax = getattr(ds.get("file_meta", {}), "TransferSyntaxUID", None)
     label = syntax_label(syntax)
     if any("End of file reached" in m for m in messages):
@@ -308,9 +336,11 @@ def _truncation_reason(ds: Any, path: Path, messages: list[str]) -> str | None:
 
         # pydicom drops the whole dataset then: is the header before the pixels intact?
         with quiet_pydicom() as header_messages:
-            header = pydicom.dcmread(path, stop_before_pixels=True, force=True, defer_size=1024)
+            header = pydicom.dcmread(
+                io.BytesIO(data), stop_before_pixels=True, force=True, defer_size=1024
+            )
         if not any("End of file reached" in m for m in header_messages) and (
-            _truncation_reason(header, path, header_messages) is None and "Rows" in header
+            _truncation_reason(header, path, header_messages, data) is None and "Rows" in header
         ):
             return (
                 f"truncated or corrupt compressed pixel data in {label}: the file ends "
@@ -319,7 +349,7 @@ def _truncation_reason(ds: Any, path: Path, messages: list[str]) -> str | None:
         return "truncated: the file ends inside an element of the header (no delimiter found)"
     if syntax == DEFLATED:
         return None  # positions are in the inflated stream, not the file
-    size = path.stat().st_size
+    size = len(data)
     end = 0
     for tag in list(ds.keys()):
         element = ds.get_item(tag)
@@ -358,10 +388,11 @@ def syntax_label(syntax: Any) -> str:
     return f"'{syntax.name}' ({syntax})" if syntax.name != str(syntax) else f"{syntax}"
 
 
-def check_deflated(path: Path, limits: ReadLimits) -> None:
-    """ReaderError unless a deflated file's header is within ``limits`` and the whole dataset
-    inflates to no more than that header declares; inflates in chunks, keeping only the header."""
-    with open(path, "rb") as handle:
+def check_deflated(handle: BinaryIO, path: Path, limits: ReadLimits) -> None:
+    """ReaderError unless a deflated file's header (read from ``handle``, the file ``path``) is
+    within ``limits`` and the whole dataset inflates to no more than that header declares;
+    inflates in chunks, keeping only the header."""
+    with handle:
         handle.seek(_dataset_offset(handle, path))
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         prefix = bytearray()

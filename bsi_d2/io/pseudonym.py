@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -103,6 +103,9 @@ DIGEST_HEX_DIGITS = 16  # of a file's SHA-256 in its label: enough to find it ag
 MIN_REDACTED_NAME = 3  # shorter stems are not looked for in free text ("e" would hit "e.g.")
 # modules whose log messages name input files (as %s arguments): relabelled while inputs are read
 READER_LOGGERS = ("bsi_d2.io.readers", "bsi_d2.io.dicom")
+# a log record's attribute (``extra``) giving {path: SHA-256} of files it names that the reader
+# has hashed already, so that labelling them reads nothing again
+RECORD_DIGESTS = "input_digests"
 
 
 def path_pseudonym(name: str, salt: str | None = None) -> str:
@@ -115,6 +118,7 @@ def input_label(
     roots: Sequence[str | Path] = (),
     salt: str | None = None,
     keep_identity: bool = False,
+    digest: str | None = None,
 ) -> str:
     """How an input file is named in records and logs: folder and file names may be a
     PatientID or a patient's name (``DOE^JOHN/IM0001.dcm``).
@@ -124,6 +128,7 @@ def input_label(
     name and the file stem replaced by :func:`path_pseudonym` (a reader's suffix is kept), then
     the first 16 hex digits of its content's SHA-256 where readable:
     ``p3f9a.../p77b2....dcm (sha256:0123456789abcdef)``. The same salt gives the same label.
+    ``digest``: the file's SHA-256 where the caller has it (the file is then not read).
     """
     if keep_identity:
         return str(path)
@@ -133,7 +138,7 @@ def input_label(
         parts[-1] = path_pseudonym(Path(path).stem, salt) + suffix
     label = "/".join(parts) or path_pseudonym("", salt)
     try:
-        return f"{label} (sha256:{file_digest(path)[:DIGEST_HEX_DIGITS]})"
+        return f"{label} (sha256:{(digest or file_digest(path))[:DIGEST_HEX_DIGITS]})"
     except OSError:  # missing, a folder, or unreadable: the pseudonymous path alone
         return label
 
@@ -170,12 +175,22 @@ class InputLabels:
         self.salt = salt
         self.keep_identity = keep_identity
         self._labels: dict[str, str] = {}
+        self._digests: dict[str, str] = {}
 
     def __call__(self, path: str | Path) -> str:
         text = str(path)
         if text not in self._labels:
-            self._labels[text] = input_label(path, self.roots, self.salt, self.keep_identity)
+            self._labels[text] = input_label(
+                path, self.roots, self.salt, self.keep_identity, self._digests.pop(text, None)
+            )
         return self._labels[text]
+
+    def know(self, digests: Mapping[str, str]) -> None:
+        """SHA-256 digests of files (path -> hex) already read, so that labelling them does
+        not read them again (:attr:`bsi_d2.io.base.ScanImage.digests`)."""
+        for path, digest in digests.items():
+            if str(path) not in self._labels:
+                self._digests[str(path)] = digest
 
     def redact(self, text: str, *paths: str | Path) -> str:
         """``text`` with each of ``paths`` (as given, absolute or resolved) replaced by its
@@ -241,5 +256,6 @@ class _InputPathFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             labels = self.labels
+            labels.know(getattr(record, RECORD_DIGESTS, None) or {})
             record.args = tuple(labels(a) if labels.is_input(a) else a for a in record.args)
         return True

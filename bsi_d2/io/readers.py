@@ -16,6 +16,7 @@ Nothing in a :class:`ScanImage`'s ``metadata`` identifies the patient unless ``k
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import re
@@ -57,7 +58,7 @@ from bsi_d2.io.base import (
     view_shape_reason,
 )
 from bsi_d2.io.limits import DEFAULT_LIMITS, ReadLimits
-from bsi_d2.io.pseudonym import content_suffix, study_key
+from bsi_d2.io.pseudonym import digest_suffix, file_digest, study_key
 from bsi_d2.taxonomy import VIEWS
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "pillow_limits",
     "read_scan_file",
     "reader_for",
+    "source_digests",
     # from bsi_d2.io.base (their home), importable from here as before
     "COUNTS_SUFFIX",
     "MAX_VIEW_ASPECT",
@@ -184,6 +186,8 @@ class LabelmeReader(ReaderBase):
         where = image.source or path
         scan = image_scan(image.read_bytes(), Path(where), salt=self.salt, limits=self.limits)
         scan.sources = [str(path)] + ([str(image.source)] if image.source else [])
+        # the bytes hashed were the image file's, or the JSON's embedded imageData (no file's)
+        scan.digests = {s: d for s, d in scan.digests.items() if s in scan.sources[1:]}
         attach_counts(scan, image.counts_source, self.limits)
         scan.metadata["format"] = f"labelme+{scan.metadata['format']}"
         return [scan]
@@ -202,13 +206,15 @@ def attach_counts(
     if counts_path is None or scan.merged is None:
         return
     check_file_size(counts_path, limits)
-    counts, bits = image_array(counts_path.read_bytes(), counts_path, limits)
+    data = counts_path.read_bytes()
+    counts, bits = image_array(data, counts_path, limits)
     if counts.shape == scan.merged.shape:
         scan.merged = counts.astype(np.float32)
         scan.metadata.update(
             bit_depth=bits, counts=count_stats(scan.merged), counts_source="counts"
         )
         scan.sources.append(str(counts_path))
+        scan.digests[str(counts_path)] = hashlib.sha256(data).hexdigest()
 
 
 def reader_for(path: str | Path) -> str | None:
@@ -398,7 +404,14 @@ def _try_pair(group: Sequence[ScanImage]) -> ScanImage | None:
         views={view: by_view[view][1] for view in VIEWS},
         merged=None,
         metadata=metadata,
+        digests={**first.digests, **second.digests},
     )
+
+
+def source_digests(scan: ScanImage) -> list[str]:
+    """SHA-256 hex digest of each of ``scan``'s source files, in order: as its reader hashed the
+    bytes it read (:attr:`ScanImage.digests`), else by reading the file; OSError if unreadable."""
+    return [scan.digests.get(str(s)) or file_digest(s) for s in scan.sources]
 
 
 def _unique_key(scan: ScanImage, seen: dict[str, int]) -> ScanImage:
@@ -407,7 +420,7 @@ def _unique_key(scan: ScanImage, seen: dict[str, int]) -> ScanImage:
     base = scan.key
     seen[base] += 1
     if seen[base] > 1:
-        scan.key = f"{base}-{content_suffix(scan.sources)}"
+        scan.key = f"{base}-{digest_suffix(source_digests(scan))}"
         scan.metadata["study_key"] = base
     scan.pairing = None
     return scan
@@ -491,8 +504,6 @@ def image_scan(
     data: bytes, path: Path, salt: str | None = None, limits: ReadLimits = DEFAULT_LIMITS
 ) -> ScanImage:
     """A :class:`ScanImage` from PNG/TIFF bytes: merged if 950 x 512, else one whole-body view."""
-    import hashlib
-
     array, bits = image_array(data, path, limits, _scan_shape_reason)
     digest = hashlib.sha256(data).hexdigest()
     metadata: dict[str, Any] = {
@@ -511,7 +522,7 @@ def image_scan(
     if array.shape == MERGED_SHAPE:
         metadata["layout"] = "merged"
         metadata["counts"] = count_stats(counts)
-        return ScanImage(key, [str(path)], {}, counts, metadata)
+        return ScanImage(key, [str(path)], {}, counts, metadata, digests={str(path): digest})
     view = view_from_text(path.stem)
     rule = "file_name"
     if view is None:
@@ -529,7 +540,9 @@ def image_scan(
         "digest": digest,
         "salt": salt,
     }
-    return ScanImage(key, [str(path)], {view: counts}, None, metadata, pairing)
+    return ScanImage(
+        key, [str(path)], {view: counts}, None, metadata, pairing, digests={str(path): digest}
+    )
 
 
 def _scan_shape_reason(rows: int, cols: int) -> str | None:

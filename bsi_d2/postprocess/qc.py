@@ -37,6 +37,7 @@ import numpy as np
 
 from bsi_d2.postprocess.bsi import BSIResult, view_columns
 from bsi_d2.preprocess.merge import body_extent
+from bsi_d2.structures.histogram import CountHistogram
 
 # a plateau at a maximum this low is a faint scan (the total-counts check's business), not a
 # saturated one
@@ -119,16 +120,25 @@ def quality_control(
         out.failed.append("no view in the scan")
     for view in present:
         values = counts[:, columns[view]]
-        finite = np.isfinite(values)
-        valid = bool(finite.all() and (values[finite] >= 0).all())
+        # integer counts (every scan read from a file): one pass gives what the checks need
+        histogram = CountHistogram.of(values)
+        if histogram is None:
+            finite = np.isfinite(values)
+            valid = bool(finite.all() and (values[finite] >= 0).all())
+        else:
+            valid = True
         check("counts_valid", view, valid, "counts are negative or not finite")
         if not valid:
             continue
-        low, high = float(values.min()), float(values.max())
+        if histogram is None:
+            low, high = float(values.min()), float(values.max())
+            at_high = np.count_nonzero(values == high) if high > low else 0
+        else:
+            low, high, at_high = histogram.min, histogram.max, int(histogram.pixels[-1])
         check("counts_not_constant", view, high > low, f"every pixel has the value {high:g}")
         if high <= low:
             continue
-        flat = float(np.count_nonzero(values == high)) / values.size
+        flat = float(at_high) / values.size
         check(
             "counts_not_saturated",
             view,
@@ -136,7 +146,7 @@ def quality_control(
             f"{100 * flat:.1f} % of pixels sit at the maximum {high:g} (saturated)",
         )
         if counts_source != "display":
-            total = float(values.sum())
+            total = float(values.sum()) if histogram is None else histogram.total
             check(
                 "counts_total",
                 view,

@@ -27,8 +27,8 @@ from bsi_d2.io.base import COUNTS_SUFFIX, ScanImage, SkippedInput
 from bsi_d2.io.files import atomic_path, atomic_write_bytes
 from bsi_d2.io.limits import ReadLimits
 from bsi_d2.io.png import write_png
-from bsi_d2.io.pseudonym import InputLabels, digest_suffix, file_digest
-from bsi_d2.io.readers import iter_scans
+from bsi_d2.io.pseudonym import InputLabels, digest_suffix
+from bsi_d2.io.readers import iter_scans, source_digests
 from bsi_d2.preprocess.merge import (
     KNEE_ROW,
     MERGED_HEIGHT,
@@ -298,9 +298,10 @@ def preprocess_paths(
                 summary.skipped.append(skip)
                 logger.warning("skipped (%s): %s", item.kind, reason)
                 continue
+            labels.know(item.digests)  # hashed as the reader read the files
             sources = [labels(s) for s in item.sources]
             try:
-                digests = [file_digest(p) for p in item.sources]
+                digests = source_digests(item)
                 if tuple(sorted(digests)) in seen:
                     reason = f"{', '.join(sources)}: same content as {seen[tuple(sorted(digests))]}"
                     summary.skipped.append(

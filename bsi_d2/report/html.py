@@ -8,7 +8,7 @@ Wording follows seed 002's report template (DOMAIN.md section 7), phrased as mod
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -362,62 +362,145 @@ def _report_link(record: dict) -> str:
     return f'<a href="{_e(quote(str(target)))}">{_e(record.get("key"))}</a>'
 
 
+INDEX_PAGE_ROWS = 500  # rows per index page; a larger batch's index is split into pages
+INDEX_HEADERS = ["Key", "Model finding", "Sites", "Burden", "BSI (%)", "BSTBI", "Lesions"]
+FAILED_HEADERS = ["Key", "Status", "Reason"]
+
+
+def _index_row(r: dict, taxonomy: Taxonomy | None) -> list[str]:
+    finding = (
+        '<span class="flag">abnormal uptake flagged</span>'
+        if r.get("abnormal")
+        else "no abnormal uptake detected"
+    )
+    sites = ", ".join(lesion_sites(r, taxonomy)) if r.get("abnormal") else ""
+    return [
+        _report_link(r),
+        finding,
+        _e(sites) or '<span class="muted">&mdash;</span>',
+        _e(r.get("burden_group") or "none"),
+        _num(r.get("bsi"), 2),
+        _num(r.get("bstbi"), 4),
+        _e(lesion_number(r)),
+    ]
+
+
+def _failed_row(r: dict) -> list[str]:
+    return [
+        _e(r.get("key")),
+        f'<span class="status-failed">{_e(r.get("status"))}</span>',
+        _e(r.get("error") or "not recorded"),
+    ]
+
+
+def _index_subtitle(ok: int, flagged: int, failed: int) -> str:
+    return (
+        f"{ok} scan(s) analysed, {flagged} with abnormal uptake flagged, "
+        f"{failed} failed or not assessed"
+    )
+
+
+def index_page_name(page: int) -> str:
+    """File name of index page ``page`` (1-based): index.html, index-2.html, ..."""
+    return "index.html" if page == 1 else f"index-{page}.html"
+
+
+def _page_nav(page: int, pages: int) -> str:
+    """First / previous / next / last links; plain links, no JavaScript."""
+    if pages <= 1:
+        return ""
+
+    def link(target: int, text: str) -> str:
+        if target < 1 or target > pages or target == page:
+            return f'<span class="muted">{text}</span>'
+        return f'<a href="{index_page_name(target)}">{text}</a>'
+
+    return (
+        f'<p class="nav">{link(1, "&laquo; first")} &middot; {link(page - 1, "&lsaquo; previous")}'
+        f" &middot; page {page} of {pages} &middot; {link(page + 1, 'next &rsaquo;')} &middot; "
+        f"{link(pages, 'last &raquo;')}</p>"
+    )
+
+
+def _index_body(
+    ok_rows: list[list[str]], failed_rows: list[list[str]], any_ok: bool, nav: str = ""
+) -> str:
+    parts = [nav, "<h2>Scans</h2>"] if nav else ["<h2>Scans</h2>"]
+    if ok_rows:
+        parts.append(_table(INDEX_HEADERS, ok_rows, numeric_from=4))
+    elif not any_ok:
+        parts.append('<p class="muted">No scan was analysed.</p>')
+    if failed_rows:
+        parts.append("<h2>Failed or not assessed: no result, to be read without the model</h2>")
+        parts.append(_table(FAILED_HEADERS, failed_rows, numeric_from=99))
+    if nav:
+        parts.append(nav)
+    return "\n".join(parts)
+
+
 def index_html(records: Sequence[dict], taxonomy: Taxonomy | None = None) -> str:
     """The batch overview page: one row per analysed scan, failed or skipped inputs apart."""
     ok = [r for r in records if r.get("status") == "ok"]
     failed = [r for r in records if r.get("status") != "ok"]
     flagged = sum(1 for r in ok if r.get("abnormal"))
-    subtitle = (
-        f"{len(ok)} scan(s) analysed, {flagged} with abnormal uptake flagged, "
-        f"{len(failed)} failed or not assessed"
+    body = _index_body(
+        [_index_row(r, taxonomy) for r in ok], [_failed_row(r) for r in failed], bool(ok)
     )
-    rows = []
-    for r in ok:
-        finding = (
-            '<span class="flag">abnormal uptake flagged</span>'
-            if r.get("abnormal")
-            else "no abnormal uptake detected"
-        )
-        sites = ", ".join(lesion_sites(r, taxonomy)) if r.get("abnormal") else ""
-        rows.append(
-            [
-                _report_link(r),
-                finding,
-                _e(sites) or '<span class="muted">&mdash;</span>',
-                _e(r.get("burden_group") or "none"),
-                _num(r.get("bsi"), 2),
-                _num(r.get("bstbi"), 4),
-                _e(lesion_number(r)),
-            ]
-        )
-    parts = ["<h2>Scans</h2>"]
-    if rows:
-        parts.append(
-            _table(
-                ["Key", "Model finding", "Sites", "Burden", "BSI (%)", "BSTBI", "Lesions"],
-                rows,
-                numeric_from=4,
-            )
-        )
-    else:
-        parts.append('<p class="muted">No scan was analysed.</p>')
-    if failed:
-        parts.append("<h2>Failed or not assessed: no result, to be read without the model</h2>")
-        parts.append(
-            _table(
-                ["Key", "Status", "Reason"],
-                [
-                    [
-                        _e(r.get("key")),
-                        f'<span class="status-failed">{_e(r.get("status"))}</span>',
-                        _e(r.get("error") or "not recorded"),
-                    ]
-                    for r in failed
-                ],
-                numeric_from=99,
-            )
-        )
-    return render_page("Bone scan batch report", subtitle, "\n".join(parts))
+    return render_page(
+        "Bone scan batch report", _index_subtitle(len(ok), flagged, len(failed)), body
+    )
+
+
+def write_index_pages(
+    out_dir: Path,
+    ok_records: Iterable[dict],
+    other_records: Iterable[dict],
+    counts: tuple[int, int, int],
+    taxonomy: Taxonomy | None = None,
+    page_rows: int = INDEX_PAGE_ROWS,
+) -> list[Path]:
+    """The batch overview as static pages of ``page_rows`` rows (analysed scans, then the
+    failed or not assessed), linked first / previous / next / last: index.html, index-2.html...
+    Up to ``page_rows`` scans it is exactly :func:`index_html`'s page. Records are streamed and
+    each page written when full, so memory does not grow with the batch; ``counts`` are (ok,
+    flagged, other) over all records, as the subtitle says them. Written atomically; pages of
+    an earlier, longer index are removed."""
+    from bsi_d2.io.files import atomic_write_text
+
+    out_dir = Path(out_dir)
+    ok_total, flagged, other_total = counts
+    page_rows = max(1, page_rows)
+    pages = max(1, -(-(ok_total + other_total) // page_rows))
+    subtitle = _index_subtitle(ok_total, flagged, other_total)
+    written: list[Path] = []
+    ok_rows: list[list[str]] = []
+    failed_rows: list[list[str]] = []
+
+    def flush() -> None:
+        page = len(written) + 1
+        nav = _page_nav(page, pages)
+        body = _index_body(ok_rows, failed_rows, bool(ok_total), nav)
+        title = "Bone scan batch report" + (f" (page {page} of {pages})" if pages > 1 else "")
+        path = out_dir / index_page_name(page)
+        written.append(atomic_write_text(path, render_page(title, subtitle, body)))
+        ok_rows.clear()
+        failed_rows.clear()
+
+    for r in ok_records:
+        ok_rows.append(_index_row(r, taxonomy))
+        if len(ok_rows) == page_rows:
+            flush()
+    for r in other_records:
+        failed_rows.append(_failed_row(r))
+        if len(ok_rows) + len(failed_rows) == page_rows:
+            flush()
+    if ok_rows or failed_rows or not written:
+        flush()
+    keep = {p.name for p in written}
+    for stale in out_dir.glob("index-*.html"):
+        if stale.name not in keep:
+            stale.unlink(missing_ok=True)
+    return written
 
 
 def write_index(out_dir: Path, records: list[dict], taxonomy: Taxonomy | None = None) -> Path:

@@ -27,6 +27,36 @@ def region_colors(region_map: np.ndarray, taxonomy: Taxonomy) -> tuple[np.ndarra
     return lut[ids], coloured
 
 
+def blend_table(taxonomy: Taxonomy, alpha: float = REGION_ALPHA) -> np.ndarray:
+    """(K, 256, 3) uint8: the tinted RGB of grey level g in class id k (row 0 and ids outside
+    the taxonomy: g itself), computed exactly as the per-pixel blend of :func:`render_overlay`."""
+    size = max(taxonomy.ids) + 1
+    colour = np.zeros((size, 3), np.float32)
+    known = np.zeros(size, bool)
+    for c in taxonomy.classes:
+        colour[c.id] = c.color
+        known[c.id] = True
+    known[0] = False
+    grey = np.arange(256, dtype=np.float32)
+    table = np.repeat(np.repeat(grey[None, :, None], 3, axis=2), size, axis=0)
+    table[known] = (1 - alpha) * table[known] + alpha * colour[known][:, None, :]
+    return np.clip(np.rint(table), 0, 255).astype(np.uint8)
+
+
+def _tinted_uint8(
+    display: np.ndarray, region_map: np.ndarray, taxonomy: Taxonomy, alpha: float
+) -> np.ndarray:
+    """The tinted scan by one table look-up per pixel (several times faster than blending in
+    float, and the same bytes)."""
+    table = blend_table(taxonomy, alpha)
+    rows = region_map.astype(np.intp, copy=False)
+    rows = np.where((rows > 0) & (rows < len(table)), rows, 0)
+    packed = np.zeros((len(table), 256), np.uint32)  # RGB in the low three bytes
+    packed.view(np.uint8).reshape(len(table), 256, 4)[..., :3] = table
+    pixels = packed.reshape(-1).take(rows * 256 + display)
+    return np.ascontiguousarray(pixels.view(np.uint8).reshape(*display.shape, 4)[..., :3])
+
+
 def lesion_outline(lesion_mask: np.ndarray, width: int = 2) -> np.ndarray:
     """Lesion pixels within ``width`` steps (4-neighbour) of the outside: an inner outline, so
     the hot spot itself stays visible inside it."""
@@ -59,11 +89,14 @@ def render_overlay(
             f"display {display.shape}, region map {region_map.shape} and lesion mask "
             f"{lesion_mask.shape} must have the same shape"
         )
-    grey = np.repeat(display.astype(np.float32)[..., None], 3, axis=2)
-    colour, coloured = region_colors(np.asarray(region_map), taxonomy)
-    out = grey.copy()
-    out[coloured] = (1 - alpha) * grey[coloured] + alpha * colour[coloured]
-    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if display.dtype == np.uint8:
+        out = _tinted_uint8(display, np.asarray(region_map), taxonomy, alpha)
+    else:
+        grey = np.repeat(display.astype(np.float32)[..., None], 3, axis=2)
+        colour, coloured = region_colors(np.asarray(region_map), taxonomy)
+        out = grey.copy()
+        out[coloured] = (1 - alpha) * grey[coloured] + alpha * colour[coloured]
+        out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
     lesion_ids = taxonomy.lesion_ids
     lesion_rgb = taxonomy.by_id(lesion_ids[0]).color if lesion_ids else (255, 0, 0)

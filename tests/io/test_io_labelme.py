@@ -463,3 +463,37 @@ def test_rle_helpers_agree_with_the_dense_mask_functions():
     from bsi_d2.structures.masks import mask_to_rle
 
     np.testing.assert_array_equal(decode(merge_rles([rle, mask_to_rle(other)])), dense | other)
+
+
+def _payload(points_per_shape):
+    shapes = [
+        labelme_shape("spine é", points, "polygon", i, description="model score 0.900")
+        for i, points in enumerate(points_per_shape)
+    ]
+    return {"version": LABELME_VERSION, "flags": {}, "shapes": shapes, "imagePath": "a.png",
+            "imageData": None, "imageHeight": 950, "imageWidth": 512}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "points_per_shape",
+    [
+        [],
+        [[]],
+        [[(1, 2)], [(3.0, 4.0), (5.0, 950.0), (0.0, -7.0)]],  # traced pixel corners
+        [[(0.5, 1e-7), (1e16, -0.0), (123456789.125, 2.0**53), (-3.25, 1e300)]],  # any float
+        [[(1.0, float("nan"))], [(float("inf"), 2.0)]],  # json writes NaN and Infinity
+    ],
+)
+def test_labelme_text_is_json_dumps_indent_2(points_per_shape):
+    from bsi_d2.io.labelme import labelme_json
+
+    payload = _payload(points_per_shape)
+    assert labelme_json(payload) == json.dumps(payload, indent=2)
+
+
+def test_labelme_text_with_a_placeholder_in_a_label_is_json_dumps():
+    from bsi_d2.io.labelme import labelme_json
+
+    payload = _payload([[(1.0, 2.0)], [(3.0, 4.0)]])
+    payload["shapes"][0]["label"] = "\x00points1\x00"
+    assert labelme_json(payload) == json.dumps(payload, indent=2)

@@ -130,3 +130,22 @@ def test_fragments_or_bone_everywhere_fail_the_skeleton_area(side, words):
     qc = quality_control(counts, _all_regions(counts.shape, side=side), None, "counts", True)
     assert qc.checks["skeleton_found_anterior"] and qc.checks["skeleton_area_anterior"] is False
     assert any(words in r and "outside the plausible 4-40 %" in r for r in qc.failed), qc.failed
+
+
+@pytest.mark.parametrize("kind", ["phantom", "blank", "saturated", "flat_plateau"])
+def test_checks_from_the_histogram_are_the_checks_on_the_pixels(kind, monkeypatch):
+    """Integer counts are checked from their histogram: the same result as on the pixels."""
+    from bsi_d2.postprocess import qc as qc_module
+
+    counts = phantom.generate_phantom(1, seed=4).merged.counts.copy()
+    if kind == "blank":
+        counts[:, :256] = 0
+    elif kind == "saturated":
+        counts[100:400, 300:400] = counts.max()
+    elif kind == "flat_plateau":
+        counts[:] = 60.0
+    result = _all_regions(counts.shape)
+    fast = quality_control(counts, result, ["anterior", "posterior"], "counts", True)
+    monkeypatch.setattr(qc_module.CountHistogram, "of", classmethod(lambda cls, image: None))
+    plain = quality_control(counts, result, ["anterior", "posterior"], "counts", True)
+    assert fast.to_dict() == plain.to_dict()

@@ -134,3 +134,35 @@ def test_cut_below_knee_and_errors() -> None:
 def test_placement_round_trips_through_dict() -> None:
     p = ViewPlacement("posterior", (1024, 256), -37, 254)
     assert ViewPlacement.from_dict(p.to_dict()) == p
+
+
+def _brightness_images():
+    rng = np.random.default_rng(3)
+    yield rng.poisson(2.0, (950, 512)).astype(np.float32), None  # sum above 2**24 at first gains
+    half = np.zeros((950, 512), bool)
+    half[:, :256] = True
+    yield rng.poisson(30.0, (950, 512)).astype(np.float32), half
+    yield (rng.poisson(0.01, (60, 40)) * 4000).astype(np.float32), None  # nearly empty
+    yield rng.uniform(0, 50, (60, 40)).astype(np.float32), None  # not integers: no histogram
+
+
+@pytest.mark.parametrize("target", [10.5, 10.3, 200.0])
+@pytest.mark.parametrize("image, mask", list(_brightness_images()))
+def test_brightness_from_the_histogram_is_the_pixelwise_bisection(image, mask, target, monkeypatch):
+    """The same gain and display as bisecting on every pixel (the histogram switched off)."""
+    from bsi_d2.preprocess import merge
+
+    display, gain = normalize_brightness(image, target, mask=mask)
+    monkeypatch.setattr(merge.CountHistogram, "of", classmethod(lambda cls, image: None))
+    plain_display, plain_gain = normalize_brightness(image, target, mask=mask)
+    assert gain == plain_gain
+    np.testing.assert_array_equal(display, plain_display)
+
+
+def test_hot_clip_is_numpys_percentile():
+    from bsi_d2.preprocess.merge import clip_hot
+
+    counts = np.random.default_rng(5).poisson(6.0, (128, 64)).astype(np.float32)
+    counts[10, 10] = 5000
+    ceiling = np.percentile(counts.astype(np.float64), 99)
+    np.testing.assert_array_equal(clip_hot(counts), np.minimum(counts.astype(np.float64), ceiling))
