@@ -22,7 +22,9 @@ from bsi_d2.structures.instances import Instances
 
 logger = logging.getLogger(__name__)
 
-CPU_CONFIG = "mask_rcnn_R_18_FPN_cpu_bsi.yaml"  # half resolution, ~10 min on 2 cores
+# half resolution for the regions, the dense lesion head at native resolution: ~9-12 min of
+# training on 2 cores (README: the demo's numbers over 3 seeds)
+CPU_CONFIG = "mask_rcnn_R_18_FPN_cpu_lesion_bsi.yaml"
 GPU_CONFIG = "mask_rcnn_R_18_FPN_fullres_bsi.yaml"  # native resolution, for lesions
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data: works when installed
 
