@@ -73,8 +73,8 @@ def add_bsi_config(cfg: Any) -> None:
     # the head reads p2 but sends no gradient into it: trained jointly at weight 10 the lesion
     # loss took the shared FPN from the regions (skeleton F1 0.43, every scan failing QC)
     cfg.MODEL.LESION_HEAD.DETACH_FEATURES = True
-    # the head's learning rate is BASE_LR times this (both engines): it starts from nothing
-    # while the detector starts from ImageNet, and at the detector's rate its map stays faint
+    # the head's learning rate is BASE_LR times this (both engines); measured on the standard
+    # set (seed 0, CPU lesion leaf): at 10 the head collapsed to an empty map, at 1 it learns
     cfg.MODEL.LESION_HEAD.LR_FACTOR = 1.0
     cfg.MODEL.LESION_HEAD.THRESHOLD = 0.5  # probability; training replaces it by the validation's
     cfg.MODEL.LESION_HEAD.MIN_AREA = 4  # px at native size: smaller components are dropped
