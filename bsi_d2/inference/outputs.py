@@ -44,11 +44,12 @@ STATUS_FAILED = "failed"
 FINISHED_STATUSES = (STATUS_OK, STATUS_QC_FAILED, STATUS_NOT_ASSESSED)
 NOT_ASSESSED_REASON = "no skeletal region was found by the model: the scan cannot be assessed"
 RECORD_KEYS = (
-    "key", "status", "source", "model", "bsi", "bsi_coverage", "combine", "regions_not_assessed",
+    "key", "study_key", "patient_key", "study_date", "study_date_kind", "status", "source",
+    "model", "bsi", "bsi_coverage", "combine", "regions_not_assessed",
     "bstbi", "bstbi_anterior", "bstbi_posterior", "bstbi_notes", "counts_source", "lesion_count",
     "lesion_instances", "views_matched", "lesions_in_decoys", "burden_group", "abnormal", "sites",
     "regions", "lesions", "lesions_by_region", "lesion_pixels_counted", "lesion_pixels_outside",
-    "lesion_pixels_in_decoys", "qc", "overlay", "error",
+    "lesion_pixels_in_decoys", "landmarks", "qc", "overlay", "error",
 )  # fmt: skip
 # the decisions a scan without an assessable skeleton must not carry
 DECISION_KEYS = ("bsi", "bstbi", "bstbi_anterior", "bstbi_posterior", "lesion_count",

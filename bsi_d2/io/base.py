@@ -29,6 +29,7 @@ LABELME_SUFFIXES = (".json",)
 # the raw-count companion of a display image <stem>.png/.tif is <stem>.counts.png (16-bit), as
 # `bsi-d2 preprocess` and the phantoms write it and the image and Labelme readers look for it
 COUNTS_SUFFIX = ".counts.png"
+META_SUFFIX = ".meta.json"  # <stem>.meta.json: what preprocess (or the phantom) knew of a scan
 SNIFF_BYTES = 132  # a DICOM file's 128-byte preamble and "DICM"
 
 MIN_VIEW_ASPECT = 1.8  # rows / columns of a whole-body view: 1024x256 is 4, 1024x512 is 2

@@ -77,6 +77,54 @@ def study_key(
     raise ValueError("no identifier to derive a study key from")
 
 
+PATIENT_PREFIX = "pt"  # patient pseudonyms: pt + 16 hex digits
+DATE_MODES = ("month", "shift")  # how --keep-dates keeps a study date (see kept_study_date)
+DATE_SHIFT_DAYS = 365  # a patient's dates move back by 1 .. this many days (salted, per patient)
+
+
+def patient_key(
+    patient_id: str | None, issuer: str | None = None, salt: str | None = None
+) -> str | None:
+    """Salted patient pseudonym from PatientID and IssuerOfPatientID (``pt`` + 16 hex digits);
+    None without a PatientID. Two studies of one patient share it; the identity is not in it."""
+    if not patient_id or not str(patient_id).strip():
+        return None
+    return pseudonym("patient", str(issuer or "").strip(), str(patient_id).strip(), salt=salt,
+                     prefix=PATIENT_PREFIX)  # fmt: skip
+
+
+def kept_study_date(
+    study_date: str | None,
+    mode: str,
+    patient_id: str | None = None,
+    issuer: str | None = None,
+    salt: str | None = None,
+) -> tuple[str, str] | None:
+    """A DICOM StudyDate (YYYYMMDD) as ``--keep-dates`` keeps it: ``(value, kind)``.
+
+    ``month``: ``("2024-03", "month")``. ``shift``: the date moved back by a salted number of
+    days (1 .. :data:`DATE_SHIFT_DAYS`) that is the same for every study of the patient, so order
+    and intervals are kept but not the day: ``("2023-06-02", "shifted")``. None when the date is
+    missing or not a date, or (shift) without a PatientID to shift by.
+    """
+    import datetime
+
+    if mode not in DATE_MODES:
+        raise ValueError(f"date mode {mode!r}: choose one of {', '.join(DATE_MODES)}")
+    text = str(study_date or "").strip()
+    try:
+        day = datetime.datetime.strptime(text[:8], "%Y%m%d").date()
+    except ValueError:
+        return None
+    if mode == "month":
+        return f"{day.year:04d}-{day.month:02d}", "month"
+    key = patient_key(patient_id, issuer, salt)
+    if key is None:
+        return None
+    offset = 1 + int(key[len(PATIENT_PREFIX) :], 16) % DATE_SHIFT_DAYS
+    return (day - datetime.timedelta(days=offset)).isoformat(), "shifted"
+
+
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     """SHA-256 of a file's bytes: an identity-free fallback identifier for images."""
     digest = hashlib.sha256()
