@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("bsi_d2.commands.evaluate", "score predictions against COCO ground truth"),
     "predict": ("bsi_d2.commands.predict", "batch inference, BSI per scan and reports"),
     "bsi": ("bsi_d2.commands.bsi", "BSI and reports from Labelme or COCO annotations"),
+    "followup": ("bsi_d2.commands.followup", "changes across a patient's studies (BSI, lesions)"),
 }
 
 

@@ -37,6 +37,7 @@ LAYERS = (
     "engine",
     "report",
     "inference",
+    "followup",
     "phantom",
     "workflows",
     "commands",

@@ -155,6 +155,21 @@ def add_salt_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_keep_dates_argument(parser: argparse.ArgumentParser) -> None:
+    from bsi_d2.io.pseudonym import DATE_MODES, DATE_SHIFT_DAYS
+
+    parser.add_argument(
+        "--keep-dates",
+        choices=DATE_MODES,
+        default=None,
+        help="keep each study's date (DICOM StudyDate, else SeriesDate or AcquisitionDate) as "
+        "study_date: month keeps its year and month (2024-03); shift moves every date of a "
+        f"patient back by the same salted 1-{DATE_SHIFT_DAYS} days (keyed by the salt and the "
+        "patient), so order and intervals between a patient's studies stay true but not the "
+        "day. Default: no date is kept (with --keep-identity: the exact date)",
+    )
+
+
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bar"

@@ -2,7 +2,9 @@
 
 Labelme files (a physician's drawing, or ``predict``'s ``<key>.json`` corrected in Labelme) or a
 COCO instances file go through exactly the post-processing, outputs and reports of
-``bsi-d2 predict``; raw counts come from each image's ``<stem>.counts.png`` where present.
+``bsi-d2 predict``; raw counts come from each image's ``<stem>.counts.png`` where present, and
+the study link (``study_key``, ``patient_key``, the kept study date) from the ``<stem>.meta.json``
+beside the Labelme file or its image (as ``preprocess --labelme`` and ``predict`` write them).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def main(args: argparse.Namespace) -> int:
         recursive=False,
         salt=args.salt,
         keep_identity=args.keep_identity,
+        keep_dates=args.keep_dates,
         progress=args.progress,
         prefetch=0,
         model={"engine": ENGINE_NAME, "config": None, "weights": None},

@@ -51,6 +51,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="spread scans with lesions evenly over splits and folds",
     )
     parser.add_argument(
+        "--group-by",
+        choices=["none", "patient"],
+        default="none",
+        help="keep each patient's scans in one split and fold (patient_key of each file's "
+        "<stem>.meta.json from preprocess, or --groups)",
+    )
+    parser.add_argument(
+        "--groups",
+        type=Path,
+        metavar="MAP.csv",
+        help="CSV with columns file,group (file: a Labelme file's stem or path relative to SRC) "
+        "giving each file's patient; implies --group-by patient",
+    )
+    parser.add_argument(
         "--ignore",
         choices=["crowd", "drop"],
         default="crowd",
@@ -114,6 +128,8 @@ def main(args: argparse.Namespace) -> int:
             label_map=dict(args.map),
             strict=args.strict,
             workers=args.workers,
+            group_by=None if args.group_by == "none" else args.group_by,
+            groups=args.groups,
         )
     except (TaxonomyError, ValueError) as err:
         logger.error("%s", err)

@@ -1,4 +1,5 @@
-"""``bsi-d2 phantom --scans N --out DIR``: synthetic whole-body bone scans, exact ground truth."""
+"""``bsi-d2 phantom --scans N --out DIR [--follow-up K]``: synthetic whole-body bone scans, exact
+ground truth, and later studies of the same patients."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_difficulty_argument(parser)
     parser.add_argument(
+        "--follow-up",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also write K later studies of each patient, <id>_v1 .. <id>_vK: the same body and "
+        "identity, a new acquisition and study date, lesions grown, shrunk, stable, resolved "
+        "or new (truth/<id>_vK.json says which), and a labelme/<id>.meta.json study link for "
+        "every study (default 0)",
+    )
+    parser.add_argument(
         "--annotator-noise",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -47,7 +58,10 @@ def main(args: argparse.Namespace) -> int:
     if args.scans < 0:
         logger.error("--scans must be >= 0, got %d", args.scans)
         return 2
-    written = write_phantoms(
+    if args.follow_up < 0:
+        logger.error("--follow-up must be >= 0, got %d", args.follow_up)
+        return 2
+    write_phantoms(
         args.out,
         args.scans,
         seed=args.seed,
@@ -55,16 +69,24 @@ def main(args: argparse.Namespace) -> int:
         one_view_per_file=args.one_view_per_file,
         difficulty=args.difficulty,
         annotator_noise=args.annotator_noise,
+        follow_up=args.follow_up,
     )
     manifest = json.loads((args.out / "manifest.json").read_text(encoding="utf-8"))
     summary = manifest["summary"]
     print(
-        f"wrote {len(written)} of {args.scans} phantoms to {args.out} "
+        f"wrote {len(manifest['ids'])} of {args.scans} phantoms to {args.out} "
         f"({summary['patients_without_lesion']} without lesion, lesions per patient "
         f"{summary['lesions_min']}-{summary['lesions_max']}, "
         f"{summary['low_count_scans']} low-count, difficulty {manifest['difficulty']}); "
         "synthetic data, not for diagnosis"
     )
+    if args.follow_up:
+        later = summary["follow_ups"]
+        fates = ", ".join(f"{n} {fate}" for fate, n in later["lesion_fates"].items())
+        print(
+            f"  {later['studies']} follow-up studies ({args.follow_up} per patient), lesions "
+            f"{fates}; study links in labelme/<id>.meta.json, keys and truth in reference.csv"
+        )
     for failure in manifest["failed"]:
         print(f"  failed: {failure['patient']}: {failure['error']}")
     return 1 if manifest["failed"] else 0

@@ -10,6 +10,7 @@ import sys
 from bsi_d2.commands._args import (
     add_config_file_argument,
     add_cut_below_knee_argument,
+    add_keep_dates_argument,
     add_out_argument,
     add_progress_argument,
     add_recursive_argument,
@@ -83,15 +84,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_record_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of what a batch writes, shared by ``predict`` and ``bsi``."""
+    """The options of what a batch writes, shared by ``predict`` and ``bsi``: every record
+    carries the scan's ``study_key`` and ``patient_key`` (salted), the study date only as
+    ``--keep-dates`` (or ``--keep-identity``) keeps it."""
     add_limit_arguments(parser)
     add_salt_argument(parser)
     parser.add_argument(
         "--keep-identity",
         action="store_true",
         help="name input files by their paths in bsi.json, errors and the log (folder and file "
-        "names may identify the patient; by default: salted pseudonyms and a content digest)",
+        "names may identify the patient; by default: salted pseudonyms and a content digest), "
+        "and keep the exact study date unless --keep-dates says otherwise",
     )
+    add_keep_dates_argument(parser)
     add_progress_argument(parser)
     parser.add_argument(
         "--strict",
@@ -146,6 +151,7 @@ def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:
         ("--score-thresh", args.score_thresh),
         ("--combine", args.combine),
         ("--salt", args.salt),
+        ("--keep-dates", args.keep_dates),
         ("--match-radius", args.match_radius),
         ("--max-file-mb", args.max_file_mb),
         ("--max-frame-pixels", args.max_frame_pixels),
@@ -237,6 +243,7 @@ def main(args: argparse.Namespace) -> int:
         recursive=args.recursive,
         salt=args.salt,
         keep_identity=args.keep_identity,
+        keep_dates=args.keep_dates,
         progress=args.progress,
         outputs=outputs,
         writers=max(0, args.writers),

@@ -7,6 +7,7 @@ import logging
 
 from bsi_d2.commands._args import (
     add_cut_below_knee_argument,
+    add_keep_dates_argument,
     add_out_argument,
     add_progress_argument,
     add_recursive_argument,
@@ -24,9 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Read whole-body bone scans (DICOM, PNG/TIFF, Labelme JSON; folders recursively) and "
         "write per study OUT/<key>.png (8-bit display), OUT/<key>.counts.png (16-bit counts), "
         "OUT/<key>.meta.json and OUT/preprocess_report.json. <key> is a salted hash of the "
-        "study; no patient name, ID or birth date is written unless --keep-identity, and input "
-        "files are named by salted pseudonyms of their folder and file names plus a content "
-        "digest, since archives are often laid out by patient."
+        "study, patient_key one of the patient (PatientID and its issuer); no patient name, ID, "
+        "birth date or study date is written unless --keep-identity (a date's month or shifted "
+        "day with --keep-dates), and input files are named by salted pseudonyms of their folder "
+        "and file names plus a content digest, since archives are often laid out by patient. "
+        "predict on OUT's PNGs writes the study_key and patient_key of the DICOM they came from."
     )
     parser.add_argument("inputs", nargs="+", metavar="IN", help="DICOM/image files or folders")
     add_out_argument(
@@ -38,9 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keep-identity",
         action="store_true",
-        help="also write patient identity into the metadata, and name input files by their "
-        "paths in the metadata, the report and the log",
+        help="also write patient identity (and the exact study date, unless --keep-dates says "
+        "otherwise) into the metadata, and name input files by their paths in the metadata, "
+        "the report and the log",
     )
+    add_keep_dates_argument(parser)
     parser.add_argument(
         "--labelme", action="store_true", help="write an empty Labelme JSON per scan to annotate"
     )
@@ -72,6 +77,7 @@ def main(args: argparse.Namespace) -> int:
         cut_below_knee=args.cut_below_knee,
         progress=args.progress,
         limits=limits_from(None, args.max_file_mb, args.max_frame_pixels, args.max_frames),
+        keep_dates=args.keep_dates,
     )
     counts = summary.counts
     kinds = ", ".join(

@@ -13,11 +13,18 @@ Image records carry ``has_lesion``, ``labelme_file`` and, where a ``<stem>.count
 beside the image, ``counts_file_name``. Images keep their pixels and bit depth. Instances come
 from :func:`bsi_d2.io.labelme.labelme_instances`; an ignore region becomes one ``iscrowd: 1``
 RLE annotation per category, so COCO evaluation ignores detections of any class inside it.
-Image ids are the 1-based positions of the JSON files in sorted relative-path order.
+Image ids are the 1-based positions of the JSON files in sorted relative-path order;
+``<stem>.meta.json`` companions are not Labelme files.
+
+With ``group_by="patient"`` splits and folds keep each patient whole. A file's patient is the
+``patient_key`` of its ``<stem>.meta.json`` (beside the JSON, else beside its image), as
+``bsi-d2 preprocess`` writes it, or the ``group`` of its row in a ``file,group`` CSV. The report
+records the grouping and the number of groups per split, never the groups' names.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -31,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bsi_d2.data.splits import SPLIT_NAMES, fixed_split, kfold_splits
-from bsi_d2.io.base import COUNTS_SUFFIX
+from bsi_d2.io.base import COUNTS_SUFFIX, META_SUFFIX
 from bsi_d2.io.labelme import (
     IGNORE_POLICIES,
     UNKNOWN_LABEL_POLICIES,
@@ -47,6 +54,9 @@ from bsi_d2.taxonomy import Taxonomy, load_taxonomy
 logger = logging.getLogger(__name__)
 
 STRATIFY_CHOICES = ("lesion",)
+GROUP_FIELDS = {"patient": "patient_key"}  # --group-by choice -> its field in <stem>.meta.json
+GROUPS_COLUMNS = ("file", "group")  # of a --groups CSV
+LISTED = 5  # files named in a grouping error; the rest are counted
 REPORT_NAME = "conversion_report.json"
 SERIAL_BELOW = 16  # files; a process pool costs more than it saves on fewer
 
@@ -69,6 +79,7 @@ class ConversionReport:
     skipped_files: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     splits: dict[str, int] = field(default_factory=dict)
+    grouping: dict[str, Any] = field(default_factory=dict)  # by, source, groups per split/fold
     folds: int = 0
     strict: bool = False
     options: dict[str, Any] = field(default_factory=dict)
@@ -92,13 +103,17 @@ class ConversionReport:
 
     def summary(self) -> str:
         classes = ", ".join(f"{k} {v}" for k, v in self.instances_per_class.items() if v)
+        grouped = ""
+        if self.grouping:
+            per_split = ", ".join(str(n) for n in self.grouping["groups_per_split"].values())
+            grouped = f" (by {self.grouping['by']}: {per_split} groups)"
         lines = [
             f"Labelme files read: {self.files_read}, converted: {self.files_converted}, "
             f"images written: {self.images_written} ({self.images_with_lesion} with lesions, "
             f"{self.counts_written} with raw counts)",
             f"instances: {sum(self.instances_per_class.values())} ({classes or 'none'}); "
             f"ignore regions: {self.ignore_regions}; mask format: {self.mask_format}",
-            f"splits: {', '.join(f'{k} {v}' for k, v in self.splits.items())}"
+            f"splits: {', '.join(f'{k} {v}' for k, v in self.splits.items())}{grouped}"
             + (f"; {self.folds} folds" if self.folds else ""),
             f"repairs: {len(self.repairs)}, skipped shapes: {len(self.skipped_shapes)}, "
             f"skipped files: {len(self.skipped_files)}, errors: {len(self.errors)}",
@@ -208,7 +223,9 @@ def find_labelme_files(src: str | Path, exclude: Sequence[str | Path] = ()) -> l
     excluded = [Path(e).resolve() for e in exclude]
     files = []
     for path in src.rglob("*"):
-        if path.suffix.lower() != ".json" or not path.is_file():
+        if path.suffix.lower() != ".json" or path.name.lower().endswith(META_SUFFIX):
+            continue
+        if not path.is_file():
             continue
         if any(part.startswith(".") for part in path.relative_to(src).parts[:-1]):
             continue
@@ -232,21 +249,28 @@ def convert_labelme_folder(
     label_map: Mapping[str, str] | None = None,
     strict: bool = False,
     workers: int | None = None,
+    group_by: str | None = None,
+    groups: str | Path | None = None,
 ) -> ConversionReport:
     """Convert every Labelme JSON under ``src`` into COCO datasets under ``out``.
 
     A broken file or shape is recorded in the report and the rest still converted; the
     report's :attr:`~ConversionReport.exit_code` is non-zero when no file could be converted and,
     with ``strict``, when anything was bad. ``workers`` processes (default: CPU count) share the
-    files. Raises ``ValueError``, writing nothing, for unusable options (bad ratios, a
-    ``label_map`` target not in the taxonomy) and for a missing ``src`` or one without any
-    Labelme file.
+    files. ``group_by="patient"`` keeps each patient's files in one split and fold; ``groups``
+    (a ``file,group`` CSV, implying ``group_by="patient"``) gives the patients instead of the
+    ``<stem>.meta.json`` companions. Raises ``ValueError``, writing nothing, for unusable options
+    (bad ratios, a ``label_map`` target not in the taxonomy, a bad CSV), for a converted file
+    without a group, and for a missing ``src`` or one without any Labelme file.
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise ValueError(f"{src}: source folder not found")
     taxonomy = load_taxonomy(taxonomy)
-    _check_options(taxonomy, split, folds, stratify, ignore, unknown_labels, label_map)
+    if groups is not None and group_by is None:
+        group_by = "patient"
+    _check_options(taxonomy, split, folds, stratify, ignore, unknown_labels, label_map, group_by)
+    group_rows = read_groups_csv(groups) if groups is not None else None
     report = ConversionReport(
         strict=strict,
         folds=folds,
@@ -259,6 +283,8 @@ def convert_labelme_folder(
             "ignore": ignore,
             "unknown_labels": unknown_labels,
             "label_map": dict(label_map or {}),
+            "group_by": group_by,
+            "groups": str(groups) if groups is not None else None,
         },
     )
     files = find_labelme_files(src, exclude=[out])
@@ -281,6 +307,9 @@ def convert_labelme_folder(
     if all(result.not_labelme for result in results):  # an empty dataset would pass for a result
         found = f"{len(files)} JSON file(s), none of them Labelme" if files else "no JSON file"
         raise ValueError(f"{src}: no Labelme files found ({found}); nothing written")
+    group_of = None
+    if group_by is not None:
+        group_of = _file_groups(src, files, results, group_by, group_rows, groups, report)
 
     images_dir = out / "images"
     images, annotations = [], []
@@ -361,7 +390,9 @@ def convert_labelme_folder(
     report.instances_per_class = dict(class_counts)
     report.unknown_labels = dict(unknown)
 
-    _write_annotations(out, images, annotations, taxonomy, split, folds, seed, stratify, report)
+    _write_annotations(
+        out, images, annotations, taxonomy, split, folds, seed, stratify, group_of, report
+    )
     (out / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
     return report
 
@@ -374,6 +405,7 @@ def _check_options(
     ignore: str,
     unknown_labels: str,
     label_map: Mapping[str, str] | None,
+    group_by: str | None,
 ) -> None:
     if len(split) != 3 or any(r < 0 for r in split) or sum(split) <= 0:
         raise ValueError(f"split must be three non-negative ratios (train val test), got {split}")
@@ -381,6 +413,8 @@ def _check_options(
         raise ValueError(f"folds must be 0 (none) or at least 3, got {folds}")
     if stratify not in (None, *STRATIFY_CHOICES):
         raise ValueError(f"stratify must be None or one of {STRATIFY_CHOICES}, got {stratify!r}")
+    if group_by not in (None, *GROUP_FIELDS):
+        raise ValueError(f"group_by must be None or one of {tuple(GROUP_FIELDS)}, got {group_by!r}")
     if ignore not in IGNORE_POLICIES:
         raise ValueError(f"ignore must be one of {IGNORE_POLICIES}, got {ignore!r}")
     if unknown_labels not in UNKNOWN_LABEL_POLICIES:
@@ -401,6 +435,7 @@ def _write_annotations(
     folds: int,
     seed: int,
     stratify: str | None,
+    group_of: Mapping[str, str] | None,
     report: ConversionReport,
 ) -> None:
     ann_dir = out / "annotations"
@@ -416,6 +451,8 @@ def _write_annotations(
         "taxonomy": taxonomy.name,
         "seed": seed,
     }
+    if group_of is not None:  # only then, so ungrouped output stays as it was
+        info["group_by"] = report.options["group_by"]
     compact = json.JSONEncoder(separators=(",", ":")).encode
     # each image and its annotations are encoded once and reused by every split and fold
     image_text = {img["id"]: compact(img) for img in images}
@@ -425,6 +462,7 @@ def _write_annotations(
     by_name = {img["file_name"]: img for img in images}
     keys = sorted(by_name)
     strata = [by_name[k]["has_lesion"] for k in keys] if stratify == "lesion" else None
+    groups = None if group_of is None else [group_of[by_name[k]["labelme_file"]] for k in keys]
     head = f'{{"info":{compact(info)},"licenses":[],"categories":{compact(categories)},'
 
     def dump(path: Path, names: Sequence[str]) -> None:
@@ -437,11 +475,160 @@ def _write_annotations(
         path.write_text(head + body, encoding="utf-8")
 
     dump(ann_dir / "instances_all.json", keys)
-    parts = fixed_split(keys, split, seed, strata)
+    parts = fixed_split(keys, split, seed, strata, groups)
     for name in SPLIT_NAMES:
         dump(ann_dir / f"instances_{name}.json", parts[name])
     report.splits = {name: len(parts[name]) for name in SPLIT_NAMES}
+    fold_tests = []
     if folds:
-        for k, fold in enumerate(kfold_splits(keys, folds, seed, strata)):
+        for k, fold in enumerate(kfold_splits(keys, folds, seed, strata, groups)):
             for name in SPLIT_NAMES:
                 dump(ann_dir / f"fold{k}" / f"instances_{name}.json", fold[name])
+            fold_tests.append(fold["test"])
+    if groups is not None:
+        group_of_key = dict(zip(keys, groups, strict=True))
+
+        def count(names: Sequence[str]) -> int:
+            return len({group_of_key[n] for n in names})
+
+        report.grouping["groups"] = len(set(groups))
+        report.grouping["groups_per_split"] = {n: count(parts[n]) for n in SPLIT_NAMES}
+        if folds:
+            report.grouping["test_groups_per_fold"] = [count(test) for test in fold_tests]
+
+
+def read_groups_csv(path: str | Path) -> list[tuple[int, str, str]]:
+    """``(line, file, group)`` rows of a ``file,group`` CSV (other columns ignored, header names
+    in any case); ``ValueError`` for a missing file or column and for a row without a group."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: groups file not found")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's BOM
+            reader = csv.reader(handle)
+            header = [name.strip().lower() for name in next(reader, [])]
+            missing = [c for c in GROUPS_COLUMNS if c not in header]
+            if missing:
+                raise ValueError(
+                    f"{path}: no column {' or '.join(map(repr, missing))}; "
+                    f"the groups CSV needs a header with {','.join(GROUPS_COLUMNS)}"
+                )
+            file_col, group_col = (header.index(c) for c in GROUPS_COLUMNS)
+            rows = []
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                cells = [*row, "", ""]
+                name, group = cells[file_col].strip(), cells[group_col].strip()
+                if not name or not group:
+                    raise ValueError(f"{path} line {reader.line_num}: needs a file and a group")
+                rows.append((reader.line_num, name, group))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: cannot read the groups CSV: {err}") from err
+    return rows
+
+
+def _file_groups(
+    src: Path,
+    files: Sequence[Path],
+    results: Sequence[_FileResult],
+    group_by: str,
+    group_rows: Sequence[tuple[int, str, str]] | None,
+    groups_path: str | Path | None,
+    report: ConversionReport,
+) -> dict[str, str]:
+    """The group of every file that converted (by relative path); ``ValueError`` naming the
+    first files without one."""
+    converted = [r for r in results if not r.not_labelme and not r.error]
+    if group_rows is None:
+        group_of, missing = _meta_groups(src, converted, GROUP_FIELDS[group_by])
+        source = "meta.json"
+        how = (
+            f"each needs a {GROUP_FIELDS[group_by]!r} in a <stem>{META_SUFFIX} beside it or its "
+            f"image, as `bsi-d2 preprocess` writes it from DICOMs with a PatientID; or give "
+            f"--groups MAP.csv with columns {','.join(GROUPS_COLUMNS)}"
+        )
+    else:
+        rels = [path.relative_to(src).as_posix() for path in files]
+        assigned, unmatched = _csv_groups(rels, group_rows, groups_path)
+        group_of = {r.rel: assigned[r.rel] for r in converted if r.rel in assigned}
+        missing = [f"{r.rel} (no row)" for r in converted if r.rel not in assigned]
+        source = "csv"
+        how = f"add a row ({','.join(GROUPS_COLUMNS)}) to {groups_path} for each"
+        if unmatched:
+            logger.warning(
+                "%s: %d row(s) name no Labelme file in %s: %s",
+                groups_path,
+                len(unmatched),
+                src,
+                ", ".join(unmatched[:LISTED]) + (" ..." if len(unmatched) > LISTED else ""),
+            )
+            report.grouping["unmatched_rows"] = unmatched
+    if missing:
+        more = f" and {len(missing) - LISTED} more" if len(missing) > LISTED else ""
+        raise ValueError(
+            f"--group-by {group_by}: {len(missing)} of {len(converted)} Labelme file(s) have no "
+            f"group: {', '.join(missing[:LISTED])}{more}; {how}. Nothing written"
+        )
+    report.grouping = {"by": group_by, "source": source, **report.grouping}
+    return group_of
+
+
+def _meta_groups(
+    src: Path, converted: Sequence[_FileResult], key: str
+) -> tuple[dict[str, str], list[str]]:
+    """Each file's ``key`` from its companion metadata, and the files without it (with why)."""
+    group_of, missing = {}, []
+    for result in converted:
+        json_path = src / result.rel
+        candidates = [json_path.with_name(json_path.stem + META_SUFFIX)]
+        source = result.image.source if result.image is not None else None
+        if source is not None:
+            candidates.append(source.with_name(source.stem + META_SUFFIX))
+        meta_path = next((c for c in candidates if c.is_file()), None)
+        if meta_path is None:
+            missing.append(f"{result.rel} (no {json_path.stem}{META_SUFFIX})")
+            continue
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            missing.append(f"{result.rel} (unreadable {meta_path.name}: {err})")
+            continue
+        value = meta.get(key) if isinstance(meta, dict) else None
+        if not isinstance(value, str) or not value.strip():
+            missing.append(f"{result.rel} (no {key} in {meta_path.name})")
+            continue
+        group_of[result.rel] = value.strip()
+    return group_of, missing
+
+
+def _csv_groups(
+    rels: Sequence[str], rows: Sequence[tuple[int, str, str]], path: str | Path | None
+) -> tuple[dict[str, str], list[str]]:
+    """The group of each file a row names (by relative path, that without ``.json``, the file
+    name or the stem), and the rows' names that match no file."""
+    named: dict[str, set[str]] = {}
+    for rel in rels:
+        stem = Path(rel).with_suffix("").as_posix()
+        for name in {rel, stem, Path(rel).name, Path(stem).name}:
+            named.setdefault(name, set()).add(rel)
+    assigned: dict[str, tuple[str, int]] = {}
+    unmatched = []
+    for line, name, group in rows:
+        matches = named.get(name.replace("\\", "/").removeprefix("./"), set())
+        if not matches:
+            unmatched.append(name)
+            continue
+        if len(matches) > 1:
+            listed = ", ".join(sorted(matches)[:LISTED])
+            raise ValueError(
+                f"{path} line {line}: {name!r} matches {len(matches)} files ({listed}); "
+                "give the path relative to the source folder"
+            )
+        (rel,) = matches
+        first_group, first_line = assigned.setdefault(rel, (group, line))
+        if first_group != group:  # the groups may be identifiers: named by line only
+            raise ValueError(
+                f"{path} lines {first_line} and {line}: two different groups for {rel}"
+            )
+    return {rel: group for rel, (group, _) in assigned.items()}, unmatched

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bsi_d2.io.base import META_SUFFIX
 from bsi_d2.postprocess.analysis import ANNOTATIONS_ENGINE
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy
@@ -137,7 +138,8 @@ def annotation_inputs(
     inputs: Sequence[str | Path], image_root: Path | None = None
 ) -> tuple[list[Path], list[CocoImage]]:
     """Files for the batch runner and the COCO images they stand for: Labelme files as they
-    are (a folder: every JSON under it), a COCO file replaced by its images."""
+    are (a folder: every JSON under it but the ``<stem>.meta.json`` companions), a COCO file
+    replaced by its images."""
     from bsi_d2.data.convert import find_labelme_files
 
     files: list[Path] = []
@@ -145,6 +147,8 @@ def annotation_inputs(
     for item in map(Path, inputs):
         if item.is_dir():
             for path in find_labelme_files(item):
+                if path.name.endswith(META_SUFFIX):  # a scan's study link, read with its scan
+                    continue
                 if coco_data(path) is None:  # a COCO file in a Labelme folder must be named
                     files.append(path)
             continue

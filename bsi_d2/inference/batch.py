@@ -7,7 +7,9 @@ folder, bsi.json last. Inputs the reader rejects and scans that fail are recorde
 ``OUT/errors/`` (one file each, so parallel shards never write the same file) and gathered into
 ``OUT/errors.jsonl``, ``OUT/bsi_summary.csv`` and ``OUT/index.html`` at the end of every run.
 Errors and log lines name input files by :func:`bsi_d2.io.pseudonym.input_label` (folder and file
-names may be a patient's ID or name) unless ``keep_identity``.
+names may be a patient's ID or name) unless ``keep_identity``. Each record carries the scan's
+study link from its reader (``study_key``, ``patient_key``; the study date as ``keep_dates`` keeps
+it), the same whether the scan was read from its DICOM or from ``preprocess``'s PNG of it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 
 from bsi_d2.inference import outputs as out
 from bsi_d2.io.limits import ReadLimits
-from bsi_d2.io.pseudonym import InputLabels
+from bsi_d2.io.pseudonym import LINK_FIELDS, InputLabels
 from bsi_d2.postprocess.analysis import analyse_scan
 from bsi_d2.postprocess.match import DEFAULT_MATCH_RADIUS
 from bsi_d2.postprocess.qc import QCThresholds, quality_control
@@ -58,6 +60,7 @@ class BatchOptions:
     recursive: bool = True
     salt: str | None = None
     keep_identity: bool = False  # name input files by path in records, errors and logs
+    keep_dates: str | None = None  # study dates kept as month or shift (None: no date kept)
     progress: bool = True
     prefetch: int = 8  # scans read and preprocessed ahead of the model, in a thread
     qc: QCThresholds = field(default_factory=QCThresholds)  # quality control of every scan
@@ -260,6 +263,13 @@ class _Prepared:
     views_present: list[str] | None = None
     pixel_spacing_known: bool = False
     warnings: list[str] = field(default_factory=list)  # the reader's and preprocessing's
+    link: dict[str, Any] = field(default_factory=dict)  # the study link (LINK_FIELDS)
+
+
+def study_link(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The study link of a scan (:data:`~bsi_d2.io.pseudonym.LINK_FIELDS`) from its reader's
+    metadata; None where unknown."""
+    return {name: metadata.get(name) for name in LINK_FIELDS}
 
 
 def _prefetch(items: Iterable[Any], depth: int) -> Iterator[Any]:
@@ -342,6 +352,7 @@ class BatchRunner:
             keep_identity=opts.keep_identity,
             exclude=[self.out_dir],
             limits=opts.limits,
+            keep_dates=opts.keep_dates,
         )
         seen: dict[str, list[str]] = {}  # content key -> files, within this run
         for item in items:
@@ -383,10 +394,11 @@ class BatchRunner:
                 yield None
                 continue
             source = source_labels(paths, digests, opts.keep_identity)
+            link = study_link(item.metadata)
             try:
                 prepared = preprocess_scan(item, cut_below_knee=opts.cut_below_knee)
             except Exception as err:  # noqa: BLE001 - any failure of one scan is recorded
-                self._fail(key, paths, source, "preprocess", err)
+                self._fail(key, paths, source, "preprocess", err, link)
                 yield None
                 continue
             annotation = None
@@ -394,7 +406,7 @@ class BatchRunner:
                 try:
                     annotation = self.annotations(paths, prepared.display.shape)
                 except Exception as err:  # noqa: BLE001 - a bad annotation fails its scan only
-                    self._fail(key, paths, source, "annotation", err)
+                    self._fail(key, paths, source, "annotation", err, link)
                     yield None
                     continue
             yield _Prepared(
@@ -408,6 +420,7 @@ class BatchRunner:
                 list(prepared.metadata.get("preprocess", {}).get("views_present") or []),
                 prepared.metadata.get("pixel_spacing_mm") is not None,
                 [str(w) for w in prepared.metadata.get("warnings") or []],
+                link,
             )
 
     # -- bookkeeping --------------------------------------------------------------------
@@ -421,9 +434,16 @@ class BatchRunner:
         self.result.errors.append(entry)
 
     def _fail(
-        self, key: str, paths: list[str], source: list[str], stage: str, err: BaseException
+        self,
+        key: str,
+        paths: list[str],
+        source: list[str],
+        stage: str,
+        err: BaseException,
+        link: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record a scan that failed: an error entry naming its files, and a failed bsi.json."""
+        """Record a scan that failed: an error entry naming its files, and a failed bsi.json
+        (with the scan's study link where it is known)."""
         # exception texts (an annotation reader's above all) may name the scan's files
         reason = self.labels.redact(f"{type(err).__name__}: {err}", *paths)
         self._error(key, paths[0] if paths else key, stage, reason, paths)
@@ -431,7 +451,9 @@ class BatchRunner:
         scan_dir = self.out_dir / SCANS_DIR / key
         try:
             scan_dir.mkdir(parents=True, exist_ok=True)
-            record = out.scan_record(key, source, self.options.model, error=f"{stage}: {reason}")
+            record = out.scan_record(
+                key, source, self.options.model, error=f"{stage}: {reason}", link=link
+            )
             out.atomic_write_json(scan_dir / out.RECORD_FILE, record)
         except OSError as write_err:
             logger.error("%s: cannot record the failure: %s", scan_dir, write_err)
@@ -457,7 +479,9 @@ class BatchRunner:
         kept = passes_thresholds(
             instances.category_ids, instances.scores, tax, opts.score_thresh, opts.class_thresh
         )
-        written = out.ScanFiles(scan_dir, scan.key, scan.display, instances, kept, analysis, tax)
+        written = out.ScanFiles(
+            scan_dir, scan.key, scan.display, instances, kept, analysis, tax, scan.link
+        )
         for name, writer in out.SCAN_WRITERS.items():
             if name in opts.outputs:
                 writer(written)
@@ -477,6 +501,7 @@ class BatchRunner:
             analysis=analysis.record,
             qc=qc.to_dict(),
             overlay=out.OVERLAY_FILE if "overlay" in opts.outputs else None,
+            link=scan.link,
         )
         if "report" in opts.outputs:
             from bsi_d2.report.html import write_scan_report
@@ -498,7 +523,8 @@ class BatchRunner:
                 predictions = self.predictor([s.display for s in batch])
         except Exception as err:  # noqa: BLE001 - retry one by one to isolate the culprit
             if len(batch) == 1:
-                self._fail(batch[0].key, batch[0].paths, batch[0].source, "predict", err)
+                scan = batch[0]
+                self._fail(scan.key, scan.paths, scan.source, "predict", err, scan.link)
                 writing.bar.update(1)
                 return
             reason = self.labels.redact(str(err), *(p for s in batch for p in s.paths))
@@ -514,7 +540,7 @@ class BatchRunner:
         try:
             record = outcome.result()
         except Exception as err:  # noqa: BLE001 - one scan's failure must not stop the rest
-            self._fail(scan.key, scan.paths, scan.source, "postprocess", err)
+            self._fail(scan.key, scan.paths, scan.source, "postprocess", err, scan.link)
             return
         self.result.done.append(scan.key)
         if record["status"] == out.STATUS_QC_FAILED:

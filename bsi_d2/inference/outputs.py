@@ -1,10 +1,13 @@
 """Writers for batch inference outputs; every file is written atomically (temp file + replace).
 
 A scan's folder ``OUT/scans/<key>/`` holds predictions.json, labelmap.png, overlay.png, the
-Labelme files ``<key>.json`` + ``<key>.png``, report.html and, written last, bsi.json: a scan is
-finished exactly when its bsi.json says ``"status": "ok"`` or ``"not_assessed"`` (analysed, but
-no skeletal region was found, so it has no indices). A failed or unassessed scan's indices are
-None — empty in the CSV — never zeros that read like a healthy scan.
+Labelme files ``<key>.json`` + ``<key>.png`` + ``<key>.meta.json`` (its study link, read back by
+``bsi-d2 bsi``), report.html and, written last, bsi.json: a scan is finished exactly when its
+bsi.json says ``"status": "ok"`` or ``"not_assessed"`` (analysed, but no skeletal region was
+found, so it has no indices). A failed or unassessed scan's indices are None — empty in the
+CSV — never zeros that read like a healthy scan. Every record, failed or not, and every CSV row
+carries the scan's study link (:data:`~bsi_d2.io.pseudonym.LINK_FIELDS`: ``study_key``,
+``patient_key``, the kept ``study_date`` and its kind), None where unknown.
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ import io
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bsi_d2.io.base import META_SUFFIX
 from bsi_d2.io.files import atomic_write_text
 from bsi_d2.io.png import write_png as atomic_write_png  # noqa: F401  (the name batch uses)
+from bsi_d2.io.pseudonym import LINK_FIELDS
 from bsi_d2.structures.instances import Instances
 from bsi_d2.structures.masks import mask_to_polygons
 from bsi_d2.taxonomy import Taxonomy
@@ -62,7 +67,7 @@ OUTPUT_FILES = {
     "predictions": PREDICTIONS_FILE,
     "labelmap": LABELMAP_FILE,
     "overlay": OVERLAY_FILE,
-    "labelme": "<key>.json + <key>.png",
+    "labelme": f"<key>.json + <key>.png + <key>{META_SUFFIX}",
     "report": "report.html",
     "csv": SUMMARY_FILE,
     "index": "index.html",
@@ -109,12 +114,14 @@ def scan_record(
     error: str | None = None,
     overlay: str | None = OVERLAY_FILE,
     qc: dict[str, Any] | None = None,
+    link: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A scan's bsi.json record, exactly :data:`RECORD_KEYS`; ``analysis`` is
     ``ScanAnalysis.record`` for an analysed scan, None for a failed one, and ``qc`` its
     ``QCResult.to_dict()``. A scan that failed quality control is ``qc_failed`` (and one
     without any assessed region, where quality control did not run, ``not_assessed``); their
-    decisions are None."""
+    decisions are None. ``link``: the scan's study link (:data:`~bsi_d2.io.pseudonym.
+    LINK_FIELDS`, from its reader's metadata), None where it has none."""
     if analysis is None or error is not None:
         status = STATUS_FAILED
     elif qc is not None and qc.get("status") == "failed":
@@ -132,6 +139,7 @@ def scan_record(
     if status in (STATUS_QC_FAILED, STATUS_NOT_ASSESSED):
         base.update(dict.fromkeys(DECISION_KEYS))
     base["qc"] = dict(qc) if qc is not None else None
+    base.update({name: (link or {}).get(name) for name in LINK_FIELDS})
     base.update(
         key=key,
         status=status,
@@ -224,6 +232,7 @@ class ScanFiles:
     kept: np.ndarray  # (N,) bool: passed the score thresholds
     analysis: Any  # postprocess.analysis.ScanAnalysis
     taxonomy: Taxonomy
+    link: dict[str, Any] = field(default_factory=dict)  # the study link (LINK_FIELDS)
 
 
 def write_predictions(files: ScanFiles) -> None:
@@ -247,7 +256,9 @@ def write_overlay(files: ScanFiles) -> None:
 
 
 def write_labelme_files(files: ScanFiles) -> None:
-    """``<key>.png`` (display image) and ``<key>.json`` (Labelme) for correcting in Labelme."""
+    """``<key>.png`` (display image) and ``<key>.json`` (Labelme) for correcting in Labelme,
+    and ``<key>.meta.json``, the study link, so that ``bsi-d2 bsi`` on the corrected file
+    writes the scan's ``study_key`` and ``patient_key`` again."""
     from bsi_d2.io.files import atomic_path
     from bsi_d2.io.labelme import write_labelme
 
@@ -257,6 +268,8 @@ def write_labelme_files(files: ScanFiles) -> None:
     shapes = labelme_shapes(kept, files.taxonomy)
     with atomic_path(files.scan_dir / f"{files.key}.json") as tmp:
         write_labelme(tmp, image_path.name, kept.height, kept.width, shapes)
+    link = {name: files.link.get(name) for name in LINK_FIELDS}
+    atomic_write_json(files.scan_dir / f"{files.key}{META_SUFFIX}", link)
 
 
 # a scan's files before its report and bsi.json, in the order they are written
@@ -333,9 +346,9 @@ def read_records(scans_dir: Path) -> list[dict[str, Any]]:
 
 
 SUMMARY_HEAD = (
-    "key", "status", "bsi", "bsi_coverage", "bstbi", "bstbi_anterior", "bstbi_posterior",
-    "counts_source", "lesion_count", "lesion_instances", "lesions_in_decoys", "burden_group",
-    "abnormal", "sites", "lesion_pixels_counted", "lesion_pixels_outside",
+    "key", *LINK_FIELDS, "status", "bsi", "bsi_coverage", "bstbi", "bstbi_anterior",
+    "bstbi_posterior", "counts_source", "lesion_count", "lesion_instances", "lesions_in_decoys",
+    "burden_group", "abnormal", "sites", "lesion_pixels_counted", "lesion_pixels_outside",
     "lesion_pixels_in_decoys", "qc_status", "qc_failed", "qc_warnings",
 )  # fmt: skip
 PER_BONE = ("assessed", "involvement", "bsi")

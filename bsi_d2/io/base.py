@@ -2,8 +2,8 @@
 
 A reader is a class with a ``name``, the file ``suffixes`` it reads, ``recognises`` (for files
 without a known suffix, from their first :data:`SNIFF_BYTES` bytes) and ``read``; it takes the
-pseudonym salt, identity handling and :class:`~bsi_d2.io.limits.ReadLimits`
-(:class:`ScanReader`). :func:`register_reader` puts it in :data:`READERS`, where
+pseudonym salt, identity handling, :class:`~bsi_d2.io.limits.ReadLimits` and how study dates are
+kept (:class:`ScanReader`). :func:`register_reader` puts it in :data:`READERS`, where
 :func:`bsi_d2.io.readers.read_scan_file` finds it by file type; the concrete readers
 (:mod:`bsi_d2.io.dicom`, :mod:`bsi_d2.io.readers`) import this module, never each other.
 
@@ -85,6 +85,7 @@ class ScanReader(Protocol):
         salt: str | None = None,
         keep_identity: bool = False,
         limits: ReadLimits | None = None,
+        keep_dates: str | None = None,
     ) -> None: ...
 
     @classmethod
@@ -97,8 +98,21 @@ class ScanReader(Protocol):
         ...
 
 
+DATE_MODES = ("month", "shift")  # how --keep-dates keeps a study date (pseudonym.kept_study_date)
+EXACT_DATE = "exact"  # the date itself: only where identity is kept (--keep-identity)
+
+
+def date_mode(keep_dates: str | None, keep_identity: bool = False) -> str | None:
+    """How a study date is kept: ``keep_dates`` (month, shift) where given, else the exact date
+    where identity is kept (the identity holds it already), else None: no date."""
+    if keep_dates is not None and keep_dates not in DATE_MODES:
+        raise ValueError(f"date mode {keep_dates!r}: choose one of {', '.join(DATE_MODES)}")
+    return keep_dates or (EXACT_DATE if keep_identity else None)
+
+
 class ReaderBase:
-    """What every reader is given: the pseudonym salt, identity handling and the limits."""
+    """What every reader is given: the pseudonym salt, identity handling, the limits and
+    ``keep_dates`` (``month``, ``shift`` or None; :func:`date_mode`)."""
 
     name: ClassVar[str]
     suffixes: ClassVar[tuple[str, ...]] = ()
@@ -108,10 +122,13 @@ class ReaderBase:
         salt: str | None = None,
         keep_identity: bool = False,
         limits: ReadLimits | None = None,
+        keep_dates: str | None = None,
     ) -> None:
         self.salt = salt
         self.keep_identity = keep_identity
         self.limits = limits if limits is not None else DEFAULT_LIMITS
+        self.keep_dates = keep_dates
+        self.date_mode = date_mode(keep_dates, keep_identity)  # ValueError for a bad mode
 
     @classmethod
     def recognises(cls, head: bytes) -> bool:
@@ -142,6 +159,13 @@ def counts_path(image_path: str | Path) -> Path:
     """Where the raw counts of the display image ``image_path`` are: ``<stem>.counts.png``."""
     image_path = Path(image_path)
     return image_path.with_name(image_path.stem + COUNTS_SUFFIX)
+
+
+def meta_path(scan_path: str | Path) -> Path:
+    """Where what preprocess (or the phantom) knew of the scan ``scan_path`` (an image or its
+    Labelme JSON) is: ``<stem>.meta.json``."""
+    scan_path = Path(scan_path)
+    return scan_path.with_name(scan_path.stem + META_SUFFIX)
 
 
 # -- checks every reader makes --------------------------------------------------------------------

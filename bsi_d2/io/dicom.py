@@ -54,7 +54,15 @@ from bsi_d2.io.base import (
     view_shape_reason,
 )
 from bsi_d2.io.limits import DEFAULT_LIMITS, ReadLimits
-from bsi_d2.io.pseudonym import IDENTITY_KEYWORDS, RECORD_DIGESTS, pseudonym, study_key
+from bsi_d2.io.pseudonym import (
+    IDENTITY_KEYWORDS,
+    RECORD_DIGESTS,
+    date_mode,
+    kept_study_date,
+    patient_key,
+    pseudonym,
+    study_key,
+)
 from bsi_d2.taxonomy import VIEWS
 
 logger = logging.getLogger(__name__)
@@ -116,7 +124,11 @@ class DicomReader(ReaderBase):
 
     def read(self, path: str | Path) -> list[ScanImage]:
         return read_dicom(
-            path, salt=self.salt, keep_identity=self.keep_identity, limits=self.limits
+            path,
+            salt=self.salt,
+            keep_identity=self.keep_identity,
+            limits=self.limits,
+            keep_dates=self.keep_dates,
         )
 
 
@@ -125,9 +137,12 @@ def read_dicom(
     salt: str | None = None,
     keep_identity: bool = False,
     limits: ReadLimits | None = None,
+    keep_dates: str | None = None,
 ) -> list[ScanImage]:
     """One DICOM file -> one scan (two frames) or one single-view scan, to pair later.
 
+    The metadata links it to its study and patient (:func:`dataset_link`): ``study_key``,
+    ``patient_key`` and, as ``keep_dates`` (or ``keep_identity``) keeps it, the study date.
     Raises :class:`NotAScanError` for files that are not whole-body emission scans and
     :class:`ReaderError` for files that cannot be read or exceed ``limits``; both name the file
     and the problem.
@@ -155,6 +170,7 @@ def read_dicom(
     key = dataset_study_key(ds, path, salt)
     metadata = dataset_metadata(ds, keep_identity, salt)
     metadata["study_key"] = key
+    metadata.update(dataset_link(ds, salt, date_mode(keep_dates, keep_identity)))
     metadata["warnings"] = warnings + spacing_warnings(metadata.get("pixel_spacing_mm"))
     metadata["layout"] = "views"
     metadata["views"] = {
@@ -926,6 +942,26 @@ def dataset_study_key(ds: Any, path: Path, salt: str | None) -> str:
         fallback=fallback,
         salt=salt,
     )
+
+
+STUDY_DATE_KEYWORDS = ("StudyDate", "SeriesDate", "AcquisitionDate")  # the first one given
+
+
+def dataset_link(ds: Any, salt: str | None, mode: str | None) -> dict[str, Any]:
+    """``patient_key`` (PatientID + IssuerOfPatientID, salted) and the study date as ``mode``
+    (:func:`~bsi_d2.io.pseudonym.date_mode`) keeps it, with its kind; None where unknown."""
+    patient_id, issuer = _text(ds, "PatientID"), _text(ds, "IssuerOfPatientID")
+    kept = None
+    for keyword in STUDY_DATE_KEYWORDS if mode is not None else ():
+        kept = kept_study_date(_text(ds, keyword), mode, patient_id, issuer, salt)
+        if kept is not None:
+            break
+    value, kind = kept if kept is not None else (None, None)
+    return {
+        "patient_key": patient_key(patient_id, issuer, salt),
+        "study_date": value,
+        "study_date_kind": kind,
+    }
 
 
 def _text(ds: Any, keyword: str) -> str | None:

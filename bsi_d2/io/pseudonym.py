@@ -1,7 +1,12 @@
-"""Stable pseudonyms for studies, and the list of what counts as identity.
+"""Stable pseudonyms for studies and patients, kept study dates, and what counts as identity.
 
 A study key is ``s`` + the first 16 hex digits of SHA-256 over ``salt`` and the study's
-identifier (StudyInstanceUID; else PatientID + StudyDate; else a file's content digest). The salt
+identifier (StudyInstanceUID; else PatientID + StudyDate; else a file's content digest); a
+patient key is ``pt`` + 16 hex digits over the salt, IssuerOfPatientID and PatientID, so the
+studies of one patient are linked without naming them. A study date leaves only as
+``--keep-dates`` keeps it (:func:`kept_study_date`: its month, or shifted by a salted number of
+days per patient), or exact with the identity. :data:`LINK_FIELDS` are what every output
+carries of this (:func:`link_problem` checks them where another program wrote them). The salt
 comes from the ``salt`` argument, else the environment variable ``BSI_D2_SALT``, else
 :data:`DEFAULT_SALT`. With the default salt anyone holding the UID can recompute the key: set a
 secret ``BSI_D2_SALT`` per site for real pseudonymity, and keep it to link keys back to studies.
@@ -22,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bsi_d2.io.base import reader_suffixes
+from bsi_d2.io.base import DATE_MODES, EXACT_DATE, date_mode, reader_suffixes  # noqa: F401
 
 SALT_ENV = "BSI_D2_SALT"
 DEFAULT_SALT = "bsi-d2-default-salt"  # documented and public: pseudonymous only with a site salt
@@ -32,6 +37,7 @@ KEY_HEX_DIGITS = 16
 IDENTITY_KEYWORDS = (
     "PatientName",
     "PatientID",
+    "IssuerOfPatientID",
     "PatientBirthDate",
     "PatientSex",
     "PatientAge",
@@ -78,8 +84,17 @@ def study_key(
 
 
 PATIENT_PREFIX = "pt"  # patient pseudonyms: pt + 16 hex digits
-DATE_MODES = ("month", "shift")  # how --keep-dates keeps a study date (see kept_study_date)
 DATE_SHIFT_DAYS = 365  # a patient's dates move back by 1 .. this many days (salted, per patient)
+DATE_KINDS = ("month", "shifted", EXACT_DATE)  # a kept date's study_date_kind
+# what links a scan to its study and patient in every output (None where unknown)
+LINK_FIELDS = ("study_key", "patient_key", "study_date", "study_date_kind")
+STUDY_KEY_PATTERN = re.compile(rf"s[0-9a-f]{{{KEY_HEX_DIGITS}}}")
+PATIENT_KEY_PATTERN = re.compile(rf"{PATIENT_PREFIX}[0-9a-f]{{{KEY_HEX_DIGITS}}}")
+DATE_PATTERNS = {  # kind -> the form of its value
+    "month": re.compile(r"\d{4}-\d{2}"),
+    "shifted": re.compile(r"\d{4}-\d{2}-\d{2}"),
+    EXACT_DATE: re.compile(r"\d{4}-\d{2}-\d{2}"),
+}
 
 
 def patient_key(
@@ -104,12 +119,13 @@ def kept_study_date(
 
     ``month``: ``("2024-03", "month")``. ``shift``: the date moved back by a salted number of
     days (1 .. :data:`DATE_SHIFT_DAYS`) that is the same for every study of the patient, so order
-    and intervals are kept but not the day: ``("2023-06-02", "shifted")``. None when the date is
-    missing or not a date, or (shift) without a PatientID to shift by.
+    and intervals are kept but not the day: ``("2023-06-02", "shifted")``. ``exact`` (identity
+    kept, :func:`date_mode`): ``("2024-03-15", "exact")``. None when the date is missing or not
+    a date, or (shift) without a PatientID to shift by.
     """
     import datetime
 
-    if mode not in DATE_MODES:
+    if mode not in (*DATE_MODES, EXACT_DATE):
         raise ValueError(f"date mode {mode!r}: choose one of {', '.join(DATE_MODES)}")
     text = str(study_date or "").strip()
     try:
@@ -118,11 +134,67 @@ def kept_study_date(
         return None
     if mode == "month":
         return f"{day.year:04d}-{day.month:02d}", "month"
-    key = patient_key(patient_id, issuer, salt)
-    if key is None:
+    if mode == EXACT_DATE:
+        return day.isoformat(), EXACT_DATE
+    if not patient_id or not str(patient_id).strip():
         return None
-    offset = 1 + int(key[len(PATIENT_PREFIX) :], 16) % DATE_SHIFT_DAYS
+    # a hash of its own: one of the patient_key written beside the date would undo the shift
+    shift = pseudonym("date-shift", str(issuer or "").strip(), str(patient_id).strip(), salt=salt)
+    offset = 1 + int(shift[1:], 16) % DATE_SHIFT_DAYS
     return (day - datetime.timedelta(days=offset)).isoformat(), "shifted"
+
+
+def link_problem(link: Mapping[str, Any]) -> str | None:
+    """Why ``link`` (some of :data:`LINK_FIELDS`) cannot be a scan's study link, or None. The
+    values are never quoted: a misplaced one may be a PatientID or a date."""
+    unknown = sorted(set(link) - set(LINK_FIELDS))
+    if unknown:
+        return f"unknown field(s) {', '.join(unknown)}"
+    for name, pattern, form in (
+        ("study_key", STUDY_KEY_PATTERN, "s"),
+        ("patient_key", PATIENT_KEY_PATTERN, PATIENT_PREFIX),
+    ):
+        value = link.get(name)
+        if value is not None and not (isinstance(value, str) and pattern.fullmatch(value)):
+            return f"{name} is not {form} + {KEY_HEX_DIGITS} hex digits"
+    value, kind = link.get("study_date"), link.get("study_date_kind")
+    if (value is None) != (kind is None):
+        return "study_date and study_date_kind come together"
+    if kind is None:
+        return None
+    if kind not in DATE_KINDS:
+        return f"study_date_kind is not one of {', '.join(DATE_KINDS)}"
+    if not (isinstance(value, str) and DATE_PATTERNS[kind].fullmatch(value) and _is_date(value)):
+        form = "YYYY-MM" if kind == "month" else "YYYY-MM-DD"
+        return f"study_date is not a {form} date, as its kind {kind} needs"
+    return None
+
+
+def _is_date(text: str) -> bool:
+    import datetime
+
+    try:
+        datetime.date.fromisoformat(text if len(text) > len("YYYY-MM") else f"{text}-01")
+    except ValueError:
+        return False
+    return True
+
+
+def kept_link(link: Mapping[str, Any], mode: str | None) -> dict[str, Any]:
+    """A study link someone else wrote (a ``.meta.json`` companion) as this run keeps it: the
+    date only where ``mode`` (:func:`date_mode`) keeps one; an exact date only where identity
+    is kept (``exact``), else cut to its month under ``month`` and dropped under ``shift``
+    (there is no PatientID to shift by). A month or shifted date is passed on as written."""
+    kept = {name: link.get(name) for name in LINK_FIELDS}
+    kind = kept["study_date_kind"]
+    if mode is None or kind is None:
+        kept["study_date"] = kept["study_date_kind"] = None
+    elif kind == EXACT_DATE and mode != EXACT_DATE:
+        month = str(kept["study_date"])[: len("YYYY-MM")]
+        kept["study_date"], kept["study_date_kind"] = (
+            (month, "month") if mode == "month" else (None, None)
+        )
+    return kept
 
 
 def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -11,13 +11,19 @@ Every reader takes :class:`~bsi_d2.io.limits.ReadLimits` and checks them before 
 the file's size by ``stat``, then the declared matrix from the header (a lazy Pillow open, the
 DICOM header); counts that cannot be counts (NaN, infinite, negative) are refused after decoding.
 
-Nothing in a :class:`ScanImage`'s ``metadata`` identifies the patient unless ``keep_identity``.
+A PNG/TIFF image or Labelme JSON with a ``<stem>.meta.json`` beside it (``bsi-d2 preprocess``
+writes one per scan) takes its study link from it (:func:`read_study_link`), so a scan read from
+preprocess's PNG carries the ``study_key`` and ``patient_key`` of the DICOM it came from.
+
+Nothing in a :class:`ScanImage`'s ``metadata`` identifies the patient unless ``keep_identity``;
+a study date is there only as ``keep_dates`` keeps it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import re
 import warnings
@@ -35,6 +41,7 @@ from bsi_d2.io.base import (
     LABELME_SUFFIXES,
     MAX_VIEW_ASPECT,
     MAX_VIEW_ROWS,
+    META_SUFFIX,
     MIN_VIEW_ASPECT,
     MIN_VIEW_ROWS,
     READERS,
@@ -50,6 +57,7 @@ from bsi_d2.io.base import (
     counts_path,
     counts_problem,
     is_whole_body_shape,
+    meta_path,
     negative_problem,
     nonfinite_problem,
     reader_suffixes,
@@ -58,7 +66,14 @@ from bsi_d2.io.base import (
     view_shape_reason,
 )
 from bsi_d2.io.limits import DEFAULT_LIMITS, ReadLimits
-from bsi_d2.io.pseudonym import digest_suffix, file_digest, study_key
+from bsi_d2.io.pseudonym import (
+    LINK_FIELDS,
+    digest_suffix,
+    file_digest,
+    kept_link,
+    link_problem,
+    study_key,
+)
 from bsi_d2.taxonomy import VIEWS
 
 __all__ = [
@@ -74,6 +89,7 @@ __all__ = [
     "pair_single_views",
     "pillow_limits",
     "read_scan_file",
+    "read_study_link",
     "reader_for",
     "source_digests",
     # from bsi_d2.io.base (their home), importable from here as before
@@ -136,7 +152,8 @@ def pillow_limits(where: object, limits: ReadLimits) -> Iterator[None]:
 class ImageReader(ReaderBase):
     """PNG/TIFF, 8- or 16-bit: an already merged 950 x 512 scan or one whole-body view.
 
-    A sibling ``<stem>.counts.png`` (as ``bsi-d2 preprocess`` writes) supplies the raw counts.
+    A sibling ``<stem>.counts.png`` (as ``bsi-d2 preprocess`` writes) supplies the raw counts,
+    a sibling ``<stem>.meta.json`` the study link (:func:`read_study_link`).
     """
 
     name: ClassVar[str] = "image"
@@ -147,6 +164,7 @@ class ImageReader(ReaderBase):
         check_file_size(path, self.limits)
         scan = image_scan(path.read_bytes(), path, salt=self.salt, limits=self.limits)
         attach_counts(scan, counts_companion(path), self.limits)
+        attach_study_link(scan, meta_path(path), self.date_mode, self.limits)
         return [scan]
 
 
@@ -154,7 +172,8 @@ class ImageReader(ReaderBase):
 class LabelmeReader(ReaderBase):
     """A Labelme JSON: the scan is the image it annotates, found by :mod:`bsi_d2.io.labelme`.
 
-    A sibling ``<stem>.counts.png`` of that image supplies the raw counts.
+    A sibling ``<stem>.counts.png`` of that image supplies the raw counts; a ``<stem>.meta.json``
+    beside the JSON (else beside the image) the study link (:func:`read_study_link`).
     """
 
     name: ClassVar[str] = "labelme"
@@ -190,6 +209,9 @@ class LabelmeReader(ReaderBase):
         scan.digests = {s: d for s, d in scan.digests.items() if s in scan.sources[1:]}
         attach_counts(scan, image.counts_source, self.limits)
         scan.metadata["format"] = f"labelme+{scan.metadata['format']}"
+        companions = [meta_path(path)] + ([meta_path(image.source)] if image.source else [])
+        companion = next((c for c in companions if c.is_file()), companions[0])
+        attach_study_link(scan, companion, self.date_mode, self.limits)
         return [scan]
 
 
@@ -217,6 +239,51 @@ def attach_counts(
         scan.digests[str(counts_path)] = hashlib.sha256(data).hexdigest()
 
 
+def read_study_link(
+    path: Path, mode: str | None, limits: ReadLimits = DEFAULT_LIMITS
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The study link (:data:`~bsi_d2.io.pseudonym.LINK_FIELDS`) a scan's ``<stem>.meta.json``
+    gives, as ``mode`` (:func:`~bsi_d2.io.pseudonym.date_mode`) keeps its date
+    (:func:`~bsi_d2.io.pseudonym.kept_link`); nothing else of the file is read. ``(None, None)``
+    without the file; ``(None, problem)`` for one that is too large, not JSON or whose fields
+    are malformed (keys not ``s``/``pt`` + 16 hex digits, a date not YYYY-MM-DD or YYYY-MM, a
+    kind not month, shifted or exact): such a file is ignored whole."""
+    if not path.is_file():
+        return None, None
+    size = path.stat().st_size
+    reason = limits.file_size_reason(size, json=True)
+    if reason is not None:
+        return None, reason
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return None, f"not readable JSON ({type(error).__name__})"
+    if not isinstance(document, dict):
+        return None, "not a JSON object"
+    link = {k: document[k] for k in LINK_FIELDS if k in document}
+    problem = link_problem(link)
+    if problem is not None:
+        return None, problem
+    return kept_link(link, mode), None
+
+
+def attach_study_link(
+    scan: ScanImage, path: Path, mode: str | None, limits: ReadLimits = DEFAULT_LIMITS
+) -> None:
+    """Give ``scan`` the study link of its companion ``path`` (:func:`read_study_link`): its
+    ``study_key`` becomes the scan's key. A malformed companion is warned about, and ignored."""
+    link, problem = read_study_link(path, mode, limits)
+    if problem is not None:
+        # the path is a log argument, relabelled in batches (it may name the patient)
+        logger.warning("%s: metadata companion ignored: %s", path, problem)
+        scan.metadata["warnings"].append(f"metadata companion ({META_SUFFIX}) ignored: {problem}")
+    if link is None:
+        return
+    link["study_key"] = link["study_key"] or scan.metadata["study_key"]
+    scan.metadata.update(link)
+    scan.key = link["study_key"]
+
+
 def reader_for(path: str | Path) -> str | None:
     """Name of the reader for ``path``: by suffix, else by its first bytes (the DICOM preamble);
     None if no registered reader (:data:`~bsi_d2.io.base.READERS`) takes it."""
@@ -237,10 +304,13 @@ def read_scan_file(
     salt: str | None = None,
     keep_identity: bool = False,
     limits: ReadLimits | None = None,
+    keep_dates: str | None = None,
 ) -> list[ScanImage]:
     """Read one file into scans (single views stay unpaired); raises :class:`ReaderError`.
 
-    ``limits`` (default :data:`~bsi_d2.io.limits.DEFAULT_LIMITS`) are checked before decoding.
+    ``limits`` (default :data:`~bsi_d2.io.limits.DEFAULT_LIMITS`) are checked before decoding;
+    ``keep_dates`` (month, shift; :func:`~bsi_d2.io.pseudonym.kept_study_date`) says whether
+    and how the metadata keeps the study date.
     """
     path = Path(path)
     if not path.is_file():
@@ -251,7 +321,9 @@ def read_scan_file(
             f"{path}: not a DICOM, PNG, TIFF or Labelme JSON file (suffix {path.suffix!r}, "
             "no DICOM preamble)"
         )
-    reader = READERS[name](salt=salt, keep_identity=keep_identity, limits=limits)
+    reader = READERS[name](
+        salt=salt, keep_identity=keep_identity, limits=limits, keep_dates=keep_dates
+    )
     try:
         return reader.read(path)
     except ReaderError:
@@ -267,6 +339,7 @@ def iter_scans(
     keep_identity: bool = False,
     exclude: Sequence[str | Path] = (),
     limits: ReadLimits | None = None,
+    keep_dates: str | None = None,
 ) -> Iterator[ScanImage | SkippedInput]:
     """Scans from files and folders, folder by folder; bad files yield :class:`SkippedInput`.
 
@@ -276,15 +349,22 @@ def iter_scans(
     Single-view files of one study in one folder are paired into anterior + posterior (by study,
     then series); a file with the SOPInstanceUID of one already read is skipped as a duplicate.
     Keys that repeat (two scans of one study) get ``-2``, ``-3``... appended.
-    Files under an ``exclude`` folder (e.g. the output folder inside the input) are not read.
+    Files under an ``exclude`` folder (e.g. the output folder inside the input) are not read,
+    nor the companions of an image or Labelme file among the inputs (``<stem>.counts.png``,
+    ``<stem>.meta.json``): they belong to its scan.
     """
     files, skipped = _expand(paths, recursive)
     excluded = [Path(e).resolve() for e in exclude]
     files = [f for f in files if not any(f.resolve().is_relative_to(e) for e in excluded)]
     yield from skipped
-    images = {f.resolve() for f in files if reader_for(f) == ImageReader.name}
-    # a <stem>.counts.png beside its display image belongs to that scan, not a scan of its own
-    companions = {counts_path(image) for image in images}
+    readers = {f.resolve(): reader_for(f) for f in files}
+    images = {f for f, name in readers.items() if name == ImageReader.name}
+    # a <stem>.counts.png beside its display image, and a <stem>.meta.json beside an image or
+    # a Labelme file, belong to that scan, not a scan of their own
+    scan_files = [
+        f for f, name in readers.items() if name in (ImageReader.name, LabelmeReader.name)
+    ]
+    companions = {counts_path(image) for image in images} | {meta_path(f) for f in scan_files}
     files = [f for f in files if f.resolve() not in companions]
     seen: dict[str, int] = defaultdict(int)
     by_folder: dict[Path, list[Path]] = defaultdict(list)
@@ -300,7 +380,9 @@ def iter_scans(
                     yield duplicate
                     continue
             try:
-                scans = read_scan_file(path, salt=salt, keep_identity=keep_identity, limits=limits)
+                scans = read_scan_file(
+                    path, salt, keep_identity, limits=limits, keep_dates=keep_dates
+                )
             except NotAScanError as error:
                 yield SkippedInput(str(path), str(error), "not_a_scan")
                 continue
@@ -517,7 +599,7 @@ def image_scan(
         "counts_source": "display" if bits == 8 else "counts",
     }
     key = study_key(fallback=digest, salt=salt)
-    metadata["study_key"] = key
+    metadata.update(dict.fromkeys(LINK_FIELDS), study_key=key)  # a companion may know more
     counts = array.astype(np.float32)
     if array.shape == MERGED_SHAPE:
         metadata["layout"] = "merged"

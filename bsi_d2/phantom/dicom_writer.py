@@ -200,6 +200,26 @@ def _uid(identity: SyntheticIdentity, what: str) -> str:
     return generate_uid(entropy_srcs=[identity.uid_seed, what])
 
 
+def study_uid(identity: SyntheticIdentity) -> str:
+    """The StudyInstanceUID of the phantom's files (both layouts)."""
+    return _uid(identity, "study")
+
+
+def study_link(identity: SyntheticIdentity) -> dict[str, str | None]:
+    """Study key, patient key and shifted study date of the phantom's DICOM, as a reader derives
+    them with the salt of ``$BSI_D2_SALT`` or the default (what ``<id>.meta.json`` holds)."""
+    from bsi_d2.io.pseudonym import kept_study_date, patient_key, study_key
+
+    kept = kept_study_date(identity.study_date, "shift", identity.patient_id, None, salt=None)
+    date, kind = kept if kept is not None else (None, None)
+    return {
+        "study_key": study_key(study_uid=study_uid(identity), salt=None),
+        "patient_key": patient_key(identity.patient_id, None, salt=None),
+        "study_date": date,
+        "study_date_kind": kind,
+    }
+
+
 def _phantom_attributes(identity: SyntheticIdentity, series_number: int) -> dict[str, Any]:
     """The phantom's patient, study and acquisition attributes (all synthetic)."""
     from pydicom.dataset import Dataset
@@ -253,7 +273,7 @@ def write_two_frame(
             "SeriesDescription": "WB ANT/POST",
             "ImageID": "WHOLE BODY",
         },
-        study_uid=_uid(identity, "study"),
+        study_uid=study_uid(identity),
         series_uid=_uid(identity, "series"),
         instance_uid=_uid(identity, "instance"),
         pixel_spacing=spacing_mm,
@@ -274,7 +294,7 @@ def write_one_view(
             "SeriesDescription": f"WB {VIEW_ABBREVIATIONS[view]}",
             "ImageID": "WHOLE BODY_E",  # as GE writes it for both views: the view is elsewhere
         },
-        study_uid=_uid(identity, "study"),
+        study_uid=study_uid(identity),
         series_uid=_uid(identity, f"series-{view}"),
         instance_uid=_uid(identity, f"instance-{view}"),
         pixel_spacing=spacing_mm,

@@ -1,17 +1,18 @@
 """One synthetic patient in memory (:func:`generate_phantom`) and a folder of them on disk
-(:func:`write_phantoms`).
+(:func:`write_phantoms`), with later studies of each patient where asked
+(:mod:`bsi_d2.phantom.followup`).
 
 Patient ``i`` of seed ``s`` draws everything from ``SeedSequence([s, i])``, so a patient is the
-same whatever ``n`` or the number of worker processes.
+same whatever ``n`` or the number of worker processes. A scan is drawn in three steps: the
+patient (:class:`PatientModel`: body, anatomy, disease, benign uptake), an acquisition of it
+(:func:`acquire`) and the merged scan with its labels and truth (:func:`render_study`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,11 +25,17 @@ from bsi_d2.phantom.anatomy import (
     PIXEL_SPACING_MM,
     VIEW_SHAPE,
     Anatomy,
+    BodyParameters,
     build_anatomy,
     mirror,
     sample_body,
 )
-from bsi_d2.phantom.dicom_writer import SyntheticIdentity, write_one_view, write_two_frame
+from bsi_d2.phantom.dicom_writer import (
+    SyntheticIdentity,
+    study_link,
+    write_one_view,
+    write_two_frame,
+)
 from bsi_d2.phantom.disease import Disease, sample_disease
 from bsi_d2.phantom.lesions import (
     ColdSpot,
@@ -79,6 +86,20 @@ PATTERNS = ("none", "focal", "diffuse_spine", "extensive", "superscan")
 
 
 @dataclass
+class PatientModel:
+    """What a phantom's scan was drawn from, in its anterior view's frame: kept so that later
+    studies of the patient show the same body (:mod:`bsi_d2.phantom.followup`)."""
+
+    body: BodyParameters
+    anatomy: Anatomy
+    disease: Disease
+    hot_spots: list[HotSpot]
+    cold_spots: list[ColdSpot]  # the look-alikes' and the disease's
+    preset: Difficulty
+    taxonomy: Taxonomy
+
+
+@dataclass
 class Phantom:
     """One synthetic patient: count views, the merged scan, Labelme shapes and the truth."""
 
@@ -93,6 +114,8 @@ class Phantom:
     identity: SyntheticIdentity
     parameters: dict = field(default_factory=dict)
     difficulty: str = "standard"
+    visit: int = 0  # 0 the baseline, v the v-th follow-up study (bsi_d2.phantom.followup)
+    model: PatientModel | None = field(default=None, repr=False, compare=False)
 
     @property
     def shapes(self) -> list[dict]:
@@ -135,8 +158,6 @@ def generate_phantom(
     anatomy = build_anatomy(body, rng, detailed=preset.detailed_anatomy)
     height_px = body.height_cm * 10.0 / PIXEL_SPACING_MM
     cold_spots: list[ColdSpot] = []
-    drawn: dict[int, dict[str, BaseGeometry]] | None = None
-    visibility: dict[int, dict[str, dict]] = {}
     if preset.disease == "standard" and (make_disease or make_lookalikes):
         raise ValueError("make_disease and make_lookalikes need the hard preset's renderer")
     if preset.disease == "standard":
@@ -146,53 +167,105 @@ def generate_phantom(
         )
         disease = Disease(metastases, pattern="focal" if metastases else "none")
         hot_spots = sample_hot_spots(anatomy, rng, height_px)
-        drawn_low = bool(rng.random() < LOW_COUNT_FRACTION)
-        is_low = drawn_low if low_count is None else bool(low_count)
-        count_level = float(rng.uniform(16.0, 30.0) if is_low else rng.uniform(42.0, 78.0))
-        kidney_uptake = float(rng.uniform(0.6, 1.8))
-        views = _render_views(anatomy, metastases, hot_spots, count_level, kidney_uptake, rng)
     else:
         if make_disease is None:
             disease = sample_disease(anatomy, preset, rng, count=lesion_count)
         else:
             disease = make_disease(anatomy, rng)
-        metastases = disease.metastases
         if make_lookalikes is None:
             hot_spots, cold_spots = sample_lookalikes(anatomy, rng, height_px, disease.superscan)
         else:
             hot_spots, cold_spots = make_lookalikes(anatomy, rng)
         cold_spots = cold_spots + disease.cold
-        lo, hi = preset.count_range_mcts or (0.5, 3.5)
-        if low_count is None:  # log-normal around a typical 1.8 Mcts per view, clipped
-            target = float(np.clip(np.exp(rng.normal(np.log(1.8), 0.45)), lo, hi)) * 1e6
-        else:
-            lo, hi = (lo, LOW_COUNT_MCTS) if low_count else (LOW_COUNT_MCTS, hi)
-            target = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) * 1e6
-        kidney_uptake = float(rng.uniform(0.6, 1.8)) * (0.12 if disease.superscan else 1.0)
-        views, base, count_level = _render_views_detailed(
-            anatomy, disease, hot_spots, cold_spots, target, kidney_uptake, preset, rng
+    model = PatientModel(body, anatomy, disease, hot_spots, cold_spots, preset, taxonomy)
+    acquisition = acquire(model, rng, low_count)
+    return render_study(patient_id(index), int(index), int(seed), model, acquisition, rng)
+
+
+@dataclass
+class Acquisition:
+    """One acquisition of a patient: the count views and what they were drawn with."""
+
+    views: dict[str, np.ndarray]
+    low_count: bool
+    count_level: float  # counts per pixel of normal bone
+    kidney_uptake: float
+    # hard preset: lesion id -> view -> the outline an annotator draws, and what was visible
+    drawn: dict[int, dict[str, BaseGeometry]] | None = None
+    visibility: dict[int, dict[str, dict]] = field(default_factory=dict)
+
+
+def acquire(
+    model: PatientModel, rng: np.random.Generator, low_count: bool | None = None
+) -> Acquisition:
+    """Count level, kidney uptake and the Poisson count views of ``model``'s patient as drawn
+    now; ``low_count`` overrides the draw of a low-count scan."""
+    preset, disease = model.preset, model.disease
+    if preset.disease == "standard":
+        drawn_low = bool(rng.random() < LOW_COUNT_FRACTION)
+        is_low = drawn_low if low_count is None else bool(low_count)
+        count_level = float(rng.uniform(16.0, 30.0) if is_low else rng.uniform(42.0, 78.0))
+        kidney_uptake = float(rng.uniform(0.6, 1.8))
+        views = _render_views(
+            model.anatomy, disease.metastases, model.hot_spots, count_level, kidney_uptake, rng
         )
-        is_low = bool(views["anterior"].sum() < LOW_COUNT_MCTS * 1e6)
-        drawn, visibility = _drawn_lesions(metastases, base, count_level, preset, rng)
+        return Acquisition(views, is_low, count_level, kidney_uptake)
+    lo, hi = preset.count_range_mcts or (0.5, 3.5)
+    if low_count is None:  # log-normal around a typical 1.8 Mcts per view, clipped
+        target = float(np.clip(np.exp(rng.normal(np.log(1.8), 0.45)), lo, hi)) * 1e6
+    else:
+        lo, hi = (lo, LOW_COUNT_MCTS) if low_count else (LOW_COUNT_MCTS, hi)
+        target = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) * 1e6
+    kidney_uptake = float(rng.uniform(0.6, 1.8)) * (0.12 if disease.superscan else 1.0)
+    views, base, count_level = _render_views_detailed(
+        model.anatomy,
+        disease,
+        model.hot_spots,
+        model.cold_spots,
+        target,
+        kidney_uptake,
+        preset,
+        rng,
+    )
+    is_low = bool(views["anterior"].sum() < LOW_COUNT_MCTS * 1e6)
+    drawn, visibility = _drawn_lesions(disease.metastases, base, count_level, preset, rng)
+    return Acquisition(views, is_low, count_level, kidney_uptake, drawn, visibility)
+
+
+def render_study(
+    pid: str,
+    index: int,
+    seed: int,
+    model: PatientModel,
+    acquisition: Acquisition,
+    rng: np.random.Generator,
+    identity: SyntheticIdentity | None = None,
+    visit: int = 0,
+) -> Phantom:
+    """The phantom ``pid`` of an acquisition: merged scan, labelled instances and the truth;
+    without ``identity`` one is drawn (the baseline's)."""
+    anatomy, metastases, hot_spots = model.anatomy, model.disease.metastases, model.hot_spots
+    preset, taxonomy, disease = model.preset, model.taxonomy, model.disease
+    views, drawn, visibility = acquisition.views, acquisition.drawn, acquisition.visibility
     merged = merge_views(views["anterior"], views["posterior"])
     instances = _instances(
         anatomy, metastases, hot_spots, merged, taxonomy, drawn, preset.annotator_noise, rng
     )
     measured = build_truth(instances, merged.counts, taxonomy)
-    identity = SyntheticIdentity.sample(rng, uid_seed=f"bsi_d2-phantom-{seed}-{index}")
+    if identity is None:
+        identity = SyntheticIdentity.sample(rng, uid_seed=f"bsi_d2-phantom-{seed}-{index}")
     parameters = {
-        **body.to_dict(),
+        **model.body.to_dict(),
         "total_counts": int(
             views["anterior"].sum(dtype=np.int64) + views["posterior"].sum(dtype=np.int64)
         ),
-        "low_count": is_low,
-        "bone_counts_per_pixel": round(count_level, 3),
-        "kidney_uptake": round(kidney_uptake, 3),
+        "low_count": acquisition.low_count,
+        "bone_counts_per_pixel": round(acquisition.count_level, 3),
+        "kidney_uptake": round(acquisition.kidney_uptake, 3),
         "hot_spots": [h.kind for h in hot_spots],
         "pixel_spacing_mm": PIXEL_SPACING_MM,
         "view_shape": list(VIEW_SHAPE),
     }
-    pid = patient_id(index)
     seen: dict[int, list[str]] = {}
     for inst in instances:
         if inst.lesion_id is not None:
@@ -223,7 +296,7 @@ def generate_phantom(
         "lookalikes": [_benign_record(h.kind, h.outline, merged) for h in hot_spots],
         "cold_spots": [
             {**_benign_record(c.kind, c.outline, merged), "metastasis": c.lesion}
-            for c in cold_spots
+            for c in model.cold_spots
         ],
         "parameters": parameters,
     }
@@ -239,6 +312,8 @@ def generate_phantom(
         identity,
         parameters,
         preset.name,
+        visit,
+        model,
     )
 
 
@@ -523,10 +598,13 @@ def _jsonable(value):
 # -- files ----------------------------------------------------------------------------------
 
 
-def write_phantom(phantom: Phantom, out: str | Path, one_view_per_file: bool = False) -> Path:
-    """Write one phantom's DICOM, merged PNGs, Labelme JSON and truth JSON; returns the truth
+def write_phantom(
+    phantom: Phantom, out: str | Path, one_view_per_file: bool = False, link: bool = False
+) -> Path:
+    """Write one phantom's DICOM, merged PNGs, Labelme JSON and truth JSON, and with ``link``
+    its ``labelme/<id>.meta.json`` (study key, patient key, shifted date); returns the truth
     path."""
-    from bsi_d2.io.base import COUNTS_SUFFIX
+    from bsi_d2.io.base import COUNTS_SUFFIX, META_SUFFIX
     from bsi_d2.io.labelme import write_labelme
     from bsi_d2.io.png import write_png
 
@@ -563,112 +641,9 @@ def write_phantom(phantom: Phantom, out: str | Path, one_view_per_file: bool = F
     write_png(labelme_dir / f"{pid}{COUNTS_SUFFIX}", counts)
     h, w = phantom.merged.display.shape
     write_labelme(labelme_dir / f"{pid}.json", f"{pid}.png", h, w, phantom.shapes)
+    if link:
+        meta = json.dumps(study_link(phantom.identity), indent=1) + "\n"
+        (labelme_dir / f"{pid}{META_SUFFIX}").write_text(meta, encoding="utf-8")
     truth_path = truth_dir / f"{pid}.json"
     truth_path.write_text(json.dumps(phantom.truth, indent=1) + "\n", encoding="utf-8")
     return truth_path
-
-
-def _generate_and_write(task: tuple) -> tuple[int, str | None, dict | None]:
-    index, seed, out, one_view, difficulty, noise = task
-    try:
-        phantom = generate_phantom(index, seed, difficulty=difficulty, annotator_noise=noise)
-        path = write_phantom(phantom, out, one_view)
-    except Exception as err:  # one broken patient must not stop the batch; it is recorded
-        logger.exception("%s: generation failed", patient_id(index))
-        return index, None, {"patient": patient_id(index), "error": f"{type(err).__name__}: {err}"}
-    summary = {
-        "patient": phantom.patient,
-        "lesion_count": phantom.truth["lesion_count"],
-        "bsi": phantom.truth["bsi"],
-        "arm_pose": phantom.parameters["arm_pose"],
-        "low_count": phantom.parameters["low_count"],
-        "reference_bsi": phantom.truth["reference"]["bsi"],
-        "pattern": phantom.truth["disease_pattern"],
-    }
-    return index, str(path), summary
-
-
-def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # the pool is the parallelism; nested threads only contend
-
-
-def write_phantoms(
-    out: str | Path,
-    n: int,
-    seed: int = 0,
-    workers: int | None = None,
-    one_view_per_file: bool = False,
-    difficulty: str | Difficulty | None = None,
-    annotator_noise: bool | None = None,
-) -> list[Path]:
-    """Write patients ``0 .. n-1`` of ``seed`` under ``out`` and a ``manifest.json``;
-    ``difficulty`` and ``annotator_noise`` as in :func:`generate_phantom`.
-
-    Returns the truth JSON path of every patient written, in order. A patient that fails is
-    logged and listed under ``failed`` in the manifest; the others are still written.
-    """
-    from bsi_d2 import __version__
-
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    workers = min(os.cpu_count() or 1, n) if workers is None else max(1, int(workers))
-    preset = get_difficulty(difficulty, annotator_noise)
-    tasks = [
-        (i, int(seed), str(out), bool(one_view_per_file), preset, annotator_noise) for i in range(n)
-    ]
-    if workers <= 1 or n <= 1:
-        _init_worker()
-        results = [_generate_and_write(t) for t in tasks]
-    else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-            results = list(
-                pool.map(_generate_and_write, tasks, chunksize=max(1, n // (4 * workers)))
-            )
-    written = [Path(p) for _, p, _ in sorted(results, key=lambda r: r[0]) if p is not None]
-    ok = [s for _, p, s in results if p is not None]
-    failed = [s for _, p, s in results if p is None]
-    counts = [s["lesion_count"] for s in ok]
-    manifest = {
-        "software": "bsi_d2",
-        "version": __version__,
-        "generator": "bsi_d2.phantom",
-        "seed": int(seed),
-        "n": int(n),
-        "difficulty": preset.name,
-        "preset": preset.to_dict(),
-        "ids": [s["patient"] for s in ok],
-        "layout": {
-            "dicom": "dicom/<id>_ANT.dcm, dicom/<id>_POST.dcm"
-            if one_view_per_file
-            else "dicom/<id>.dcm (frame 1 anterior, frame 2 posterior)",
-            "image": "labelme/<id>.png (8-bit display), labelme/<id>.counts.png (16-bit counts)",
-            "labelme": "labelme/<id>.json",
-            "truth": "truth/<id>.json",
-        },
-        "kidney_instances": "one kidney instance per kidney per view",
-        "bladder_instances": "one bladder instance per view (a decoy, category bladder, id 12 in "
-        "the default taxonomy); its mask may overlap the pelvis region, region masks never overlap",
-        "summary": {
-            "patients_without_lesion": sum(1 for c in counts if c == 0),
-            "lesions_min": min(counts, default=0),
-            "lesions_max": max(counts, default=0),
-            "low_count_scans": sum(1 for s in ok if s["low_count"]),
-            "bsi_max": max((s["bsi"] for s in ok), default=0.0),
-            "reference_bsi_max": max((s["reference_bsi"] for s in ok), default=0.0),
-            "patterns": {p: sum(1 for s in ok if s["pattern"] == p) for p in PATTERNS},
-            "arm_poses": {
-                p: sum(1 for s in ok if s["arm_pose"] == p) for p in ("down", "away", "crossed")
-            },
-        },
-        "patients": ok,
-        "failed": failed,
-        "note": "Synthetic data with made-up identities; not for diagnosis.",
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    if failed:
-        logger.warning("%d of %d phantoms failed; see %s", len(failed), n, out / "manifest.json")
-    return written

@@ -8,6 +8,7 @@ strength and in the far view weaker and wider, or not at all when too deep. Beni
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,8 +113,15 @@ def blob(
     return Polygon(pts @ rot + center)
 
 
-def sample_metastases(anatomy: Anatomy, count: int, rng: np.random.Generator) -> list[Metastasis]:
-    """Up to ``count`` non-overlapping metastases on the bones their site allows."""
+def sample_metastases(
+    anatomy: Anatomy,
+    count: int,
+    rng: np.random.Generator,
+    existing: Sequence[Metastasis] = (),
+    first_id: int = 1,
+) -> list[Metastasis]:
+    """Up to ``count`` non-overlapping metastases on the bones their site allows, numbered from
+    ``first_id`` and kept off the ``existing`` ones (a follow-up's new lesions)."""
     by_site: dict[str, list] = {}
     for part in anatomy.parts:
         if part.site and not part.geometry.is_empty:
@@ -134,12 +142,12 @@ def sample_metastases(anatomy: Anatomy, count: int, rng: np.random.Generator) ->
             if any(
                 math.dist(center, m.center)
                 < 0.9 * (radius + m.diameter_mm / 2.0 / PIXEL_SPACING_MM)
-                for m in lesions
+                for m in (*existing, *lesions)
             ):
                 continue
             lesions.append(
                 Metastasis(
-                    lesion_id=len(lesions) + 1,
+                    lesion_id=first_id + len(lesions),
                     site=site,
                     center=center,
                     depth=float(rng.uniform(*part.depth)),

@@ -208,6 +208,39 @@ def bstbi_notes(
     return notes
 
 
+def skeleton_landmarks(region_map: np.ndarray, taxonomy: Taxonomy) -> dict[str, dict]:
+    """The record's ``landmarks``: per view (its half of the merged image), per skeletal region
+    found there, ``{"centroid": [x, y], "pixels": n, "bbox": [x0, y0, x1, y1]}`` in merged-image
+    pixels (centroid to 0.1 pixel, box end exclusive): what follow-up aligns two studies by."""
+    from scipy import ndimage
+
+    width = region_map.shape[1]
+    half = width // 2
+    names = {c.id: c.name for c in taxonomy.region_classes}
+    out: dict[str, dict] = {}
+    for view, (x0, x1) in zip(VIEW_ORDER, ((0, half), (half, width)), strict=True):
+        part = region_map[:, x0:x1]
+        regions = {}
+        # find_objects gives each class's box in one pass; the sums then read only that box
+        for class_id, box in enumerate(ndimage.find_objects(part), start=1):
+            if box is None or class_id not in names:
+                continue
+            inside = part[box] == class_id
+            per_row = np.count_nonzero(inside, axis=1)
+            per_col = np.count_nonzero(inside, axis=0)
+            n = int(per_row.sum())
+            rows, cols = box
+            x = x0 + cols.start + float(per_col @ np.arange(per_col.size)) / n
+            y = rows.start + float(per_row @ np.arange(per_row.size)) / n
+            regions[names[class_id]] = {
+                "centroid": [round(x, 1), round(y, 1)],
+                "pixels": n,
+                "bbox": [x0 + cols.start, rows.start, x0 + cols.stop, rows.stop],
+            }
+        out[view] = regions
+    return out
+
+
 def analysis_record(
     analysis: ScanAnalysis, taxonomy: Taxonomy, counts_source: str | None = None
 ) -> dict[str, Any]:
@@ -240,4 +273,5 @@ def analysis_record(
         "lesion_pixels_counted": counted,
         "lesion_pixels_outside": model.pixels_where(SITE_BONE, SITE_OUTSIDE) - counted,
         "lesion_pixels_in_decoys": int(model.pixels_where(SITE_DECOY)),
+        "landmarks": skeleton_landmarks(analysis.region_map, taxonomy),
     }

@@ -57,6 +57,10 @@ class Lesion:
     site_class: int  # class id of its region or decoy; 0 outside
     pixels: dict[str, int]  # per view, all its pixels
     counted: dict[str, int]  # per view, its pixels counted in the BSI (0 unless a bone lesion)
+    # per view it is seen in, merged-image pixel coordinates: centroid [x, y] (to 0.1 pixel)
+    # and box [x0, y0, x1, y1) of its appearance there; what follow-up matches lesions by
+    centroid: dict[str, list[float]] = field(default_factory=dict)
+    bbox: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self, taxonomy: Taxonomy) -> dict:
         return {
@@ -67,6 +71,8 @@ class Lesion:
             "score": float(self.score),
             "pixels": dict(self.pixels),
             "counted_pixels": dict(self.counted),
+            "centroid": {view: list(xy) for view, xy in self.centroid.items()},
+            "bbox": {view: list(box) for view, box in self.bbox.items()},
         }
 
 
@@ -182,10 +188,13 @@ def build_lesion_model(
 
     views = []
     centroids = np.zeros((len(groups), 2), dtype=np.float64)
+    group_boxes = np.zeros((len(groups), 4), dtype=np.int64)  # x0, y0, x1, y1 (exclusive)
     for g in range(len(groups)):
         sel = order[starts[g] : starts[g + 1]]
-        views.append(_view_of_pixels(pix_col[sel], half))
-        centroids[g] = (float(np.mean(flat[sel] // width)), float(np.mean(pix_col[sel])))
+        rows, cols = flat[sel] // width, pix_col[sel]
+        views.append(_view_of_pixels(cols, half))
+        centroids[g] = (float(np.mean(rows)), float(np.mean(cols)))
+        group_boxes[g] = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
 
     pairs: list[tuple[int, int]] = []
     if match_views and len(groups) > 1:
@@ -221,11 +230,12 @@ def build_lesion_model(
         anterior = pix_col[sel] < half
         counted = on_bone[sel] if site == SITE_BONE else np.zeros(sel.size, dtype=bool)
         instance_ids = sorted(i for g in member for i in groups[g])
+        by_view = sorted(member, key=lambda g: VIEW_ORDER.index(views[g]))
         lesions.append(
             Lesion(
                 id=lesion_id,
                 instances=instance_ids,
-                views=[views[g] for g in sorted(member, key=lambda g: VIEW_ORDER.index(views[g]))],
+                views=[views[g] for g in by_view],
                 score=float(kept.scores[instance_ids].max()),
                 site=site,
                 site_class=site_class,
@@ -237,6 +247,11 @@ def build_lesion_model(
                     VIEW_ORDER[0]: int(np.count_nonzero(counted & anterior)),
                     VIEW_ORDER[1]: int(np.count_nonzero(counted & ~anterior)),
                 },
+                centroid={
+                    views[g]: [round(float(centroids[g, 1]), 1), round(float(centroids[g, 0]), 1)]
+                    for g in by_view
+                },
+                bbox={views[g]: [int(v) for v in group_boxes[g]] for g in by_view},
             )
         )
         group_to_lesion[[g + 1 for g in member]] = lesion_id

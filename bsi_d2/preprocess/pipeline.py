@@ -4,8 +4,10 @@ and the batch that writes prepared scans to a folder (``bsi-d2 preprocess``).
 Outputs per study ``<key>``: ``<key>.png`` (8-bit display), ``<key>.counts.png`` (16-bit raw
 counts, clipped at 65535), ``<key>.meta.json`` (the reader's metadata through the allow-list
 :data:`META_FIELDS`, placements, view rules) and optionally ``<key>.json``, an empty Labelme file
-pointing at the PNG. Every file is written to a temporary name and renamed, so a crash never
-leaves a half-written output. Input files are named by
+pointing at the PNG. The readers take the study link (``study_key``, ``patient_key``, the kept
+study date) back from ``<key>.meta.json`` when the PNG is read, so ``predict`` on these files
+writes the same keys as ``predict`` on the DICOM. Every file is written to a temporary name and
+renamed, so a crash never leaves a half-written output. Input files are named by
 :func:`bsi_d2.io.pseudonym.input_label` in the report, the metadata and the log, unless identity
 is kept: folder and file names may be a patient's ID or name.
 """
@@ -27,7 +29,7 @@ from bsi_d2.io.base import COUNTS_SUFFIX, ScanImage, SkippedInput
 from bsi_d2.io.files import atomic_path, atomic_write_bytes
 from bsi_d2.io.limits import ReadLimits
 from bsi_d2.io.png import write_png
-from bsi_d2.io.pseudonym import InputLabels, digest_suffix
+from bsi_d2.io.pseudonym import LINK_FIELDS, InputLabels, digest_suffix
 from bsi_d2.io.readers import iter_scans, source_digests
 from bsi_d2.preprocess.merge import (
     KNEE_ROW,
@@ -74,6 +76,9 @@ META_FIELDS = (
     "paired_files",
     "warnings",  # the readers' own sentences
     "study_key",
+    "patient_key",  # salted PatientID + IssuerOfPatientID: links a patient's studies
+    "study_date",  # only as --keep-dates keeps it (its month, or shifted), else None
+    "study_date_kind",  # month, shifted, or exact (with --keep-identity only)
     "series_key",
     "preprocess",  # placements and display rule, from preprocess_scan
 )
@@ -268,8 +273,13 @@ def preprocess_paths(
     cut_below_knee: bool = False,
     progress: bool = True,
     limits: ReadLimits | None = None,
+    keep_dates: str | None = None,
 ) -> PreprocessSummary:
     """Read every scan under ``inputs``, write the prepared files and ``preprocess_report.json``.
+
+    Each scan's entry in the report, like its ``<key>.meta.json``, carries its study link
+    (:data:`~bsi_d2.io.pseudonym.LINK_FIELDS`); the study date only as ``keep_dates`` (month,
+    shift) or ``keep_identity`` (exact) keeps it.
 
     Never stops at a bad file: unreadable inputs, non-scans and scans that fail to preprocess are
     recorded in the summary with the reason. Input files are named by their labels
@@ -288,6 +298,7 @@ def preprocess_paths(
         keep_identity=keep_identity,
         exclude=[out_dir],
         limits=limits,
+        keep_dates=keep_dates,
     )
     seen: dict[tuple[str, ...], str] = {}  # the input files' digests -> their labels, this run
     with labels.in_logs():
@@ -324,6 +335,7 @@ def preprocess_paths(
             metadata = allowed_metadata(prepared.metadata)
             entry: dict[str, Any] = {
                 "key": prepared.key,
+                **{name: metadata.get(name) for name in LINK_FIELDS},
                 "files": files,
                 "views": metadata["preprocess"]["views_present"],
                 "view_rules": {

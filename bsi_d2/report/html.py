@@ -363,7 +363,8 @@ def _report_link(record: dict) -> str:
 
 
 INDEX_PAGE_ROWS = 500  # rows per index page; a larger batch's index is split into pages
-INDEX_HEADERS = ["Key", "Model finding", "Sites", "Burden", "BSI (%)", "BSTBI", "Lesions"]
+INDEX_HEADERS = ["Key", "Patient", "Model finding", "Sites", "Burden", "BSI (%)", "BSTBI",
+                 "Lesions"]  # fmt: skip
 FAILED_HEADERS = ["Key", "Status", "Reason"]
 
 
@@ -376,6 +377,7 @@ def _index_row(r: dict, taxonomy: Taxonomy | None) -> list[str]:
     sites = ", ".join(lesion_sites(r, taxonomy)) if r.get("abnormal") else ""
     return [
         _report_link(r),
+        _e(r.get("patient_key")) or '<span class="muted">&mdash;</span>',
         finding,
         _e(sites) or '<span class="muted">&mdash;</span>',
         _e(r.get("burden_group") or "none"),
@@ -427,7 +429,7 @@ def _index_body(
 ) -> str:
     parts = [nav, "<h2>Scans</h2>"] if nav else ["<h2>Scans</h2>"]
     if ok_rows:
-        parts.append(_table(INDEX_HEADERS, ok_rows, numeric_from=4))
+        parts.append(_table(INDEX_HEADERS, ok_rows, numeric_from=5))
     elif not any_ok:
         parts.append('<p class="muted">No scan was analysed.</p>')
     if failed_rows:

@@ -157,7 +157,9 @@ def test_mixed_folder_finishes_good_scans_and_explains_bad_ones(inputs, first_ru
     for e in errors:
         assert e["path"] in e["reason"], e  # the reason names the file, by its label
     summary = (out / "bsi_summary.csv").read_text().splitlines()
-    assert len(summary) == 4 and summary[0].startswith("key,status,bsi,bsi_coverage,bstbi")
+    assert len(summary) == 4 and summary[0].startswith(
+        "key,study_key,patient_key,study_date,study_date_kind,status,bsi,bsi_coverage,bstbi"
+    )
     index = (out / "index.html").read_text()
     assert all(f"scans/{k}/report.html" in index for k in records)
     # nothing written names the patient of the DICOM that was rejected

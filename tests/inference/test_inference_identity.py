@@ -1,7 +1,8 @@
 """Patient identity never leaves through file paths: an archive laid out as
 ``<PatientID>/<PatientName>.dcm`` (phantoms with their synthetic identity, a truncated copy, a CT
 slice, an empty file, a file without view information) through ``bsi-d2 preprocess`` and
-``bsi-d2 predict``; nothing written or logged names the patient unless ``--keep-identity``."""
+``bsi-d2 predict``; nothing written or logged names the patient, or gives the study date in any
+form, unless ``--keep-identity`` (``--keep-dates``: only the month, or the shifted date)."""
 
 import json
 import logging
@@ -15,7 +16,9 @@ import torch
 from helpers.paths import CPU_CONFIG
 
 from bsi_d2 import cli
-from bsi_d2.io.pseudonym import input_label
+from bsi_d2.inference.replay import display_digest, instances_entry, save_recording
+from bsi_d2.io.pseudonym import input_label, kept_study_date
+from bsi_d2.io.readers import read_scan_file
 from bsi_d2.phantom import write_phantoms
 from bsi_d2.phantom.dicom_writer import build_nm_dataset, write_dataset
 
@@ -34,7 +37,14 @@ def _identity(path: Path) -> dict[str, str]:
         "name": str(ds.PatientName),
         "id": str(ds.PatientID),
         "birth": str(ds.PatientBirthDate),
+        "study": str(ds.StudyDate),
     }
+
+
+def _date_forms(date: str) -> set[str]:
+    """A DICOM date (YYYYMMDD) as it could be written: as stored, ISO, and its month."""
+    iso = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    return {date, iso, iso[:7], f"{date[6:]}.{date[4:6]}.{date[:4]}", iso.replace("-", "/")}
 
 
 def _ct_slice(path: Path, identity: dict[str, str]) -> None:
@@ -63,6 +73,7 @@ def archive(tmp_path_factory):
         folder.mkdir()
         files[f"scan{i}"] = Path(shutil.copy(source, folder / f"{ident['name']}.dcm"))
         secrets |= {ident["id"], ident["name"], ident["birth"], *ident["name"].split("^")}
+        secrets |= _date_forms(ident["study"])
     first, second = identities
     cut = root / first["id"] / f"{first['name']}_cut.dcm"
     cut.write_bytes(files["scan0"].read_bytes()[:-5000])
@@ -173,3 +184,58 @@ def test_keep_identity_names_the_files(archive, weights, tmp_path, caplog):
     errors = [json.loads(line) for line in (predicted / "errors.jsonl").read_text().splitlines()]
     assert {e["path"] for e in errors} == {str(p) for p in bad}
     assert str(files["truncated"]) in caplog.text
+
+
+def _recording(files: dict[str, Path], path: Path) -> Path:
+    """A recording answering for the two phantoms with no instance: no model is needed to see
+    what the records carry."""
+    from bsi_d2.preprocess.pipeline import preprocess_scan
+    from bsi_d2.structures.instances import Instances
+
+    entries = []
+    for kind in ("scan0", "scan1"):
+        (scan,) = read_scan_file(files[kind])
+        display = preprocess_scan(scan).display
+        entries.append(instances_entry(display_digest(display), Instances.empty(*display.shape)))
+    return save_recording(path, entries)
+
+
+@pytest.mark.parametrize("keep_dates", [None, "month", "shift"])
+def test_study_dates_leave_only_as_kept_and_patients_only_as_keys(
+    archive, tmp_path, caplog, capsys, keep_dates
+):
+    root, secrets, files = archive
+    caplog.set_level(logging.DEBUG)
+    flags = ["--no-progress", "--salt", SALT] + (["--keep-dates", keep_dates] if keep_dates else [])
+    prepared, predicted = tmp_path / "prepared", tmp_path / "predicted"
+    assert cli.main(["preprocess", str(root), "--out", str(prepared), *flags]) == 0
+    recording = _recording(files, tmp_path / "recording.jsonl")
+    argv = ["predict", str(root), "--replay", str(recording), "--out", str(predicted), *flags]
+    assert cli.main(argv) == 0
+
+    kept: dict[str, tuple[str, str] | None] = {}  # PatientID -> the date as kept
+    for kind in ("scan0", "scan1"):
+        ident = _identity(files[kind])
+        kept[ident["id"]] = keep_dates and kept_study_date(
+            ident["study"], keep_dates, ident["id"], None, SALT
+        )
+    # what may be written: the kept date, and of the true date only what the kept one shows
+    allowed = {value for value, _ in filter(None, kept.values())}
+    hidden = [s for s in secrets if not any(a.startswith(s) for a in allowed)]
+    assert _leaks_in_folder(prepared, hidden) == {}
+    assert _leaks_in_folder(predicted, hidden) == {}
+    assert _leaks(_logged(caplog, capsys), hidden) == []
+
+    records = [json.loads(p.read_text()) for p in (predicted / "scans").glob("*/bsi.json")]
+    dated = [r for r in records if r["study_date"] is not None]
+    assert sorted(r["study_date"] for r in dated) == sorted(allowed)
+    assert {r["study_date_kind"] for r in dated} <= {"month", "shifted"}
+    assert len({r["patient_key"] for r in records}) == 2  # two patients, viewless file of one
+    assert all(
+        r["study_key"].startswith("s") and r["patient_key"].startswith("pt") for r in records
+    )
+    metas = [json.loads(p.read_text()) for p in prepared.glob("*.meta.json")]
+    assert sorted((m["study_key"], m["patient_key"]) for m in metas) == sorted(
+        (r["study_key"], r["patient_key"]) for r in records
+    )  # preprocess and predict name each study and patient alike
+    assert sorted(filter(None, (m["study_date"] for m in metas))) == sorted(allowed)

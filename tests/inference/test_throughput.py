@@ -175,7 +175,7 @@ def test_writer_threads_write_what_one_scan_at_a_time_writes(archive, taxonomy, 
     scan = next((tmp_path / "threads" / "scans").iterdir())
     names = {p.name for p in scan.iterdir()}
     assert {"bsi.json", "predictions.json", "labelmap.png", "overlay.png", "report.html",
-            f"{scan.name}.png", f"{scan.name}.json"} == names  # fmt: skip
+            f"{scan.name}.png", f"{scan.name}.json", f"{scan.name}.meta.json"} == names  # fmt: skip
 
 
 def test_outputs_choose_the_files_and_bsi_json_is_always_written(archive, taxonomy, tmp_path):

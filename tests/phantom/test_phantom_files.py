@@ -15,7 +15,7 @@ from bsi_d2 import cli
 from bsi_d2.data.convert import convert_labelme_folder
 from bsi_d2.io.base import ScanImage
 from bsi_d2.io.readers import iter_scans
-from bsi_d2.phantom import generate as generate_module
+from bsi_d2.phantom import folder as generate_module
 from bsi_d2.phantom import generate_phantom, write_phantoms
 from bsi_d2.structures.masks import rle_to_mask, segmentation_to_mask
 
