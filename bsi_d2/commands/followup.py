@@ -64,6 +64,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="suggest 'progression' for N or more new lesions; default: no category",
     )
+    parser.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        metavar="PHANTOM_DIR",
+        help="phantom folder written with --follow-up: score the reported changes against its "
+        "truth (OUT/truth_agreement.json: delta BSI agreement, new and resolved lesions found)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -103,6 +111,12 @@ def main(args: argparse.Namespace) -> int:
     )
     result = follow_up(studies, options)
     write_followup(args.out, result)
+    if args.truth is not None:
+        try:
+            print(truth_summary(args.out, args.truth))
+        except ValueError as err:
+            logger.error("%s", err)
+            return 2
     pairs = sum(len(p.pairs) for p in result.patients)
     for patient in result.patients:
         for error in patient.errors:
@@ -117,3 +131,46 @@ def main(args: argparse.Namespace) -> int:
         args.out,
     )
     return 0
+
+
+def truth_summary(out: Path, truth_dir: Path) -> str:
+    """Score ``out/followup.json`` against the phantom truth, write ``truth_agreement.json`` and
+    say in a few lines how the reported changes compare."""
+    import json
+
+    from bsi_d2.evaluation.followup import read_truths, score_followup
+    from bsi_d2.io.files import atomic_write_text
+
+    document = json.loads((out / "followup.json").read_text(encoding="utf-8"))
+    score = score_followup(document, read_truths(truth_dir))
+    atomic_write_text(out / "truth_agreement.json", json.dumps(score, indent=1) + "\n")
+    lines = [f"against the phantom truth ({score['pairs_scored']} pairs scored, "
+             f"{len(score['pairs_without_truth'])} without truth, "
+             f"{len(score['pairs_not_assessable'])} not assessable):"]  # fmt: skip
+    for span in ("consecutive", "baseline_to_latest"):
+        part = score.get(span, {})
+        if not part.get("n"):
+            continue
+        image = part["delta_bsi_vs_truth"]
+        geometric = part["delta_bsi_vs_reference"]
+        lines.append(
+            f"  {span.replace('_', ' ')} ({part['n']} pairs): delta BSI r "
+            f"{_num(image['correlation']['pearson_r'])}, bias "
+            f"{_num(image['bland_altman']['bias'])} (image-space truth); r "
+            f"{_num(geometric['correlation']['pearson_r'])}, bias "
+            f"{_num(geometric['bland_altman']['bias'])} (geometric reference); new lesions "
+            f"{_found(part['new'])}; no longer seen {_found(part['resolved'])}"
+        )
+    lines.append(f"written to {out / 'truth_agreement.json'}")
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _found(counts: dict) -> str:
+    return (
+        f"{counts['true_found']} of {counts['true']} found, {counts['reported_right']} of "
+        f"{counts['reported']} reported right"
+    )
