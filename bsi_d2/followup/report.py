@@ -28,7 +28,7 @@ from bsi_d2.followup.compare import (
 from bsi_d2.inference.outputs import atomic_write_json
 from bsi_d2.io.files import atomic_path, atomic_write_text
 from bsi_d2.preprocess.merge import VIEW_ORDER
-from bsi_d2.report.html import _e, _num, _table, render_page
+from bsi_d2.report.html import esc, fmt_num, html_table, render_page
 
 PAIRS_FILE = "followup_pairs.csv"
 JSON_FILE = "followup.json"
@@ -121,12 +121,12 @@ def _plot_date(study: Study) -> datetime.date | None:
 def trend_png(studies: Sequence[Study]) -> bytes:
     """PNG of the patient's BSI over time (in study order where dates are missing); a study
     without a result is a grey dotted line, never a value."""
-    from bsi_d2.report.plots import _pyplot
+    from bsi_d2.report.plots import pyplot
 
     dates = [_plot_date(s) for s in studies]
     by_date = all(d is not None for d in dates)
     xs: list[Any] = dates if by_date else list(range(1, len(studies) + 1))
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.2), dpi=100)
     ok = [(x, float(s.record["bsi"])) for x, s in zip(xs, studies, strict=True) if s.ok]
     if ok:
@@ -169,22 +169,22 @@ def _studies_table(patient: PatientFollowup) -> str:
     rows = []
     for s in patient.studies:
         summary = s.summary()
-        status = _e(summary["status"])
+        status = esc(summary["status"])
         if not s.ok:
             status = f'<span class="status-failed">{status}</span>'
         rows.append(
             [
-                _e(_date_text(summary)),
-                _e(summary["key"]),
+                esc(_date_text(summary)),
+                esc(summary["key"]),
                 status,
-                _num(summary["bsi"], 2),
-                _num(summary["bstbi"], 4),
-                _e(summary["lesion_count"]),
-                _e(summary["burden_group"] or ""),
+                fmt_num(summary["bsi"], 2),
+                fmt_num(summary["bstbi"], 4),
+                esc(summary["lesion_count"]),
+                esc(summary["burden_group"] or ""),
             ]
         )
     headers = ["Date", "Scan key", "Status", "BSI (%)", "BSTBI", "Lesions", "Burden"]
-    return _table(headers, rows, numeric_from=3)
+    return html_table(headers, rows, numeric_from=3)
 
 
 def _lesion_counts(pair: Mapping[str, Any]) -> list[str]:
@@ -193,42 +193,42 @@ def _lesion_counts(pair: Mapping[str, Any]) -> list[str]:
     lesions = pair.get("lesions")
     if lesions is None:
         return ["&mdash;"] * 3
-    return [_e(len(lesions[k])) for k in ("new", "resolved", "persistent")]
+    return [esc(len(lesions[k])) for k in ("new", "resolved", "persistent")]
 
 
 def _pairs_table(patient: PatientFollowup) -> str:
     rows = []
     for k, pair in enumerate(patient.pairs, start=1):
-        link = f'<a href="#pair-{k}">{_e(_pair_title(pair))}</a> ({_e(pair["span"])})'
+        link = f'<a href="#pair-{k}">{esc(_pair_title(pair))}</a> ({esc(pair["span"])})'
         if not pair["assessable"]:
             rows.append([link, '<span class="status-failed">not assessable</span>', *[""] * 6])
             continue
         rows.append(
             [
                 link,
-                _e(pair["category"] or ""),
-                _num(pair["bsi"]["change"], 2),
-                _num(pair["bstbi"]["mean"]["change"], 4),
-                _e(pair["lesion_count"]["change"]),
+                esc(pair["category"] or ""),
+                fmt_num(pair["bsi"]["change"], 2),
+                fmt_num(pair["bstbi"]["mean"]["change"], 4),
+                esc(pair["lesion_count"]["change"]),
                 *_lesion_counts(pair),
             ]
         )
     headers = ["Pair", "Category", "ΔBSI (pp)", "ΔBSTBI", "ΔLesions", "New", "No longer", "Both"]
-    return _table(headers, rows, numeric_from=2)
+    return html_table(headers, rows, numeric_from=2)
 
 
 def _overlay_figure(
     study: Mapping[str, Any], overlays: Mapping[str, str | None], which: str
 ) -> str:
     target = overlays.get(str(study["key"]))
-    caption = f"{which}: {_e(_date_text(study))} ({_e(study['key'])})"
+    caption = f"{which}: {esc(_date_text(study))} ({esc(study['key'])})"
     if target is None:
         return (
             f'<div class="figure"><p class="muted">No overlay image for this scan (not written, '
             f'or the scan has no result).</p><div class="caption">{caption}</div></div>'
         )
     return (
-        f'<div class="figure"><img src="{_e(quote(target))}" width="512" '
+        f'<div class="figure"><img src="{esc(quote(target))}" width="512" '
         f'alt="regions and lesions over the {which.lower()} scan">'
         f'<div class="caption">{caption}</div></div>'
     )
@@ -241,58 +241,63 @@ def _lesion_lists(lesions: Mapping[str, Any]) -> str:
         if not items:
             continue
         rows = [
-            [_e(les["id"]), _e(les["site_name"]), _e(", ".join(les["views"])), _e(les["pixels"])]
+            [
+                esc(les["id"]),
+                esc(les["site_name"]),
+                esc(", ".join(les["views"])),
+                esc(les["pixels"]),
+            ]
             for les in items
         ]
         which = "later" if key == "new" else "earlier"
-        parts.append(f"<h3>{_e(title)}</h3>")
-        parts.append(_table([f"Lesion ({which} study)", "Site", "Views", "Pixels"], rows, 3))
+        parts.append(f"<h3>{esc(title)}</h3>")
+        parts.append(html_table([f"Lesion ({which} study)", "Site", "Views", "Pixels"], rows, 3))
     if lesions["persistent"]:
         rows = [
             [
-                _e(f"{p['earlier_id']} \u2192 {p['later_id']}"),
-                _e(p["site_name"]),
-                _e(", ".join(p["views"])),
-                _e(p["distance_px"]),
-                _e(p["pixels_earlier"]),
-                _e(p["pixels_later"]),
-                _e(f"{p['pixel_change']:+d}"),
+                esc(f"{p['earlier_id']} \u2192 {p['later_id']}"),
+                esc(p["site_name"]),
+                esc(", ".join(p["views"])),
+                esc(p["distance_px"]),
+                esc(p["pixels_earlier"]),
+                esc(p["pixels_later"]),
+                esc(f"{p['pixel_change']:+d}"),
             ]
             for p in lesions["persistent"]
         ]
         headers = ["Lesion", "Site", "Matched in", "Distance (px)", "Pixels before",
                    "Pixels after", "Change"]  # fmt: skip
         parts.append("<h3>Seen in both studies</h3>")
-        parts.append(_table(headers, rows, numeric_from=3))
+        parts.append(html_table(headers, rows, numeric_from=3))
     return "".join(parts)
 
 
 def _alignment_table(alignment: Mapping[str, Mapping[str, Any]]) -> str:
     rows = [
         [
-            _e(view),
-            _e(a["transform"]),
-            _e(", ".join(a["landmarks"])),
-            _num(a["residual_px"], 1),
-            _e("; ".join(a["notes"])),
+            esc(view),
+            esc(a["transform"]),
+            esc(", ".join(a["landmarks"])),
+            fmt_num(a["residual_px"], 1),
+            esc("; ".join(a["notes"])),
         ]
         for view, a in alignment.items()
     ]
-    return _table(["View", "Transform", "Landmarks", "Residual (px)", "Notes"], rows, 3)
+    return html_table(["View", "Transform", "Landmarks", "Residual (px)", "Notes"], rows, 3)
 
 
 def _region_table(regions: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         [
-            _e(str(r["bone"]).replace("_", " ")),
-            _num(r["earlier"], 2),
-            _num(r["later"], 2),
-            _num(r["change"], 2),
+            esc(str(r["bone"]).replace("_", " ")),
+            fmt_num(r["earlier"], 2),
+            fmt_num(r["later"], 2),
+            fmt_num(r["change"], 2),
         ]
         for r in regions
         if r["earlier"] is not None or r["later"] is not None
     ]
-    return _table(["Region", "BSI before (%)", "BSI after (%)", "Change (pp)"], rows)
+    return html_table(["Region", "BSI before (%)", "BSI after (%)", "Change (pp)"], rows)
 
 
 def _pair_section(k: int, pair: Mapping[str, Any], overlays: Mapping[str, str | None]) -> str:
@@ -303,18 +308,18 @@ def _pair_section(k: int, pair: Mapping[str, Any], overlays: Mapping[str, str | 
         box = '<div class="finding abnormal">'
     else:
         box = '<div class="finding" style="border: 1px solid #d0d7de">'
-    days = f", {_e(pair['interval_days'])} days" if pair["interval_days"] is not None else ""
+    days = f", {esc(pair['interval_days'])} days" if pair["interval_days"] is not None else ""
     parts = [
-        f'<h2 id="pair-{k}">{_e(_pair_title(pair))} '
-        f'<span class="muted">({_e(pair["span"])}{days})</span></h2>',
-        f"{box}<p><strong>{_e(pair['text'])}</strong></p></div>",
+        f'<h2 id="pair-{k}">{esc(_pair_title(pair))} '
+        f'<span class="muted">({esc(pair["span"])}{days})</span></h2>',
+        f"{box}<p><strong>{esc(pair['text'])}</strong></p></div>",
     ]
     if pair["assessable"]:
         parts.append(_region_table(pair["regions"]))
         if pair.get("lesions") is not None:
             parts.append(_lesion_lists(pair["lesions"]))
         if pair.get("lesion_note"):
-            parts.append(f'<p class="muted">{_e(pair["lesion_note"])}</p>')
+            parts.append(f'<p class="muted">{esc(pair["lesion_note"])}</p>')
         parts.append("<h3>Skeleton alignment</h3>" + _alignment_table(pair["alignment"]))
     parts.append(
         '<div class="cols">'
@@ -331,10 +336,10 @@ def patient_html(patient: PatientFollowup, overlays: Mapping[str, str | None]) -
     parts = ['<p><a href="../index.html">&larr; all patients</a></p>']
     for error in patient.errors:
         parts.append(
-            f'<div class="finding failed"><p><strong>Not compared: {_e(error)}</strong></p></div>'
+            f'<div class="finding failed"><p><strong>Not compared: {esc(error)}</strong></p></div>'
         )
     for note in patient.notes:
-        parts.append(f'<p class="muted">{_e(note)}</p>')
+        parts.append(f'<p class="muted">{esc(note)}</p>')
     if patient.studies:
         image = base64.b64encode(trend_png(patient.studies)).decode("ascii")
         parts.append(
@@ -351,7 +356,7 @@ def patient_html(patient: PatientFollowup, overlays: Mapping[str, str | None]) -
         )
     for k, pair in enumerate(patient.pairs, start=1):
         parts.append(_pair_section(k, pair, overlays))
-    parts.append(f'<p class="muted">{_e(FOLLOWUP_AID)}</p>')
+    parts.append(f'<p class="muted">{esc(FOLLOWUP_AID)}</p>')
     subtitle = f"{len(patient.studies)} stud{'y' if len(patient.studies) == 1 else 'ies'}, "
     subtitle += f"{len(patient.pairs)} pair(s) compared"
     return render_page(f"Follow-up: patient {patient.patient_key}", subtitle, "\n".join(parts))
@@ -359,8 +364,8 @@ def patient_html(patient: PatientFollowup, overlays: Mapping[str, str | None]) -
 
 def _index_row(patient: PatientFollowup) -> list[str]:
     link = (
-        f'<a href="{PATIENTS_DIR}/{_e(quote(file_name(patient.patient_key)))}.html">'
-        f"{_e(patient.patient_key)}</a>"
+        f'<a href="{PATIENTS_DIR}/{esc(quote(file_name(patient.patient_key)))}.html">'
+        f"{esc(patient.patient_key)}</a>"
     )
     dates = [s.date for s in patient.studies if s.date]
     overall = patient.pairs[-1] if patient.pairs else None
@@ -371,15 +376,15 @@ def _index_row(patient: PatientFollowup) -> list[str]:
     elif not overall["assessable"]:
         status = '<span class="status-failed">first to last not assessable</span>'
     else:
-        status = _e(overall["category"] or "compared")
+        status = esc(overall["category"] or "compared")
     change = overall["bsi"]["change"] if overall is not None else None
     return [
         link,
-        _e(len(patient.studies)),
-        _e(dates[0] if dates else ""),
-        _e(dates[-1] if dates else ""),
+        esc(len(patient.studies)),
+        esc(dates[0] if dates else ""),
+        esc(dates[-1] if dates else ""),
         status,
-        _num(change, 2),
+        fmt_num(change, 2),
     ]
 
 
@@ -388,22 +393,22 @@ def index_html(result: FollowupResult) -> str:
     if result.patients:
         headers = ["Patient", "Studies", "First", "Last", "Result", "ΔBSI first→last (pp)"]
         rows = [_index_row(p) for p in result.patients]
-        parts.append("<h2>Patients</h2>" + _table(headers, rows, numeric_from=5))
+        parts.append("<h2>Patients</h2>" + html_table(headers, rows, numeric_from=5))
     else:
         parts.append('<p class="muted">No study is linked to a patient.</p>')
     errors = [(p.patient_key, e) for p in result.patients for e in p.errors]
     if errors:
-        rows = [[_e(k), _e(e)] for k, e in errors]
-        parts.append("<h2>Patients not compared</h2>" + _table(["Patient", "Why"], rows, 99))
+        rows = [[esc(k), esc(e)] for k, e in errors]
+        parts.append("<h2>Patients not compared</h2>" + html_table(["Patient", "Why"], rows, 99))
     if result.not_linked:
         rows = [
-            [_e(s.key), _e(s.record.get("study_key") or ""), _e(s.date or "")]
+            [esc(s.key), esc(s.record.get("study_key") or ""), esc(s.date or "")]
             for s in result.not_linked
         ]
         parts.append(
             "<h2>Not linked to a patient</h2><p>These scans carry no patient pseudonym; give "
             "them one with --studies MAP.csv (columns key, patient, date).</p>"
-            + _table(["Scan key", "Study key", "Date"], rows, 99)
+            + html_table(["Scan key", "Study key", "Date"], rows, 99)
         )
     subtitle = f"{len(result.patients)} patient(s), {len(result.not_linked)} scan(s) not linked"
     return render_page("Bone scan follow-up", subtitle, "\n".join(parts))

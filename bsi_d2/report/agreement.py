@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bsi_d2.report.html import _e, _num, _table, render_page
-from bsi_d2.report.plots import _pyplot
+from bsi_d2.report.html import esc, fmt_num, html_table, render_page
+from bsi_d2.report.plots import pyplot
 
 PAGE_NAME = "agreement.html"
 LISTED = 100  # rows of each scan list on the page; agreement.json has them all
@@ -26,7 +26,7 @@ def _data_uri(fig) -> str:
 
 
 def _render(draw, size: tuple[float, float]) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=size, dpi=100)
     try:
         draw(ax)
@@ -144,7 +144,7 @@ def _row(label: str, section: dict, name: str, digits: int = 3, ci: str | None =
     interval = (
         "&mdash;" if low is None or high is None else f"{low:.{digits}f} .. {high:.{digits}f}"
     )
-    return [_e(label), _num(section.get(name), digits), interval, _e(section.get("n"))]
+    return [esc(label), fmt_num(section.get(name), digits), interval, esc(section.get("n"))]
 
 
 def statistics_rows(agreement: dict) -> list[list[str]]:
@@ -198,7 +198,7 @@ def statistics_rows(agreement: dict) -> list[list[str]]:
             )
         ]
         auc = _row("Abnormal: AUC (DeLong CI)", abnormal, "auc")
-        auc[3] = _e(abnormal.get("auc_n"))
+        auc[3] = esc(abnormal.get("auc_n"))
         rows.append(auc)
     return rows
 
@@ -206,12 +206,12 @@ def statistics_rows(agreement: dict) -> list[list[str]]:
 def _scan_list(title: str, entries: Sequence[dict], columns: Sequence[str]) -> str:
     if not entries:
         return ""
-    rows = [[_e(entry.get(c)) for c in columns] for entry in entries[:LISTED]]
+    rows = [[esc(entry.get(c)) for c in columns] for entry in entries[:LISTED]]
     more = len(entries) - LISTED
     note = f'<p class="muted">and {more} more; see agreement.json.</p>' if more > 0 else ""
     return (
-        f"<h2>{_e(title)} ({len(entries)})</h2>"
-        + _table(list(columns), rows, numeric_from=len(columns))
+        f"<h2>{esc(title)} ({len(entries)})</h2>"
+        + html_table(list(columns), rows, numeric_from=len(columns))
         + note
     )
 
@@ -247,15 +247,15 @@ def agreement_html(agreement: dict, rows: Sequence[dict]) -> str:
     parts = []
     figures = _figures(agreement, rows)
     if figures:
-        images = "".join(f'<img src="{uri}" alt="{_e(alt)}">' for uri, alt in figures)
+        images = "".join(f'<img src="{uri}" alt="{esc(alt)}">' for uri, alt in figures)
         parts.append(f'<div class="plots">{images}</div>')
     parts.append("<h2>Statistics</h2>")
-    parts.append(_table(["Measure", "Estimate", level, "n"], statistics_rows(agreement)))
+    parts.append(html_table(["Measure", "Estimate", level, "n"], statistics_rows(agreement)))
     parts.append(
         '<p class="muted narrow">Only scans the model assessed (status ok) are compared; a scan '
         "not assessed is listed below, never counted as 0 or normal. Bootstrap: "
-        f"{_e(settings.get('bootstrap_resamples'))} percentile resamples of the pairs, seed "
-        f"{_e(settings.get('seed'))}.</p>"
+        f"{esc(settings.get('bootstrap_resamples'))} percentile resamples of the pairs, seed "
+        f"{esc(settings.get('seed'))}.</p>"
     )
     parts.append(
         _scan_list(

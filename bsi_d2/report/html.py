@@ -51,22 +51,22 @@ def _version() -> str:
         return ""
 
 
-def _e(value: object) -> str:
+def esc(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
 def render_page(title: str, subtitle: str, body: str) -> str:
     """The page shell around ``body`` (already escaped HTML); title and subtitle are escaped."""
     return _template().substitute(
-        title=_e(title),
-        subtitle=_e(subtitle),
+        title=esc(title),
+        subtitle=esc(subtitle),
         body=body,
-        aid_line=_e(AID_LINE),
-        version=_e(_version()),
+        aid_line=esc(AID_LINE),
+        version=esc(_version()),
     )
 
 
-def _num(value: float | None, digits: int = 2, suffix: str = "") -> str:
+def fmt_num(value: float | None, digits: int = 2, suffix: str = "") -> str:
     return "&mdash;" if value is None else f"{float(value):.{digits}f}{suffix}"
 
 
@@ -74,7 +74,7 @@ def _pct(fraction: float | None, digits: int = 2) -> str:
     return "&mdash;" if fraction is None else f"{100 * float(fraction):.{digits}f}&nbsp;%"
 
 
-def _table(
+def html_table(
     headers: Sequence[str],
     rows: Sequence[Sequence[str]],
     numeric_from: int = 1,
@@ -82,7 +82,7 @@ def _table(
 ) -> str:
     """An HTML table; cells are already-escaped HTML, columns from ``numeric_from`` align right."""
     head = "".join(
-        f'<th class="num">{_e(h)}</th>' if i >= numeric_from else f"<th>{_e(h)}</th>"
+        f'<th class="num">{esc(h)}</th>' if i >= numeric_from else f"<th>{esc(h)}</th>"
         for i, h in enumerate(headers)
     )
     body = []
@@ -160,12 +160,12 @@ def finding_text(record: dict, taxonomy: Taxonomy | None = None) -> tuple[str, s
 def _region_rows(record: dict) -> tuple[list[list[str]], list[str]]:
     rows, classes = [], []
     for r in record.get("regions") or []:
-        label = _e(str(r.get("bone") or r.get("report_name") or "").replace("_", " "))
+        label = esc(str(r.get("bone") or r.get("report_name") or "").replace("_", " "))
         assessed = r.get("assessed") or ""
         if r.get("involved"):
             label = f'<span class="flag">{label}</span>'
         if assessed == "not assessed":
-            rows.append([label, "not assessed", "", "", _num(r.get("weight"), 2, "&nbsp;%"), ""])
+            rows.append([label, "not assessed", "", "", fmt_num(r.get("weight"), 2, "&nbsp;%"), ""])
             classes.append("muted")
             continue
         note = ' <span class="muted">(one view)</span>' if assessed == "one view" else ""
@@ -175,8 +175,8 @@ def _region_rows(record: dict) -> tuple[list[list[str]], list[str]]:
                 _pct(r.get("involvement_anterior")),
                 _pct(r.get("involvement_posterior")),
                 _pct(r.get("involvement")),
-                _num(r.get("weight"), 2, "&nbsp;%"),
-                _num(r.get("bsi"), 2, "&nbsp;%"),
+                fmt_num(r.get("weight"), 2, "&nbsp;%"),
+                fmt_num(r.get("bsi"), 2, "&nbsp;%"),
             ]
         )
         classes.append("")
@@ -186,8 +186,8 @@ def _region_rows(record: dict) -> tuple[list[list[str]], list[str]]:
             "",
             "",
             "",
-            _num(record.get("bsi_coverage"), 2, "&nbsp;%"),
-            _num(record.get("bsi"), 2, "&nbsp;%"),
+            fmt_num(record.get("bsi_coverage"), 2, "&nbsp;%"),
+            fmt_num(record.get("bsi"), 2, "&nbsp;%"),
         ]
     )
     classes.append("total")
@@ -216,8 +216,8 @@ def coverage_text(record: dict) -> str:
 def _bstbi_text(record: dict) -> str:
     if record.get("bstbi") is None:
         notes = "; ".join(record.get("bstbi_notes") or []) or "not computed"
-        return _e(notes)
-    return _num(record.get("bstbi"), 4) + " (mean of the views)"
+        return esc(notes)
+    return fmt_num(record.get("bstbi"), 4) + " (mean of the views)"
 
 
 def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
@@ -225,10 +225,10 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
     key = record.get("key") or "unnamed scan"
     status = record.get("status", "failed")
     css, sentence = finding_text(record, taxonomy)
-    parts = [f'<div class="finding {css}"><p><strong>{_e(sentence)}</strong></p>']
+    parts = [f'<div class="finding {css}"><p><strong>{esc(sentence)}</strong></p>']
     if status != "ok":
         parts.append(
-            f"<p>Reason: {_e(record.get('error') or 'not recorded')}</p>"
+            f"<p>Reason: {esc(record.get('error') or 'not recorded')}</p>"
             "<p>This scan needs to be read without the model.</p></div>"
         )
         parts.append(_model_section(record))
@@ -244,37 +244,37 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
     parts.append("</div>")
 
     facts = [
-        ("Bone Scan Index (BSI)", _num(record.get("bsi"), 2, "&nbsp;% of skeletal mass")),
+        ("Bone Scan Index (BSI)", fmt_num(record.get("bsi"), 2, "&nbsp;% of skeletal mass")),
         ("Tumour burden index (BSTBI)", _bstbi_text(record)),
-        ("BSTBI anterior", _num(record.get("bstbi_anterior"), 4)),
-        ("BSTBI posterior", _num(record.get("bstbi_posterior"), 4)),
+        ("BSTBI anterior", fmt_num(record.get("bstbi_anterior"), 4)),
+        ("BSTBI posterior", fmt_num(record.get("bstbi_posterior"), 4)),
         ("Lesions", _lesion_count_text(record)),
-        ("Burden group", _e(record.get("burden_group") or "none")),
+        ("Burden group", esc(record.get("burden_group") or "none")),
     ]
     sites = lesion_sites(record, taxonomy)
     if sites:
-        facts.append(("Sites", _e(", ".join(sites))))
+        facts.append(("Sites", esc(", ".join(sites))))
     if record.get("lesions_in_decoys"):
         facts.append(
-            ("Uptake in kidney / bladder", _e(f"{record['lesions_in_decoys']} (not counted)"))
+            ("Uptake in kidney / bladder", esc(f"{record['lesions_in_decoys']} (not counted)"))
         )
     if record.get("bstbi") is not None and record.get("bstbi_notes"):
-        facts.append(("BSTBI notes", _e("; ".join(record["bstbi_notes"]))))
+        facts.append(("BSTBI notes", esc("; ".join(record["bstbi_notes"]))))
     qc = record.get("qc") or {}
     if qc:
         warnings = "; ".join(qc.get("warnings") or [])
         facts.append(
             (
                 "Quality control",
-                _e(qc.get("status", "")) + (f" ({_e(warnings)})" if warnings else ""),
+                esc(qc.get("status", "")) + (f" ({esc(warnings)})" if warnings else ""),
             )
         )
-    facts_html = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in facts)
+    facts_html = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in facts)
 
     figure = ""
     if record.get("overlay"):
         figure = (
-            f'<div class="figure"><img src="{_e(quote(str(record["overlay"])))}" '
+            f'<div class="figure"><img src="{esc(quote(str(record["overlay"])))}" '
             f'alt="regions and lesions over the scan" width="512">'
             '<div class="caption">Anterior view left, posterior view right. Coloured areas: '
             "skeletal regions found by the model; outlined: lesions.</div></div>"
@@ -283,30 +283,30 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
     rows, classes = _region_rows(record)
     side.append("<h2>Per region</h2>")
     side.append(
-        _table(
+        html_table(
             ["Region", "Anterior", "Posterior", "Combined", "Weight", "BSI"],
             rows,
             row_classes=classes,
         )
     )
-    side.append(f'<p class="coverage">{_e(coverage_text(record))}</p>')
+    side.append(f'<p class="coverage">{esc(coverage_text(record))}</p>')
     side.append(
         '<p class="muted">Involvement = lesion area / region area per view, views combined '
-        f"({_e(record.get('combine') or 'mean')}); weight = the region's share of total skeletal "
+        f"({esc(record.get('combine') or 'mean')}); weight = the region's share of total skeletal "
         "mass. A lesion seen in both views is one lesion.</p>"
     )
     side.append("<h2>Lesion pixels not counted in the BSI</h2>")
     side.append(
-        _table(
+        html_table(
             ["Where", "Pixels"],
             [
                 [
                     "Outside every skeletal region",
-                    _e(int(record.get("lesion_pixels_outside") or 0)),
+                    esc(int(record.get("lesion_pixels_outside") or 0)),
                 ],
                 [
                     "Inside kidney / other decoy regions",
-                    _e(int(record.get("lesion_pixels_in_decoys") or 0)),
+                    esc(int(record.get("lesion_pixels_in_decoys") or 0)),
                 ],
             ],
         )
@@ -326,20 +326,20 @@ def _lesion_count_text(record: dict) -> str:
     instances = record.get("lesion_instances")
     how = "matched across views" if record.get("views_matched") else "views counted apart"
     if instances is None:
-        return _e(str(count))
-    return _e(f"{count} ({instances} outlined in the views, {how})")
+        return esc(str(count))
+    return esc(f"{count} ({instances} outlined in the views, {how})")
 
 
 def _model_section(record: dict) -> str:
     model = record.get("model") or {}
     rows = [
-        ["Pseudonymous key", _e(record.get("key"))],
-        ["Engine", _e(model.get("engine"))],
-        ["Config", _e(model.get("config"))],
-        ["Weights", _e(model.get("weights"))],
-        ["Input files", _e(len(record.get("source") or []))],
+        ["Pseudonymous key", esc(record.get("key"))],
+        ["Engine", esc(model.get("engine"))],
+        ["Config", esc(model.get("config"))],
+        ["Weights", esc(model.get("weights"))],
+        ["Input files", esc(len(record.get("source") or []))],
     ]
-    return "<h2>Model and input</h2>" + _table(["Item", "Value"], rows, numeric_from=99)
+    return "<h2>Model and input</h2>" + html_table(["Item", "Value"], rows, numeric_from=99)
 
 
 def write_scan_report(scan_dir: Path, record: dict, taxonomy: Taxonomy | None = None) -> Path:
@@ -359,7 +359,7 @@ def write_scan_report(scan_dir: Path, record: dict, taxonomy: Taxonomy | None = 
 
 def _report_link(record: dict) -> str:
     target = record.get("report") or f"{record.get('key')}/report.html"
-    return f'<a href="{_e(quote(str(target)))}">{_e(record.get("key"))}</a>'
+    return f'<a href="{esc(quote(str(target)))}">{esc(record.get("key"))}</a>'
 
 
 INDEX_PAGE_ROWS = 500  # rows per index page; a larger batch's index is split into pages
@@ -377,21 +377,21 @@ def _index_row(r: dict, taxonomy: Taxonomy | None) -> list[str]:
     sites = ", ".join(lesion_sites(r, taxonomy)) if r.get("abnormal") else ""
     return [
         _report_link(r),
-        _e(r.get("patient_key")) or '<span class="muted">&mdash;</span>',
+        esc(r.get("patient_key")) or '<span class="muted">&mdash;</span>',
         finding,
-        _e(sites) or '<span class="muted">&mdash;</span>',
-        _e(r.get("burden_group") or "none"),
-        _num(r.get("bsi"), 2),
-        _num(r.get("bstbi"), 4),
-        _e(lesion_number(r)),
+        esc(sites) or '<span class="muted">&mdash;</span>',
+        esc(r.get("burden_group") or "none"),
+        fmt_num(r.get("bsi"), 2),
+        fmt_num(r.get("bstbi"), 4),
+        esc(lesion_number(r)),
     ]
 
 
 def _failed_row(r: dict) -> list[str]:
     return [
-        _e(r.get("key")),
-        f'<span class="status-failed">{_e(r.get("status"))}</span>',
-        _e(r.get("error") or "not recorded"),
+        esc(r.get("key")),
+        f'<span class="status-failed">{esc(r.get("status"))}</span>',
+        esc(r.get("error") or "not recorded"),
     ]
 
 
@@ -429,12 +429,12 @@ def _index_body(
 ) -> str:
     parts = [nav, "<h2>Scans</h2>"] if nav else ["<h2>Scans</h2>"]
     if ok_rows:
-        parts.append(_table(INDEX_HEADERS, ok_rows, numeric_from=5))
+        parts.append(html_table(INDEX_HEADERS, ok_rows, numeric_from=5))
     elif not any_ok:
         parts.append('<p class="muted">No scan was analysed.</p>')
     if failed_rows:
         parts.append("<h2>Failed or not assessed: no result, to be read without the model</h2>")
-        parts.append(_table(FAILED_HEADERS, failed_rows, numeric_from=99))
+        parts.append(html_table(FAILED_HEADERS, failed_rows, numeric_from=99))
     if nav:
         parts.append(nav)
     return "\n".join(parts)
@@ -523,7 +523,7 @@ def _metric(value: float | None, digits: int = 2) -> str:
 
 
 def _block(title: str, content: str) -> str:
-    return f'<div class="block"><h2>{_e(title)}</h2>{content}</div>'
+    return f'<div class="block"><h2>{esc(title)}</h2>{content}</div>'
 
 
 def _summary_blocks(evaluation: dict) -> list[str]:
@@ -531,19 +531,19 @@ def _summary_blocks(evaluation: dict) -> list[str]:
     for iou_type, summary in (evaluation.get("coco") or {}).items():
         label = "mask" if iou_type == "segm" else "box"
         rows = [[k, _metric(summary.get(k))] for k in ("AP", "AP50", "AP75") if k in summary]
-        blocks.append(_block(f"COCO {label} AP", _table(["Measure", "Value"], rows)))
+        blocks.append(_block(f"COCO {label} AP", html_table(["Measure", "Value"], rows)))
     lesion = evaluation.get("lesion")
     if lesion:
         n = lesion.get("n_images_with_lesions", "")
         blocks.append(
             _block(
                 "Lesion Dice",
-                _table(
+                html_table(
                     ["Measure", "Value"],
                     [
                         ["Pooled over all images", _metric(lesion.get("dice_pooled"))],
                         [
-                            f"Mean per image ({_e(n)} with lesions)",
+                            f"Mean per image ({esc(n)} with lesions)",
                             _metric(lesion.get("dice_mean_per_image")),
                         ],
                     ],
@@ -555,16 +555,16 @@ def _summary_blocks(evaluation: dict) -> list[str]:
         blocks.append(
             _block(
                 "Per scan: metastasis yes / no",
-                _table(
+                html_table(
                     ["Measure", "Value"],
                     [
                         ["Sensitivity", _metric(scan.get("sensitivity"))],
                         ["Specificity", _metric(scan.get("specificity"))],
                         ["Accuracy", _metric(scan.get("accuracy"))],
-                        ["AUC (max lesion score)", _num(scan.get("auc"), 3)],
+                        ["AUC (max lesion score)", fmt_num(scan.get("auc"), 3)],
                         [
                             "Positive / negative scans",
-                            f"{_e(scan.get('n_pos'))} / {_e(scan.get('n_neg'))}",
+                            f"{esc(scan.get('n_pos'))} / {esc(scan.get('n_neg'))}",
                         ],
                     ],
                 ),
@@ -575,21 +575,21 @@ def _summary_blocks(evaluation: dict) -> list[str]:
         blocks.append(
             _block(
                 "Per scan: lesion count and burden group",
-                _table(
+                html_table(
                     ["Measure", "Value"],
                     [
                         [
                             "Count error, mean absolute",
-                            _num(burden.get("count_mean_absolute_error")),
+                            fmt_num(burden.get("count_mean_absolute_error")),
                         ],
                         [
                             "Count error, mean (predicted - truth)",
-                            _num(burden.get("count_mean_signed_error")),
+                            fmt_num(burden.get("count_mean_signed_error")),
                         ],
                         ["Exact count", _metric(burden.get("count_exact_agreement"))],
                         ["Burden group agreement", _metric(burden.get("group_agreement"))],
-                        ["Burden group Cohen's kappa", _num(burden.get("group_kappa"), 3)],
-                        ["Scans", _e(burden.get("n"))],
+                        ["Burden group Cohen's kappa", fmt_num(burden.get("group_kappa"), 3)],
+                        ["Scans", esc(burden.get("n"))],
                     ],
                 ),
             )
@@ -603,15 +603,15 @@ def _pixel_block(evaluation: dict) -> str:
         return ""
     rows = pixel_table_rows(pixel)
     averages = {"Average", "Average (w/o decoys)", "Skeleton (pooled)"}
-    table = _table(
+    table = html_table(
         ["Category", "Precision", "Sensitivity", "F1"],
-        [[_e(r[0]), *(_e(c) + ("&nbsp;%" if c != "-" else "") for c in r[1:])] for r in rows],
+        [[esc(r[0]), *(esc(c) + ("&nbsp;%" if c != "-" else "") for c in r[1:])] for r in rows],
         row_classes=["avg" if r[0] in averages else "" for r in rows],
     )
     note = (
         '<p class="muted narrow">TP, FP and FN summed over all images before the ratios; '
         "averages are means over categories, the skeleton row pools all region classes; "
-        f"predictions scoring at least {_e(evaluation.get('score_thresh', ''))}.</p>"
+        f"predictions scoring at least {esc(evaluation.get('score_thresh', ''))}.</p>"
     )
     return _block("Pixel-wise metrics per category", table + note)
 
@@ -626,9 +626,9 @@ def _per_class_ap_block(evaluation: dict) -> str:
     types = list(coco)
     headers = ["Category", *("Mask AP" if t == "segm" else "Box AP" for t in types)]
     rows = [
-        [_e(n), *(_metric((coco[t].get("per_class") or {}).get(n)) for t in types)] for n in names
+        [esc(n), *(_metric((coco[t].get("per_class") or {}).get(n)) for t in types)] for n in names
     ]
-    return _block("COCO AP per category", _table(headers, rows))
+    return _block("COCO AP per category", html_table(headers, rows))
 
 
 def _detection_block(evaluation: dict, froc_plot: str | None) -> str:
@@ -638,28 +638,28 @@ def _detection_block(evaluation: dict, froc_plot: str | None) -> str:
     at_fp = detection.get("sensitivity_at_fp") or {}
     thresh = detection.get("operating_thresh", evaluation.get("score_thresh", ""))
     rows = [
-        [f"Sensitivity at {_e(rate)} FP per scan", _metric(at_fp.get(rate))]
+        [f"Sensitivity at {esc(rate)} FP per scan", _metric(at_fp.get(rate))]
         for rate in ("0.25", "0.5", "1", "2", "4")
     ]
     rows += [
-        ["FROC score (mean of the five)", _num(detection.get("froc_score"), 3)],
-        [f"Sensitivity at score &ge; {_e(thresh)}", _metric(detection.get("sensitivity"))],
-        [f"Precision at score &ge; {_e(thresh)}", _metric(detection.get("precision"))],
-        [f"FP per scan at score &ge; {_e(thresh)}", _num(detection.get("fp_per_scan"))],
-        ["Count error, mean absolute", _num(detection.get("count_mean_absolute_error"))],
+        ["FROC score (mean of the five)", fmt_num(detection.get("froc_score"), 3)],
+        [f"Sensitivity at score &ge; {esc(thresh)}", _metric(detection.get("sensitivity"))],
+        [f"Precision at score &ge; {esc(thresh)}", _metric(detection.get("precision"))],
+        [f"FP per scan at score &ge; {esc(thresh)}", fmt_num(detection.get("fp_per_scan"))],
+        ["Count error, mean absolute", fmt_num(detection.get("count_mean_absolute_error"))],
         [
             "Lesions predicted / true",
-            f"{_e(detection.get('n_predicted'))} / {_e(detection.get('n_lesions'))}",
+            f"{esc(detection.get('n_predicted'))} / {esc(detection.get('n_lesions'))}",
         ],
-        ["Scans", _e(detection.get("n_scans"))],
+        ["Scans", esc(detection.get("n_scans"))],
     ]
-    note = f'<p class="muted narrow">Matching: {_e(detection.get("matching_rule", ""))}.</p>'
+    note = f'<p class="muted narrow">Matching: {esc(detection.get("matching_rule", ""))}.</p>'
     image = (
-        f'<div class="plots"><img src="{_e(quote(froc_plot))}" alt="lesion FROC curve"></div>'
+        f'<div class="plots"><img src="{esc(quote(froc_plot))}" alt="lesion FROC curve"></div>'
         if froc_plot
         else ""
     )
-    return _block("Lesion detection", _table(["Measure", "Value"], rows) + note + image)
+    return _block("Lesion detection", html_table(["Measure", "Value"], rows) + note + image)
 
 
 def evaluation_html(
@@ -679,33 +679,33 @@ def evaluation_html(
         parts.append(f'<div class="cols">{detection}</div>')
     failed = evaluation.get("failed") or []
     if failed:
-        rows = [[_e(f.get("file_name")), _e(f.get("error"))] for f in failed]
+        rows = [[esc(f.get("file_name")), esc(f.get("error"))] for f in failed]
         parts.append(
             _block(
                 f"Images not scored ({len(failed)})",
-                _table(["File", "Reason"], rows, numeric_from=99),
+                html_table(["File", "Reason"], rows, numeric_from=99),
             )
         )
     if agreement and plots:
-        numbers = _table(
+        numbers = html_table(
             ["Measure", "Value"],
             [
-                ["Pairs", _e(agreement["n"])],
-                ["Pearson r", _num(agreement.get("pearson_r"), 3)],
-                ["Spearman rho", _num(agreement.get("spearman_rho"), 3)],
+                ["Pairs", esc(agreement["n"])],
+                ["Pearson r", fmt_num(agreement.get("pearson_r"), 3)],
+                ["Spearman rho", fmt_num(agreement.get("spearman_rho"), 3)],
                 [
                     "Mean difference (predicted - reference)",
-                    _num(agreement.get("mean_difference"), 3, "&nbsp;%"),
+                    fmt_num(agreement.get("mean_difference"), 3, "&nbsp;%"),
                 ],
                 [
                     "Limits of agreement (&plusmn; 1.96 SD)",
-                    f"{_num(agreement.get('loa_lower'), 3)} .. "
-                    f"{_num(agreement.get('loa_upper'), 3)}",
+                    f"{fmt_num(agreement.get('loa_lower'), 3)} .. "
+                    f"{fmt_num(agreement.get('loa_upper'), 3)}",
                 ],
             ],
         )
         images = "".join(
-            f'<img src="{_e(quote(p))}" alt="{_e(alt)}">'
+            f'<img src="{esc(quote(p))}" alt="{esc(alt)}">'
             for p, alt in zip(
                 plots, ("predicted vs reference BSI", "Bland-Altman plot"), strict=True
             )

@@ -19,7 +19,7 @@ FROC_NAME = "lesion_froc.png"
 BsiPair = tuple[str, float, float]  # (key, predicted, reference)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -42,7 +42,7 @@ def plot_bsi_agreement(pairs: Sequence[BsiPair], out_dir: str | Path) -> tuple[P
     predicted = np.array([p for _, p, _ in pairs], dtype=np.float64)
     reference = np.array([r for _, _, r in pairs], dtype=np.float64)
     stats = bsi_agreement(predicted, reference)
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
     hi = float(max(predicted.max(), reference.max(), 0.1)) * 1.05
@@ -131,7 +131,7 @@ def plot_froc(detection: Mapping[str, Any], out_dir: str | Path) -> Path:
     marks = [(r, at_fp.get(fp_rate_key(r))) for r in FP_RATES]
     marks = [(r, v) for r, v in marks if v is not None]
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=100)
     ax.plot(xs, ys, color="#0072B2", linewidth=1.5, drawstyle="steps-post")
     for rate in FP_RATES:

@@ -15,7 +15,7 @@ from bsi_d2 import cli
 from bsi_d2.data.convert import convert_labelme_folder
 from bsi_d2.io.base import ScanImage
 from bsi_d2.io.readers import iter_scans
-from bsi_d2.phantom import folder as generate_module
+from bsi_d2.phantom import folder as folder_module
 from bsi_d2.phantom import generate_phantom, write_phantoms
 from bsi_d2.structures.masks import rle_to_mask, segmentation_to_mask
 
@@ -166,14 +166,14 @@ def test_cli_writes_phantoms(tmp_path, capsys):
 
 
 def test_batch_goes_on_past_a_failing_patient(tmp_path, monkeypatch):
-    real = generate_module.generate_phantom
+    real = folder_module.generate_phantom
 
     def failing(index, seed=0, **kwargs):
         if index == 1:
             raise RuntimeError("simulated failure")
         return real(index, seed, **kwargs)
 
-    monkeypatch.setattr(generate_module, "generate_phantom", failing)
+    monkeypatch.setattr(folder_module, "generate_phantom", failing)
     paths = write_phantoms(tmp_path, 3, seed=0, workers=1)
     assert [p.name for p in paths] == ["phantom_0000.json", "phantom_0002.json"]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
