@@ -133,6 +133,7 @@ SHARED = {
     "--config-file": ["train", "kfold"],
     "--taxonomy": ["bsi", "evaluate", "convert"],
     "--salt": ["predict", "bsi", "preprocess"],
+    "--keep-dates": ["predict", "bsi", "preprocess"],
     "--no-progress": ["predict", "bsi", "preprocess"],
     "--no-recursive": ["predict", "preprocess"],
     "--cut-below-knee": ["predict", "preprocess"],

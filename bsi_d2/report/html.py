@@ -254,6 +254,13 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
     sites = lesion_sites(record, taxonomy)
     if sites:
         facts.append(("Sites", esc(", ".join(sites))))
+    for label, name in (("Patient (pseudonym)", "patient_key"), ("Study (pseudonym)", "study_key")):
+        if record.get(name):
+            facts.append((label, esc(record[name])))
+    if record.get("study_date"):
+        facts.append(
+            ("Study date", esc(f"{record['study_date']} ({record.get('study_date_kind')})"))
+        )
     if record.get("lesions_in_decoys"):
         facts.append(
             ("Uptake in kidney / bladder", esc(f"{record['lesions_in_decoys']} (not counted)"))

@@ -305,3 +305,17 @@ def test_evaluation_page_without_lesion_detection_or_lesions(tmp_path):
     page = write_evaluation_page(tmp_path, {**EVALUATION, "lesion_detection": no_lesions}, [])
     assert "Lesion detection" in page.read_text()
     assert not (tmp_path / "lesion_froc.png").exists()
+
+
+def test_report_names_the_study_by_its_pseudonyms_and_kept_date_only(tmp_path):
+    linked = record(
+        study_key="s0123456789abcdef",
+        patient_key="pt0123456789abcdef",
+        study_date="2024-03",
+        study_date_kind="month",
+    )
+    text = text_of(write_scan_report(tmp_path / "a", linked).read_text())
+    assert "pt0123456789abcdef" in text and "s0123456789abcdef" in text
+    assert "2024-03 (month)" in text
+    text = text_of(write_scan_report(tmp_path / "b", record()).read_text())
+    assert "Patient (pseudonym)" not in text and "Study date" not in text
