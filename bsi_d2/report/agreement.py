@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from bsi_d2.report.html import esc, fmt_num, html_table, render_page
-from bsi_d2.report.plots import pyplot
+from bsi_d2.report.plots import BLUE, draw_bsi_scatter, draw_limit_line, pyplot
 
 PAGE_NAME = "agreement.html"
 LISTED = 100  # rows of each scan list on the page; agreement.json has them all
-BLUE, VERMILION, GREY = "#0072B2", "#D55E00", "0.35"
+VERMILION, GREY = "#D55E00", "0.35"
 
 
 def _data_uri(fig) -> str:
@@ -42,20 +42,9 @@ def scatter_png(reference: np.ndarray, predicted: np.ndarray, bsi: dict) -> str:
     corr = bsi["correlation"]
 
     def draw(ax) -> None:
-        hi = float(max(predicted.max(), reference.max(), 0.1)) * 1.05
-        ax.plot([0, hi], [0, hi], color="0.6", linestyle="--", linewidth=1, label="identity")
-        ax.scatter(reference, predicted, s=22, color=BLUE, alpha=0.85, edgecolors="none")
-        ax.set_xlim(0, hi)
-        ax.set_ylim(0, hi)
-        ax.set_aspect("equal")
-        ax.set_xlabel("reference BSI (%)")
-        ax.set_ylabel("predicted BSI (%)")
-        ax.set_title(
-            f"BSI, n = {bsi['n']}: Pearson r = {_fmt(corr['pearson_r'])}, "
-            f"Spearman rho = {_fmt(corr['spearman_rho'])}",
-            fontsize=9,
+        draw_bsi_scatter(
+            ax, reference, predicted, bsi["n"], corr["pearson_r"], corr["spearman_rho"]
         )
-        ax.legend(loc="upper left", fontsize=8, frameon=False)
 
     return _render(draw, (4.5, 4.5))
 
@@ -79,21 +68,10 @@ def bland_altman_png(reference: np.ndarray, predicted: np.ndarray, ba: dict) -> 
             lines += [("loa_upper", "+1.96 SD", GREY, "--"), ("loa_lower", "-1.96 SD", GREY, "--")]
         for name, label, color, style in lines:
             y = ba[name]
-            ax.axhline(y, color=color, linestyle=style, linewidth=1.1)
+            draw_limit_line(ax, y, f"{label} {y:.3f}", color, style)
             low, high = ba[f"{name}_ci_low"], ba[f"{name}_ci_high"]
             if low is not None and high is not None:
                 ax.axhspan(low, high, color=color, alpha=0.12, linewidth=0)
-            ax.annotate(
-                f"{label} {y:.3f}",
-                xy=(1, y),
-                xycoords=("axes fraction", "data"),
-                xytext=(-4, 3),
-                textcoords="offset points",
-                ha="right",
-                va="bottom",
-                fontsize=8,
-                color=color,
-            )
         ax.set_xlabel("mean of predicted and reference BSI (%)")
         ax.set_ylabel("predicted - reference BSI (%)")
         ax.set_title(

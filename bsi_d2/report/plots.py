@@ -17,6 +17,7 @@ BLAND_ALTMAN_NAME = "bsi_bland_altman.png"
 FROC_NAME = "lesion_froc.png"
 
 BsiPair = tuple[str, float, float]  # (key, predicted, reference)
+BLUE = "#0072B2"  # the points of every agreement plot
 
 
 def pyplot():
@@ -32,6 +33,46 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def draw_bsi_scatter(
+    ax: Any,
+    reference: np.ndarray,
+    predicted: np.ndarray,
+    n: int,
+    pearson_r: float | None,
+    spearman_rho: float | None,
+) -> None:
+    """Predicted against reference BSI with the identity line; r and rho in the title."""
+    hi = float(max(predicted.max(), reference.max(), 0.1)) * 1.05
+    ax.plot([0, hi], [0, hi], color="0.6", linestyle="--", linewidth=1, label="identity")
+    ax.scatter(reference, predicted, s=22, color=BLUE, alpha=0.85, edgecolors="none")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel("reference BSI (%)")
+    ax.set_ylabel("predicted BSI (%)")
+    ax.set_title(
+        f"BSI, n = {n}: Pearson r = {_fmt(pearson_r)}, Spearman rho = {_fmt(spearman_rho)}",
+        fontsize=9,
+    )
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+
+
+def draw_limit_line(ax: Any, y: float, text: str, color: str, style: str) -> None:
+    """A Bland-Altman line, labelled on the line at the right edge (the usual layout)."""
+    ax.axhline(y, color=color, linestyle=style, linewidth=1.1)
+    ax.annotate(
+        text,
+        xy=(1, y),
+        xycoords=("axes fraction", "data"),
+        xytext=(-4, 3),
+        textcoords="offset points",
+        ha="right",
+        va="bottom",
+        fontsize=8,
+        color=color,
+    )
+
+
 def plot_bsi_agreement(pairs: Sequence[BsiPair], out_dir: str | Path) -> tuple[Path, Path]:
     """Write bsi_scatter.png (identity line, r and rho in the title) and bsi_bland_altman.png
     (mean difference, limits of agreement) to ``out_dir``; returns their paths."""
@@ -45,20 +86,9 @@ def plot_bsi_agreement(pairs: Sequence[BsiPair], out_dir: str | Path) -> tuple[P
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    hi = float(max(predicted.max(), reference.max(), 0.1)) * 1.05
-    ax.plot([0, hi], [0, hi], color="0.6", linestyle="--", linewidth=1, label="identity")
-    ax.scatter(reference, predicted, s=22, color="#0072B2", alpha=0.85, edgecolors="none")
-    ax.set_xlim(0, hi)
-    ax.set_ylim(0, hi)
-    ax.set_aspect("equal")
-    ax.set_xlabel("reference BSI (%)")
-    ax.set_ylabel("predicted BSI (%)")
-    ax.set_title(
-        f"BSI, n = {stats['n']}: Pearson r = {_fmt(stats['pearson_r'])}, "
-        f"Spearman rho = {_fmt(stats['spearman_rho'])}",
-        fontsize=9,
+    draw_bsi_scatter(
+        ax, reference, predicted, stats["n"], stats["pearson_r"], stats["spearman_rho"]
     )
-    ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     scatter_path = out / SCATTER_NAME
@@ -77,19 +107,7 @@ def plot_bsi_agreement(pairs: Sequence[BsiPair], out_dir: str | Path) -> tuple[P
         ]
     ax.axhline(0, color="0.8", linewidth=0.8)
     for y, text, color, style in lines:
-        ax.axhline(y, color=color, linestyle=style, linewidth=1.1)
-        # labels sit on the lines at the right edge, the usual Bland-Altman layout
-        ax.annotate(
-            text,
-            xy=(1, y),
-            xycoords=("axes fraction", "data"),
-            xytext=(-4, 3),
-            textcoords="offset points",
-            ha="right",
-            va="bottom",
-            fontsize=8,
-            color=color,
-        )
+        draw_limit_line(ax, y, text, color, style)
     diffs = predicted - reference
     ys = [*diffs, *(y for y, *_ in lines), 0.0]
     span = max(max(ys) - min(ys), 1e-3)
