@@ -332,3 +332,20 @@ def test_detached_features_take_no_gradient_from_the_head(detach):
     head.losses(head(features, sizes, natives), targets)["loss_lesion"].backward()
     assert (features.grad is None) == detach
     assert head.lateral.weight.grad is not None  # the head itself still learns from p2
+
+
+def test_the_cpu_lesion_leaf_loss_keeps_a_gradient_on_a_saturated_empty_map():
+    # With focal Tversky alone a map saturated at 0 passes almost no gradient back through the
+    # sigmoid, and SGD stayed there for hundreds of iterations; the leaf's loss must lift the
+    # lesion pixels' logits by about loss_weight / pixels however saturated the map is.
+    from bsi_d2.config import setup_cfg
+    from bsi_d2.workflows.demo import CPU_CONFIG, resolve_config
+
+    cfg = setup_cfg(str(resolve_config(CPU_CONFIG)), ["MODEL.ENGINE", "torchvision"])
+    head = NativeLesionHead.from_config(cfg, 16)
+    target = torch.zeros((64, 48), dtype=torch.uint8)
+    target[20:25, 12:17] = 1
+    logits = torch.full((1, 64, 48), -15.0, requires_grad=True)
+    head.losses([logits], [target])["loss_lesion"].backward()
+    lift = -logits.grad[0][target == 1]
+    assert float(lift.min()) >= 0.5 * head.loss_weight / target.numel()
