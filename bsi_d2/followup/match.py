@@ -19,6 +19,7 @@ import numpy as np
 
 from bsi_d2.followup.align import Alignment
 from bsi_d2.postprocess.lesions import SITE_DECOY
+from bsi_d2.postprocess.match import assign_pairs
 from bsi_d2.preprocess.merge import VIEW_ORDER
 
 DEFAULT_FOLLOWUP_RADIUS = 15.0  # pixels, about 35 mm at 2.2-2.4 mm per pixel
@@ -97,30 +98,6 @@ def lesion_summary(lesion: Mapping[str, Any]) -> dict[str, Any]:
         "centroid": dict(lesion.get("centroid") or {}),
         "pixels": lesion_pixels(lesion),
     }
-
-
-def assign_pairs(cost: np.ndarray, allowed: np.ndarray, single: float) -> list[tuple[int, int]]:
-    """One-to-one pairs (i, j) with ``allowed[i, j]``, minimising the summed ``cost`` plus
-    ``single`` for each row or column left unpaired (the matrix padded with "unpaired" rows and
-    columns, solved by the Hungarian algorithm): a pair is made only where it costs less than
-    leaving both alone."""
-    from scipy.optimize import linear_sum_assignment
-
-    n, m = cost.shape
-    if n == 0 or m == 0:
-        return []
-    forbidden = (float(np.max(cost, initial=0.0)) + 2 * single) * (n + m + 1) + 1.0
-    padded = np.full((n + m, m + n), forbidden)
-    padded[:n, :m] = np.where(allowed, cost, forbidden)
-    padded[np.arange(n), m + np.arange(n)] = single
-    padded[n + np.arange(m), np.arange(m)] = single
-    padded[n:, m:] = 0.0
-    rows, cols = linear_sum_assignment(padded)
-    return [
-        (int(i), int(j))
-        for i, j in zip(rows, cols, strict=True)
-        if i < n and j < m and allowed[i, j]
-    ]
 
 
 def view_distances(

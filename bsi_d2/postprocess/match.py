@@ -68,32 +68,39 @@ def match_points(
 ) -> list[tuple[int, int]]:
     """Pairs (i, j) of anterior point i and mirrored posterior point j, one-to-one, at most
     ``radius`` apart, minimising the summed distance plus ``radius / 2`` for each point left
-    unpaired (Hungarian algorithm on the matrix padded with "unpaired" rows and columns).
+    unpaired (:func:`assign_pairs`).
 
     So a pair is made only where it saves distance: of two lesions near each other, a close
     pair is kept and the others stay single, rather than forcing as many pairs as fit inside
     the radius (which would pair a lesion with its neighbour's other view)."""
-    from scipy.optimize import linear_sum_assignment
-
     a = np.asarray(anterior, dtype=np.float64).reshape(-1, 2)
     p = np.asarray(posterior_mirrored, dtype=np.float64).reshape(-1, 2)
-    n, m = len(a), len(p)
+    dist = np.linalg.norm(a[:, None, :] - p[None, :, :], axis=2)
+    return assign_pairs(dist, dist <= radius, 0.5 * radius)
+
+
+def assign_pairs(cost: np.ndarray, allowed: np.ndarray, single: float) -> list[tuple[int, int]]:
+    """One-to-one pairs (i, j) with ``allowed[i, j]``, minimising the summed ``cost`` plus
+    ``single`` for each row or column left unpaired (the matrix padded with "unpaired" rows and
+    columns, solved by the Hungarian algorithm): a pair is made only where it costs less than
+    leaving both alone."""
+    from scipy.optimize import linear_sum_assignment
+
+    n, m = cost.shape
     if n == 0 or m == 0:
         return []
-    dist = np.linalg.norm(a[:, None, :] - p[None, :, :], axis=2)
-    forbidden = radius * (n + m + 1) + 1.0  # dearer than leaving everything unpaired
-    single = 0.5 * radius
-    cost = np.zeros((n + m, m + n))
-    cost[:n, :m] = np.where(dist <= radius, dist, forbidden)
-    cost[:n, m:] = forbidden
-    cost[n:, :m] = forbidden
-    cost[np.arange(n), m + np.arange(n)] = single  # anterior i unpaired
-    cost[n + np.arange(m), np.arange(m)] = single  # posterior j unpaired
-    rows, cols = linear_sum_assignment(cost)
+    # dearer than leaving every row and column unpaired
+    forbidden = (float(np.max(cost, where=allowed, initial=0.0)) + 2 * single) * (n + m + 1) + 1.0
+    padded = np.full((n + m, m + n), forbidden)
+    padded[:n, :m] = np.where(allowed, cost, forbidden)
+    padded[np.arange(n), m + np.arange(n)] = single
+    padded[n + np.arange(m), np.arange(m)] = single
+    padded[n:, m:] = 0.0
+    rows, cols = linear_sum_assignment(padded)
     return [
         (int(i), int(j))
         for i, j in zip(rows, cols, strict=True)
-        if i < n and j < m and dist[i, j] <= radius
+        if i < n and j < m and allowed[i, j]
     ]
 
 

@@ -5,7 +5,8 @@ import pytest
 from followup_records import lesion, record
 
 from bsi_d2.followup.align import align_studies
-from bsi_d2.followup.match import assign_pairs, match_lesions
+from bsi_d2.followup.match import match_lesions
+from bsi_d2.postprocess.match import assign_pairs
 
 SHIFT = (11.0, -8.0)  # the later study's whole skeleton lies 11 px right and 8 px up
 
