@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bsi_d2.data.splits import SPLIT_NAMES, fixed_split, kfold_splits
-from bsi_d2.io.base import COUNTS_SUFFIX, META_SUFFIX
+from bsi_d2.io.base import COUNTS_SUFFIX, META_SUFFIX, meta_companion
 from bsi_d2.io.labelme import (
     IGNORE_POLICIES,
     UNKNOWN_LABEL_POLICIES,
@@ -581,11 +581,8 @@ def _meta_groups(
     group_of, missing = {}, []
     for result in converted:
         json_path = src / result.rel
-        candidates = [json_path.with_name(json_path.stem + META_SUFFIX)]
         source = result.image.source if result.image is not None else None
-        if source is not None:
-            candidates.append(source.with_name(source.stem + META_SUFFIX))
-        meta_path = next((c for c in candidates if c.is_file()), None)
+        meta_path = meta_companion(json_path, source)
         if meta_path is None:
             missing.append(f"{result.rel} (no {json_path.stem}{META_SUFFIX})")
             continue

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bsi_d2.io.base import META_SUFFIX
 from bsi_d2.postprocess.analysis import ANNOTATIONS_ENGINE
 from bsi_d2.structures.instances import Instances
 from bsi_d2.taxonomy import Taxonomy
@@ -146,9 +145,7 @@ def annotation_inputs(
     coco: list[CocoImage] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            for path in find_labelme_files(item):
-                if path.name.endswith(META_SUFFIX):  # a scan's study link, read with its scan
-                    continue
+            for path in find_labelme_files(item):  # the .meta.json companions left out
                 if coco_data(path) is None:  # a COCO file in a Labelme folder must be named
                     files.append(path)
             continue

@@ -168,6 +168,13 @@ def meta_path(scan_path: str | Path) -> Path:
     return scan_path.with_name(scan_path.stem + META_SUFFIX)
 
 
+def meta_companion(scan_path: str | Path, image_path: str | Path | None = None) -> Path | None:
+    """The ``<stem>.meta.json`` of a scan that exists: beside ``scan_path`` (an image, or a
+    Labelme JSON), else beside the JSON's ``image_path``; None where there is none."""
+    candidates = [meta_path(scan_path)] + ([meta_path(image_path)] if image_path else [])
+    return next((c for c in candidates if c.is_file()), None)
+
+
 # -- checks every reader makes --------------------------------------------------------------------
 def count_stats(counts: np.ndarray) -> dict[str, float]:
     """Summary of a count image (for metadata and sanity checks): from its histogram where the

@@ -57,6 +57,7 @@ from bsi_d2.io.base import (
     counts_path,
     counts_problem,
     is_whole_body_shape,
+    meta_companion,
     meta_path,
     negative_problem,
     nonfinite_problem,
@@ -209,9 +210,9 @@ class LabelmeReader(ReaderBase):
         scan.digests = {s: d for s, d in scan.digests.items() if s in scan.sources[1:]}
         attach_counts(scan, image.counts_source, self.limits)
         scan.metadata["format"] = f"labelme+{scan.metadata['format']}"
-        companions = [meta_path(path)] + ([meta_path(image.source)] if image.source else [])
-        companion = next((c for c in companions if c.is_file()), companions[0])
-        attach_study_link(scan, companion, self.date_mode, self.limits)
+        companion = meta_companion(path, image.source)
+        if companion is not None:
+            attach_study_link(scan, companion, self.date_mode, self.limits)
         return [scan]
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bsi_d2.io.base import COUNTS_SUFFIX, ScanImage, SkippedInput
+from bsi_d2.io.base import COUNTS_SUFFIX, META_SUFFIX, ScanImage, SkippedInput
 from bsi_d2.io.files import atomic_path, atomic_write_bytes
 from bsi_d2.io.limits import ReadLimits
 from bsi_d2.io.png import write_png
@@ -207,7 +207,11 @@ def write_prepared(
     """
     out_dir = Path(out_dir)
     key = prepared.key
-    files = {"display": f"{key}.png", "counts": f"{key}{COUNTS_SUFFIX}", "meta": f"{key}.meta.json"}
+    files = {
+        "display": f"{key}.png",
+        "counts": f"{key}{COUNTS_SUFFIX}",
+        "meta": f"{key}{META_SUFFIX}",
+    }
     counts16, clipped = counts_to_uint16(prepared.counts)
     write_png(out_dir / files["display"], prepared.display)
     write_png(out_dir / files["counts"], counts16)
@@ -250,7 +254,7 @@ def free_key(out_dir: Path, key: str, digests: Sequence[str]) -> str:
     """``key``, unless the output folder holds another scan under it (written by an earlier run
     from other files): then the key plus a suffix from this scan's content, so no run overwrites
     another's outputs and a rerun of the same files finds its own."""
-    meta = out_dir / f"{key}.meta.json"
+    meta = out_dir / f"{key}{META_SUFFIX}"
     if not meta.is_file():
         return key
     try:
