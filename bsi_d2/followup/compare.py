@@ -17,7 +17,6 @@ import csv
 import datetime
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 from bsi_d2.followup.align import align_studies
 from bsi_d2.followup.match import DEFAULT_FOLLOWUP_RADIUS, LesionChanges, match_lesions
 from bsi_d2.inference.outputs import RECORD_FILE, SCANS_DIR, STATUS_OK, record_paths
+from bsi_d2.io.pseudonym import PATIENT_KEY_PATTERN
 from bsi_d2.postprocess.lesions import OTHER_SITE
 from bsi_d2.preprocess.merge import VIEW_ORDER
 from bsi_d2.report.html import AID_LINE, SITE_ORDER
@@ -43,7 +43,6 @@ POOR_ALIGNMENT_PX = 8.0  # a landmark residual above this: the matching is to be
 UNCHANGED_BSI = 0.005  # percentage points: a change that rounds to 0.00
 UNCHANGED_BSTBI = 0.00005  # one that rounds to 0.0000
 THRESHOLD_SLACK = 1e-9  # 2.05 - 1.20 is 0.8499999...: it meets a threshold of 0.85
-PATIENT_PATTERN = re.compile(r"pt[0-9a-f]{16}")
 STATUS_WORDS = {
     "qc_failed": "failed quality control",
     "not_assessed": "could not be assessed (no skeletal region was found)",
@@ -196,7 +195,7 @@ def read_studies_map(
     be empty) -> key: (patient pseudonym, (date, kind) or None). A ``patient`` that is already a
     pseudonym (``pt`` + 16 hex digits, as records carry) is kept; any other is pseudonymised
     with the salt, so no name or ID given in the map reaches an output."""
-    from bsi_d2.io.pseudonym import patient_key
+    from bsi_d2.io.pseudonym import patient_key  # a local name: follow_up loops over patients
 
     path = Path(path)
     try:
@@ -219,7 +218,7 @@ def read_studies_map(
             date = parse_study_date(row.get(columns["date"], "")) if "date" in columns else None
         except ValueError as err:
             raise FollowupError(f"{path}:{line}: {err}") from err
-        if not PATIENT_PATTERN.fullmatch(patient):
+        if not PATIENT_KEY_PATTERN.fullmatch(patient):
             patient = str(patient_key(patient, salt=salt))
         entry = (patient, date)
         if out.get(key, entry) != entry:
