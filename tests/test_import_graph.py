@@ -36,10 +36,12 @@ LAYERS = (
     "evaluation",
     "engine",
     "report",
+    "pacs",
     "inference",
     "followup",
     "phantom",
     "workflows",
+    "web",
     "commands",
     "cli",
 )

@@ -80,6 +80,7 @@ def main(args: argparse.Namespace) -> int:
         recursive=False,
         salt=args.salt,
         keep_identity=args.keep_identity,
+        dicom_out=args.dicom_out,
         keep_dates=args.keep_dates,
         progress=args.progress,
         prefetch=0,

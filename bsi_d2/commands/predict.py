@@ -103,6 +103,13 @@ def add_record_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 1 when any input is rejected, fails, or fails quality control",
     )
+    parser.add_argument(
+        "--dicom-out",
+        action="store_true",
+        help="also write each scan's DICOM objects into <scan>/dicom/: a TID 1500 SR of the "
+        "BSI, a SEG per view in the source's geometry (DICOM inputs) and a Secondary Capture "
+        "of the overlay; pseudonymised unless --keep-identity (pip install bsi_d2[dicom])",
+    )
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +174,7 @@ def worker_argv(args: argparse.Namespace, shard: str, device: str) -> list[str]:
         ("--cut-below-knee", args.cut_below_knee),
         ("--no-recursive", not args.recursive),
         ("--keep-identity", args.keep_identity),
+        ("--dicom-out", args.dicom_out),
         ("--no-progress", not args.progress),
         ("--strict", args.strict),
     ):
@@ -246,6 +254,7 @@ def main(args: argparse.Namespace) -> int:
         keep_dates=args.keep_dates,
         progress=args.progress,
         outputs=outputs,
+        dicom_out=args.dicom_out,
         writers=max(0, args.writers),
         model={
             "config": args.config_file or None,

@@ -68,6 +68,7 @@ class BatchOptions:
     model: dict[str, Any] = field(default_factory=dict)  # the record's "model" entry
     outputs: frozenset[str] = out.ALL_OUTPUTS  # which files to write (bsi.json always)
     writers: int = 2  # threads analysing and writing scans beside the model (0: inline)
+    dicom_out: bool = False  # also write SR, SEG and Secondary Capture (bsi_d2.pacs.writer)
 
 
 @dataclass
@@ -264,6 +265,7 @@ class _Prepared:
     pixel_spacing_known: bool = False
     warnings: list[str] = field(default_factory=list)  # the reader's and preprocessing's
     link: dict[str, Any] = field(default_factory=dict)  # the study link (LINK_FIELDS)
+    dicom_views: list[Any] = field(default_factory=list)  # pacs.geometry.SourceView, --dicom-out
 
 
 def study_link(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -401,6 +403,7 @@ class BatchRunner:
                 self._fail(key, paths, source, "preprocess", err, link)
                 yield None
                 continue
+            dicom_views = self._dicom_views(item, prepared) if opts.dicom_out else []
             annotation = None
             if self.annotations is not None:
                 try:
@@ -421,7 +424,22 @@ class BatchRunner:
                 prepared.metadata.get("pixel_spacing_mm") is not None,
                 [str(w) for w in prepared.metadata.get("warnings") or []],
                 link,
+                dicom_views,
             )
+
+    def _dicom_views(self, item: Any, prepared: Any) -> list[Any]:
+        """The scan's source frames for its SEG (``--dicom-out``); none where it was not read
+        from DICOM or its headers cannot be read again (then it gets SR and capture only)."""
+        from bsi_d2.pacs.geometry import source_views
+
+        if item.metadata.get("format") != "dicom":
+            return []
+        try:
+            return source_views(item.sources, item.metadata.get("views") or {}, prepared.placements)
+        except Exception as err:  # noqa: BLE001 - the scan is still analysed, without a SEG
+            logger.warning("%s: no SEG: its DICOM header could not be read again: %s",
+                           self.labels(item.sources[0]), type(err).__name__)  # fmt: skip
+            return []
 
     # -- bookkeeping --------------------------------------------------------------------
     def _error(self, key: str, path: str | Path, stage: str, reason: str, source=()) -> None:
@@ -507,9 +525,32 @@ class BatchRunner:
             from bsi_d2.report.html import write_scan_report
 
             write_scan_report(scan_dir, record, tax)
+        if opts.dicom_out:
+            record["dicom"] = self._write_dicom(scan, scan_dir, record, analysis)
         out.atomic_write_json(scan_dir / out.RECORD_FILE, record)
         (self.out_dir / ERRORS_DIR / f"{scan.key}.json").unlink(missing_ok=True)
         return record
+
+    def _write_dicom(self, scan: _Prepared, scan_dir: Path, record: dict, analysis) -> dict:
+        """The scan's SR, SEG and capture (``--dicom-out``); a failure is recorded as the
+        scan's error entry and in its record, and its BSI still stands."""
+        from bsi_d2.pacs.identity import Identity
+        from bsi_d2.pacs.seg import SegmentMasks
+        from bsi_d2.pacs.writer import write_dicom_objects
+        from bsi_d2.report.overlay import render_overlay
+
+        masks = SegmentMasks(analysis.region_map, analysis.decoy_map, analysis.lesion_mask)
+        try:
+            overlay = render_overlay(
+                scan.display, analysis.area_map(), analysis.lesion_mask, self.taxonomy
+            )
+            identity = Identity(keep=self.options.keep_identity, salt=self.options.salt)
+            return write_dicom_objects(scan_dir, record, self.taxonomy, scan.dicom_views, masks,
+                                       overlay, identity)  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - one scan's objects, not the batch
+            reason = self.labels.redact(f"{type(err).__name__}: {err}", *scan.paths)
+            self._error(scan.key, scan.paths[0], "dicom_out", reason, scan.paths)
+            return {"files": [], "segmentations": [], "notes": [], "error": reason}
 
     # -- the loop -----------------------------------------------------------------------
     def _flush(self, batch: list[_Prepared], writing: _Writing) -> None:

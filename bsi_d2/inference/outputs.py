@@ -54,7 +54,7 @@ RECORD_KEYS = (
     "bstbi", "bstbi_anterior", "bstbi_posterior", "bstbi_notes", "counts_source", "lesion_count",
     "lesion_instances", "views_matched", "lesions_in_decoys", "burden_group", "abnormal", "sites",
     "regions", "lesions", "lesions_by_region", "lesion_pixels_counted", "lesion_pixels_outside",
-    "lesion_pixels_in_decoys", "landmarks", "qc", "overlay", "error",
+    "lesion_pixels_in_decoys", "landmarks", "qc", "overlay", "dicom", "error",
 )  # fmt: skip
 # the decisions a scan without an assessable skeleton must not carry
 DECISION_KEYS = ("bsi", "bstbi", "bstbi_anterior", "bstbi_posterior", "lesion_count",

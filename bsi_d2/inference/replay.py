@@ -144,21 +144,25 @@ class RecordingPredictor:
 def phantom_recording(
     phantom_dir: str | Path, taxonomy: Taxonomy, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """A recording from ``bsi-d2 phantom`` output: for each ``dicom/<name>.dcm``, the shapes of
-    ``labelme/<name>.json`` as instances, scores drawn in [0.6, 1), keyed by the display image
-    ``predict`` makes of that DICOM file."""
+    """A recording from ``bsi-d2 phantom`` output: for each scan of ``dicom/`` (a two-frame
+    ``<name>.dcm``, or ``<name>_ANT.dcm`` + ``<name>_POST.dcm`` paired as ``predict`` pairs
+    them), the shapes of ``labelme/<name>.json`` as instances, scores drawn in [0.6, 1), keyed
+    by the display image ``predict`` makes of it."""
     from bsi_d2.inference.annotations import labelme_file_instances
-    from bsi_d2.io.readers import read_scan_file
+    from bsi_d2.io.base import ScanImage
+    from bsi_d2.io.readers import iter_scans
     from bsi_d2.preprocess.pipeline import preprocess_scan
 
     phantom_dir = Path(phantom_dir)
     rng = np.random.default_rng(seed)
+    scans = [s for s in iter_scans([str(phantom_dir / "dicom")]) if isinstance(s, ScanImage)]
     entries = []
-    for dicom in sorted((phantom_dir / "dicom").glob("*.dcm")):
-        (scan,) = read_scan_file(dicom)
+    for scan in sorted(scans, key=lambda s: sorted(map(str, s.sources))):
+        stem = Path(sorted(map(str, scan.sources))[0]).stem
+        stem = stem.removesuffix("_ANT").removesuffix("_POST")
         display = preprocess_scan(scan).display
         truth = labelme_file_instances(
-            phantom_dir / "labelme" / f"{dicom.stem}.json", taxonomy, display.shape
+            phantom_dir / "labelme" / f"{stem}.json", taxonomy, display.shape
         )
         truth.scores = (0.6 + 0.4 * rng.random(len(truth))).astype(np.float32)
         entries.append(instances_entry(display_digest(display), truth))
