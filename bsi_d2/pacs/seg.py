@@ -13,7 +13,6 @@ decoy, lesion) and placed back through the view's placement they give ``labelmap
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,36 +169,3 @@ def _reference_frame(seg: Dataset, header: Dataset, frame: int) -> None:
                 source.ReferencedFrameNumber = frame
     for source in seg.get("SourceImageSequence") or []:
         source.ReferencedFrameNumber = frame
-
-
-def segments_to_label_map(
-    segs: Sequence[tuple[Dataset, SourceView]], taxonomy: Taxonomy, merged_shape: tuple[int, int]
-) -> np.ndarray:
-    """Read SEGs back into a merged-image label map (the inverse of :func:`build_segmentation`,
-    painting in :data:`PAINT_ORDER`): what a test compares with ``labelmap.png``."""
-    import highdicom as hd
-
-    from bsi_d2.pacs.geometry import to_merged
-
-    lesion_id = taxonomy.lesion_ids[0] if taxonomy.lesion_ids else 255
-    layers: dict[str, np.ndarray] = {}
-    for ds, view in segs:
-        seg = (
-            hd.seg.Segmentation.from_dataset(ds, copy=True)
-            if not hasattr(ds, "get_segment_numbers")
-            else ds
-        )
-        pixels = seg.pixel_array  # (rows, cols, segments) for one frame with several segments
-        if pixels.ndim == 2:
-            pixels = pixels[..., np.newaxis]
-        if pixels.ndim == 4:
-            pixels = pixels[0]
-        for index, item in enumerate(seg.SegmentSequence):
-            name = str(item.SegmentLabel)
-            placed = to_merged(pixels[..., index].astype(bool), view.placement, merged_shape)
-            layers[name] = layers.get(name, np.zeros(merged_shape, bool)) | placed
-    out = np.zeros(merged_shape, np.uint8)
-    for cls in ordered_classes(taxonomy):
-        if cls.name in layers:
-            out[layers[cls.name]] = lesion_id if cls.is_lesion else cls.id
-    return out

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ORTHANC = Path("/usr/sbin/Orthanc")
+DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")  # Debian orthanc-dicomweb
 AET = "ORTHANC"
 
 
@@ -34,6 +35,11 @@ class Orthanc:
     log: Path
     process: subprocess.Popen
     aet: str = AET
+
+    @property
+    def dicomweb(self) -> str | None:
+        """The DICOMweb root, where the plugin is installed."""
+        return f"http://{self.host}:{self.http_port}/dicom-web" if DICOMWEB.exists() else None
 
     def rest(self, path: str, body: object | None = None) -> object:
         if body is None or isinstance(body, bytes):
@@ -76,7 +82,8 @@ def start_orthanc(folder: Path) -> Orthanc:
         "DicomAlwaysAllowEcho": True,
         "DicomAlwaysAllowStore": True,
         "DicomAlwaysAllowFind": True,
-        "Plugins": [],
+        "Plugins": [str(DICOMWEB)] if DICOMWEB.exists() else [],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "StableAge": 1,
     }
     path = folder / "orthanc.json"

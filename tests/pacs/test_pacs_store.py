@@ -91,3 +91,21 @@ def test_a_closed_port_says_the_connection_was_refused():
 def test_the_command_exits_2_with_no_files(tmp_path, orthanc):
     assert cli(["store", str(tmp_path), "--host", orthanc.host, "--port",
                 str(orthanc.dicom_port), "--aet", orthanc.aet]) == 2  # fmt: skip
+
+
+def test_stow_rs_stores_into_orthancs_dicomweb(orthanc, results_dir, monkeypatch):
+    if orthanc.dicomweb is None:
+        pytest.skip("Orthanc's DICOMweb plugin is not installed (Debian package orthanc-dicomweb)")
+    sr = next(
+        path for path, name in find_dicom_files([results_dir / "out"]) if name.endswith("sr.dcm")
+    )
+    monkeypatch.setenv("BSI_D2_TEST_PASSWORD", orthanc.password)
+    argv = ["store", str(sr), "--stow", orthanc.dicomweb, "--user", orthanc.user,
+            "--password-env", "BSI_D2_TEST_PASSWORD"]  # fmt: skip
+    assert cli(argv) == 0
+    uid = str(pydicom.dcmread(sr).SOPInstanceUID)
+    assert orthanc.rest("/tools/lookup", uid)
+    with pytest.raises(PeerError, match="HTTP 401"):
+        from bsi_d2.pacs.store import stow_rs
+
+        stow_rs([(sr, "sr.dcm")], orthanc.dicomweb, orthanc.user, "wrong password")
