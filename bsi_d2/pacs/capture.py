@@ -58,5 +58,7 @@ def build_capture(
         software_versions=__version__,
     )
     sc.BurnedInAnnotation = "YES"
+    if "Laterality" not in sc:  # Type 2C: both sides are in the image
+        sc.Laterality = ""
     sc.ImageComments = BAND_LINES[0]
     return sc

@@ -120,6 +120,8 @@ def build_segmentation(
     )
     _reference_frame(seg, header, view.frame)
     _drop_pixel_measures(seg)
+    if "PatientOrientation" not in seg:  # Type 2C where there is no frame of reference
+        seg.PatientOrientation = header.get("PatientOrientation", "")
     codes.declare_scheme(seg)
     return seg, summary
 
@@ -167,5 +169,3 @@ def _reference_frame(seg: Dataset, header: Dataset, frame: int) -> None:
         for derivation in item.get("DerivationImageSequence") or []:
             for source in derivation.get("SourceImageSequence") or []:
                 source.ReferencedFrameNumber = frame
-    for source in seg.get("SourceImageSequence") or []:
-        source.ReferencedFrameNumber = frame

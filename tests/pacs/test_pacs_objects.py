@@ -223,3 +223,17 @@ def test_dcmtk_renders_the_sr(runs):
                            text=True, check=True).stdout  # fmt: skip
     assert "Bone Scan Index" in shown and "UNVERIFIED" in shown
     assert f"{record['bsi']:.6f}"[:6] in shown
+
+
+@pytest.mark.skipif(
+    shutil.which("dciodvfy") is None, reason="dicom3tools (dciodvfy) is not installed"
+)
+@pytest.mark.parametrize("run", ["pseudonymised", "kept", "one_view"])
+def test_dciodvfy_finds_no_error_in_the_objects(runs, run):
+    _, out = runs[run]
+    for record, scan_dir in _scans(out):
+        for name in record["dicom"]["files"]:
+            checked = subprocess.run(["dciodvfy", str(scan_dir / "dicom" / name)],
+                                     capture_output=True, text=True, timeout=120)  # fmt: skip
+            errors = [line for line in checked.stderr.splitlines() if line.startswith("Error")]
+            assert not errors, f"{name}: {errors}"
