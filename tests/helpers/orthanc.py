@@ -89,9 +89,10 @@ def start_orthanc(folder: Path) -> Orthanc:
     path = folder / "orthanc.json"
     path.write_text(json.dumps(config))
     log = folder / "orthanc.log"
-    process = subprocess.Popen(
-        [str(ORTHANC), str(path)], stdout=open(log, "wb"), stderr=subprocess.STDOUT
-    )  # noqa: SIM115
+    with open(log, "wb") as log_file:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [str(ORTHANC), str(path)], stdout=log_file, stderr=subprocess.STDOUT
+        )
     server = Orthanc("127.0.0.1", dicom_port, http_port, "bsi", password, log, process)
     deadline = time.monotonic() + 30
     while True:
