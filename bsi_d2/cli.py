@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("bsi_d2.commands.predict", "batch inference, BSI per scan and reports"),
     "bsi": ("bsi_d2.commands.bsi", "BSI and reports from Labelme or COCO annotations"),
     "followup": ("bsi_d2.commands.followup", "changes across a patient's studies (BSI, lesions)"),
+    "serve": (
+        "bsi_d2.commands.serve",
+        "a web page: log in, upload a scan, get its segmentation and BSI",
+    ),
     "store": ("bsi_d2.commands.store", "send DICOM results to a PACS (C-STORE or STOW-RS)"),
 }
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from bsi_d2.commands._args import (
     add_config_file_argument,
@@ -20,6 +21,9 @@ from bsi_d2.io.limits import add_limit_arguments, limits_from
 from bsi_d2.postprocess.bsi import COMBINE_RULES
 from bsi_d2.postprocess.qc import QCThresholds
 from bsi_d2.postprocess.rasterize import parse_class_thresholds
+
+if TYPE_CHECKING:
+    from bsi_d2.inference.batch import BatchOptions
 
 HELP = "batch inference, BSI per scan and reports"
 
@@ -212,7 +216,7 @@ def _spawn_workers(args: argparse.Namespace) -> int:
 
 def main(args: argparse.Namespace) -> int:
     from bsi_d2.config import setup_cfg
-    from bsi_d2.inference.batch import BatchOptions, parse_shard, run_batch
+    from bsi_d2.inference.batch import parse_shard, run_batch
     from bsi_d2.inference.outputs import parse_outputs
     from bsi_d2.io.files import OutputDirError, check_output_dir
 
@@ -230,45 +234,21 @@ def main(args: argparse.Namespace) -> int:
     if args.num_gpus > 1:
         return _spawn_workers(args)
     cfg = setup_cfg(args.config_file or None, args.opts)
-    predictor, engine = _predictor(args, cfg)
+    predictor, engine = load_predictor(args, cfg)
     predictor.batch_size = max(1, args.batch_size)
-    bsi_cfg = cfg.BSI
-    class_thresh = parse_class_thresholds(list(bsi_cfg.CLASS_SCORE_THRESH))
-    class_thresh.update(parse_class_thresholds(args.class_thresh))
-    options = BatchOptions(
+    options = options_from_config(
+        cfg,
+        args,
+        engine,
         batch_size=args.batch_size,
-        score_thresh=(
-            float(bsi_cfg.SCORE_THRESH) if args.score_thresh is None else args.score_thresh
-        ),
-        class_thresh=class_thresh,
-        combine=args.combine or str(bsi_cfg.COMBINE_VIEWS),
-        match_views=bool(bsi_cfg.MATCH_VIEWS) if args.match_views is None else args.match_views,
-        match_radius=(
-            float(bsi_cfg.MATCH_RADIUS) if args.match_radius is None else args.match_radius
-        ),
         cut_below_knee=args.cut_below_knee,
         shard=shard,
         recursive=args.recursive,
-        salt=args.salt,
-        keep_identity=args.keep_identity,
         keep_dates=args.keep_dates,
         progress=args.progress,
         outputs=outputs,
         dicom_out=args.dicom_out,
         writers=max(0, args.writers),
-        model={
-            "config": args.config_file or None,
-            "weights": args.weights or (str(cfg.MODEL.WEIGHTS) or None),
-            "engine": engine,
-        },
-    )
-    options.qc = QCThresholds.from_config(bsi_cfg.QC)
-    read = bsi_cfg.READ
-    options.limits = limits_from(
-        limits_from(None, read.MAX_FILE_MB, read.MAX_FRAME_PIXELS, read.MAX_FRAMES),
-        args.max_file_mb,
-        args.max_frame_pixels,
-        args.max_frames,
     )
     result = run_batch(args.inputs, args.out, predictor, predictor.taxonomy, options)
     if args.record:
@@ -278,7 +258,51 @@ def main(args: argparse.Namespace) -> int:
     return batch_exit_code(result, args.strict)
 
 
-def _predictor(args: argparse.Namespace, cfg):
+def options_from_config(cfg, args: argparse.Namespace, engine: str, **fields) -> BatchOptions:
+    """Batch options from the config's ``BSI`` node, overridden by the command line where an
+    option was given (``--score-thresh``, ``--class-thresh``, ``--combine``, ``--match-views``,
+    ``--match-radius``, the read limits; an option a command does not have counts as not
+    given), plus ``fields`` as they are. ``predict`` and ``serve`` share it."""
+    from bsi_d2.inference.batch import BatchOptions
+
+    def given(name: str):
+        return getattr(args, name, None)
+
+    bsi_cfg, read = cfg.BSI, cfg.BSI.READ
+    class_thresh = parse_class_thresholds(list(bsi_cfg.CLASS_SCORE_THRESH))
+    class_thresh.update(parse_class_thresholds(given("class_thresh") or []))
+    options = BatchOptions(
+        score_thresh=float(
+            bsi_cfg.SCORE_THRESH if given("score_thresh") is None else args.score_thresh
+        ),  # fmt: skip
+        class_thresh=class_thresh,
+        combine=given("combine") or str(bsi_cfg.COMBINE_VIEWS),
+        match_views=bool(
+            bsi_cfg.MATCH_VIEWS if given("match_views") is None else args.match_views
+        ),  # fmt: skip
+        match_radius=float(
+            bsi_cfg.MATCH_RADIUS if given("match_radius") is None else args.match_radius
+        ),  # fmt: skip
+        salt=args.salt,
+        keep_identity=bool(given("keep_identity")),
+        model={
+            "config": given("config_file") or None,
+            "weights": given("weights") or (str(cfg.MODEL.WEIGHTS) or None),
+            "engine": engine,
+        },
+        **fields,
+    )
+    options.qc = QCThresholds.from_config(bsi_cfg.QC)
+    options.limits = limits_from(
+        limits_from(None, read.MAX_FILE_MB, read.MAX_FRAME_PIXELS, read.MAX_FRAMES),
+        given("max_file_mb"),
+        given("max_frame_pixels"),
+        given("max_frames"),
+    )
+    return options
+
+
+def load_predictor(args: argparse.Namespace, cfg):
     """The model (wrapped to record it with ``--record``), or a recording with ``--replay``;
     and the engine name the records give."""
     from bsi_d2.inference import replay

@@ -3,17 +3,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
+from helpers.chromium import CHROMIUM, MARKS, QUIET_FLAGS
 
 from bsi_d2.report import render_overlay, save_png, write_scan_report
 from bsi_d2.taxonomy import load_taxonomy
 
-CHROMIUM = Path("/usr/bin/chromium")
-
-pytestmark = [
-    pytest.mark.chromium,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed"),
-]
+pytestmark = list(MARKS)
 
 
 def screenshot(page: Path, png: Path, profile: Path) -> None:
@@ -21,13 +16,7 @@ def screenshot(page: Path, png: Path, profile: Path) -> None:
         [
             str(CHROMIUM),
             "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *QUIET_FLAGS,
             f"--user-data-dir={profile}",
             f"--screenshot={png}",
             "--window-size=1200,1600",
