@@ -25,11 +25,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("bsi_d2.commands.convert", "Labelme JSON folder -> COCO instances per split"),
     "train": ("bsi_d2.commands.train", "train Mask R-CNN (detectron2 or torchvision engine)"),
     "kfold": ("bsi_d2.commands.kfold", "run every fold of a k-fold split and summarise"),
+    "pseudo-label": ("bsi_d2.commands.pseudo_label", "trusted predictions -> pseudo-labels"),
+    "self-train": ("bsi_d2.commands.self_train", "rounds of train -> pseudo-label -> retrain"),
     "evaluate": (
         "bsi_d2.commands.evaluate",
         "score predictions against COCO ground truth or a reference CSV",
     ),
     "predict": ("bsi_d2.commands.predict", "batch inference, BSI per scan and reports"),
+    "mine-negatives": ("bsi_d2.commands.mine_negatives", "normal scans -> hard negatives (COCO)"),
+    "rank-unlabelled": ("bsi_d2.commands.rank_unlabelled", "which scan to annotate next"),
     "bsi": ("bsi_d2.commands.bsi", "BSI and reports from Labelme or COCO annotations"),
     "followup": ("bsi_d2.commands.followup", "changes across a patient's studies (BSI, lesions)"),
     "serve": (

@@ -1,7 +1,9 @@
 """The set of classes, their Labelme spellings, colours and BSI weights, read from a data file.
 
 A taxonomy is a YAML or JSON file (see ``resources/taxonomy/default.yaml``) or a plain Labelme
-``labels.txt``. Everything that needs classes takes a :class:`Taxonomy`; nothing hard-codes them.
+``labels.txt``; the built-in ones go by name (:data:`BUILT_IN`: ``default``, and ``benign``, the
+default plus a benign hot-spot decoy). Everything that needs classes takes a :class:`Taxonomy`;
+nothing hard-codes them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import yaml
 KINDS = ("region", "decoy", "lesion", "other")
 VIEWS = ("anterior", "posterior")
 DEFAULT_NAME = "default"
+BENIGN_NAME = "benign"  # the label of the benign hot-spot class, and its built-in taxonomy
+BUILT_IN = (DEFAULT_NAME, BENIGN_NAME)  # names of the files in resources/taxonomy/
 
 
 class TaxonomyError(ValueError):
@@ -130,6 +134,16 @@ class Taxonomy:
         return [c.id for c in self.of_kind("decoy")]
 
     @property
+    def benign_class(self) -> ClassDef | None:
+        """The decoy class the label ``benign`` spells (benign hot spots), or None."""
+        cls = self.resolve_label(BENIGN_NAME)
+        return cls if cls is not None and cls.is_decoy else None
+
+    @property
+    def benign_ids(self) -> list[int]:
+        return [self.benign_class.id] if self.benign_class is not None else []
+
+    @property
     def burden_exclude_ids(self) -> list[int]:
         return [c.id for c in self.classes if c.exclude_from_burden]
 
@@ -177,16 +191,22 @@ class Taxonomy:
         return out
 
 
+def _built_in_path(name: str = DEFAULT_NAME) -> Path:
+    return Path(str(resources.files("bsi_d2") / "resources" / "taxonomy" / f"{name}.yaml"))
+
+
 def _default_path() -> Path:
-    return Path(str(resources.files("bsi_d2") / "resources" / "taxonomy" / "default.yaml"))
+    return _built_in_path(DEFAULT_NAME)
 
 
 def load_taxonomy(spec: str | Path | Taxonomy | None = None) -> Taxonomy:
-    """Load a taxonomy: ``None``/``"default"`` (built in) or a .yaml/.yml/.json/.txt path."""
+    """Load a taxonomy: ``None`` or a built-in name (:data:`BUILT_IN`; ``"default"`` for None)
+    or a .yaml/.yml/.json/.txt path. A file in the working folder named like a built-in one
+    needs a path with a folder or suffix (``./benign.yaml``)."""
     if isinstance(spec, Taxonomy):
         return spec
-    if spec is None or str(spec) == DEFAULT_NAME:
-        path = _default_path()
+    if spec is None or str(spec) in BUILT_IN:
+        path = _built_in_path(DEFAULT_NAME if spec is None else str(spec))
     else:
         path = Path(spec)
     if not path.is_file():

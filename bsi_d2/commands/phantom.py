@@ -11,6 +11,7 @@ from bsi_d2.commands._args import (
     add_deprecated_alias,
     add_difficulty_argument,
     add_out_argument,
+    add_taxonomy_argument,
     add_workers_argument,
 )
 
@@ -50,6 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="jitter the drawn outlines and leave some faint lesions unlabelled, as real "
         "annotators do (default: as the preset says; the truth files keep what was drawn)",
     )
+    add_taxonomy_argument(parser)
+    parser.add_argument(
+        "--label-benign",
+        action="store_true",
+        help="label the benign look-alikes (injection site, degenerative joints, fractures, "
+        "urine, catheters...) as instances of the taxonomy's 'benign' decoy class instead of "
+        "leaving them unlabelled; needs a taxonomy with that class (default with this flag: "
+        "the built-in 'benign'). The images stay the same",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -61,6 +71,15 @@ def main(args: argparse.Namespace) -> int:
     if args.follow_up < 0:
         logger.error("--follow-up must be >= 0, got %d", args.follow_up)
         return 2
+    if args.label_benign:
+        from bsi_d2.phantom.generate import require_benign_class
+        from bsi_d2.taxonomy import BENIGN_NAME, load_taxonomy
+
+        try:
+            require_benign_class(load_taxonomy(args.taxonomy or BENIGN_NAME))
+        except ValueError as err:  # TaxonomyError too: a missing or broken file
+            logger.error("--label-benign: %s", err)
+            return 2
     write_phantoms(
         args.out,
         args.scans,
@@ -70,6 +89,8 @@ def main(args: argparse.Namespace) -> int:
         difficulty=args.difficulty,
         annotator_noise=args.annotator_noise,
         follow_up=args.follow_up,
+        taxonomy=args.taxonomy,
+        label_benign=args.label_benign,
     )
     manifest = json.loads((args.out / "manifest.json").read_text(encoding="utf-8"))
     summary = manifest["summary"]

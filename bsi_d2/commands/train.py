@@ -4,6 +4,7 @@
     bsi-d2 train --config-file C --resume                      # continue from OUTPUT_DIR
     bsi-d2 train --config-file C --eval-only MODEL.WEIGHTS out/model_final.pth
     bsi-d2 train --config-file C MODEL.WEIGHTS prostate/model_final.pth   # fine-tune (seed 001)
+    bsi-d2 train --config-file C --pseudo out/pseudo/pseudo_labels.json --pseudo-ratio 0.3
 
 The engine is MODEL.ENGINE (auto: detectron2 where installed, else torchvision).
 """
@@ -32,6 +33,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine")
     parser.add_argument("--dist-url", default="auto", help="initialisation URL (detectron2)")
+    parser.add_argument(
+        "--pseudo",
+        metavar="COCO",
+        help="also train on these pseudo-labelled scans (`bsi-d2 pseudo-label`'s "
+        "pseudo_labels.json, or a registered data set): DATASETS.PSEUDO",
+    )
+    parser.add_argument(
+        "--pseudo-ratio",
+        type=float,
+        metavar="R",
+        help="share of pseudo-labelled samples per pass over the training mix, in [0, 1] "
+        "(DATASETS.PSEUDO_RATIO, default 0.5)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
 
 
@@ -62,7 +76,18 @@ def launch(args: argparse.Namespace) -> dict[str, Any] | None:
     return None
 
 
+def pseudo_opts(args: argparse.Namespace) -> list[str]:
+    """``opts`` with ``--pseudo`` and ``--pseudo-ratio`` as the config keys they stand for."""
+    opts = list(args.opts or [])
+    if getattr(args, "pseudo", None):
+        opts += ["DATASETS.PSEUDO", str(args.pseudo)]
+    if getattr(args, "pseudo_ratio", None) is not None:
+        opts += ["DATASETS.PSEUDO_RATIO", str(float(args.pseudo_ratio))]
+    return opts
+
+
 def main(args: argparse.Namespace) -> int:
+    args.opts = pseudo_opts(args)
     try:
         result = launch(args)
     except config_errors() as err:  # tools/train_net.py calls main without bsi_d2.cli

@@ -104,6 +104,12 @@ def add_bsi_config(cfg: Any) -> None:
     cfg.BSI.QC.MIN_SKELETON_FRACTION = 0.04  # bone-region pixels / view pixels, at least
     cfg.BSI.QC.MAX_SKELETON_FRACTION = 0.40  # ... and at most
 
+    # pseudo-labelled scans mixed into DATASETS.TRAIN (bsi_d2/data/datasets.py, both engines)
+    if "DATASETS" not in cfg:  # a foreign node may lack it; detectron2's and ours have it
+        cfg.DATASETS = CN()
+    cfg.DATASETS.PSEUDO = ""  # COCO file (`bsi-d2 pseudo-label`) or registered name; "": none
+    cfg.DATASETS.PSEUDO_RATIO = 0.5  # share of pseudo-labelled samples per pass over the mix
+
     cfg.SOLVER.EPOCHS = 0  # > 0: MAX_ITER (and STEPS from EPOCH_STEPS) derived from dataset size
     cfg.SOLVER.EPOCH_STEPS = ()  # with EPOCHS > 0: epochs after which the LR is multiplied by GAMMA
 

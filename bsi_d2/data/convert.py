@@ -10,8 +10,12 @@ Output layout (other parts of bsi_d2 rely on it)::
     OUT/conversion_report.json
 
 Image records carry ``has_lesion``, ``labelme_file`` and, where a ``<stem>.counts.png`` lay
-beside the image, ``counts_file_name``. Images keep their pixels and bit depth. Instances come
-from :func:`bsi_d2.io.labelme.labelme_instances`; an ignore region becomes one ``iscrowd: 1``
+beside the image, ``counts_file_name``. What a model made and no one has reviewed says so: the
+annotation of an instance whose shapes all still carry Labelme's ``model_made`` flag has
+``"model_made": true`` (and the model's ``score`` where its description gives one), the image of
+a file whose file-level flag is ticked ``"model_made": true``; human ones carry neither key.
+Images keep their pixels and bit depth. Instances come from
+:func:`bsi_d2.io.labelme.labelme_instances`; an ignore region becomes one ``iscrowd: 1``
 RLE annotation per category, so COCO evaluation ignores detections of any class inside it.
 Image ids are the 1-based positions of the JSON files in sorted relative-path order;
 ``<stem>.meta.json`` companions are not Labelme files.
@@ -143,6 +147,7 @@ class _FileResult:
     annotations: list[dict[str, Any]] = field(default_factory=list)
     problems: list[dict[str, Any]] = field(default_factory=list)  # with "severity"
     ignore_regions: int = 0
+    model_made: bool = False  # the file-level flag (bsi_d2.io.labelme.MODEL_MADE) is ticked
     error: str | None = None
     not_labelme: str | None = None
 
@@ -183,6 +188,7 @@ def _convert_file(
         result.problems.append({"severity": problem.severity, **problem.to_dict(rel)})
     result.image = image
     result.image_name = _image_name(image, path, src)
+    result.model_made = labelme.model_made
     for inst in instances:
         record = {
             "segmentation": inst.rle if inst.is_ignore else inst.segmentation,
@@ -194,7 +200,9 @@ def _convert_file(
             for category_id in taxonomy.ids:
                 result.annotations.append({"category_id": category_id, "iscrowd": 1, **record})
         else:
-            result.annotations.append({"category_id": inst.category_id, "iscrowd": 0, **record})
+            result.annotations.append(
+                {"category_id": inst.category_id, "iscrowd": 0, **record, **inst.provenance()}
+            )
     return result
 
 
@@ -380,6 +388,8 @@ def convert_labelme_folder(
         }
         if counts_name:
             record["counts_file_name"] = counts_name
+        if result.model_made:
+            record["model_made"] = True
         images.append(record)
         for ann in result.annotations:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **ann})

@@ -9,15 +9,21 @@ Layout (``bsi-d2 convert``)::
 Names: ``bsi_{all,train,val,test}`` and ``bsi_fold{K}_{train,val,test}``. A small catalog of our
 own holds them so the torchvision engine works without detectron2; where detectron2 is installed
 the same loaders and metadata also go into its DatasetCatalog / MetadataCatalog.
+
+Training reads :func:`training_dataset_dicts`, the one place both engines get their training
+images from: DATASETS.TRAIN, plus, with DATASETS.PSEUDO, pseudo-labelled scans mixed in so that
+they are DATASETS.PSEUDO_RATIO of the samples (:func:`mix_pseudo_labelled`).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
+import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -190,6 +196,8 @@ def load_bsi_coco_json(
         }
         if "has_lesion" in img:
             record["has_lesion"] = bool(img["has_lesion"])
+        if img.get("model_made"):
+            record["model_made"] = True
         if img.get("counts_file_name"):
             record["counts_file_name"] = str(image_root / img["counts_file_name"])
         annotations = []
@@ -216,6 +224,8 @@ def _annotation_record(
         "category_id": to_contiguous[int(ann["category_id"])],
         "iscrowd": int(ann.get("iscrowd", 0)),
     }
+    if ann.get("model_made"):
+        obj["model_made"] = True
     segm = ann.get("segmentation")
     if isinstance(segm, dict):
         if isinstance(segm.get("counts"), list):
@@ -231,3 +241,117 @@ def _annotation_record(
     elif segm is not None:
         raise DatasetError(f"{where}: segmentation is neither polygons nor RLE")
     return obj
+
+
+# -- training: labelled plus pseudo-labelled ------------------------------------------------
+def coco_image_root(json_file: str | os.PathLike) -> Path:
+    """Where a COCO file's ``file_name`` entries are relative to: ``ROOT/images`` for a file
+    under the converter's ``ROOT/annotations/`` (fold folders too), else the file's folder (as
+    ``bsi-d2 pseudo-label`` writes its ``pseudo_labels.json``)."""
+    json_file = Path(json_file)
+    for parent in json_file.parents:
+        if parent.name == "annotations" and (parent.parent / "images").is_dir():
+            return parent.parent / "images"
+    return json_file.parent
+
+
+def pseudo_dataset_dicts(
+    source: str | os.PathLike, taxonomy: Taxonomy | str | None = None
+) -> list[dict[str, Any]]:
+    """DATASETS.PSEUDO's scans: a registered data set's name, else a COCO file (images found by
+    :func:`coco_image_root`). Every one is marked ``model_made``, whatever its file says."""
+    name = str(source)
+    if name in _LOADERS:
+        dicts = get_dataset_dicts(name)
+    else:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise DatasetError(
+                f"{path}: DATASETS.PSEUDO is neither a registered data set nor a COCO file"
+            )
+        dicts = load_bsi_coco_json(path, coco_image_root(path), taxonomy)
+    return [{**d, "model_made": True} for d in dicts]
+
+
+def filter_empty_annotations(dicts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The dicts with at least one non-crowd annotation (DATALOADER.FILTER_EMPTY_ANNOTATIONS)."""
+    return [d for d in dicts if any(not a.get("iscrowd", 0) for a in d.get("annotations", []))]
+
+
+def pseudo_sample_count(labelled: int, pseudo: int, ratio: float) -> int:
+    """How many pseudo-labelled samples one pass over the mix holds so that they are ``ratio``
+    of it: ``round(ratio / (1 - ratio) * labelled)``; all of them at ratio 1 (no labelled
+    sample), none at ratio 0 or without any."""
+    ratio = float(ratio)
+    if not 0.0 <= ratio <= 1.0 or math.isnan(ratio):
+        raise DatasetError(f"DATASETS.PSEUDO_RATIO must lie in [0, 1], got {ratio}")
+    if pseudo == 0 or ratio == 0.0:
+        return 0
+    if ratio == 1.0:
+        return pseudo
+    return int(round(ratio / (1.0 - ratio) * labelled))
+
+
+def mix_pseudo_labelled(
+    labelled: Sequence[dict[str, Any]],
+    pseudo: Sequence[dict[str, Any]],
+    ratio: float,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """One pass of the training mix: every labelled dict once (none at ratio 1), then
+    :func:`pseudo_sample_count` pseudo-labelled ones, drawn in whole seeded permutations of
+    ``pseudo`` (each used as evenly as the count allows: k or k + 1 times), so that the sampler
+    that shuffles the pass sees the pseudo-labelled scans as ``ratio`` of its samples. The same
+    ``seed`` gives the same mix."""
+    count = pseudo_sample_count(len(labelled), len(pseudo), ratio)
+    rng = random.Random(int(seed))
+    drawn: list[dict[str, Any]] = []
+    while len(drawn) < count:
+        order = list(range(len(pseudo)))
+        rng.shuffle(order)
+        drawn.extend(pseudo[i] for i in order[: count - len(drawn)])
+    return [*([] if float(ratio) == 1.0 else labelled), *drawn]
+
+
+def training_dataset_dicts(cfg: Any, seed: int | None = None) -> list[dict[str, Any]]:
+    """The dicts both engines train on: DATASETS.TRAIN (without images that have no
+    annotation where DATALOADER.FILTER_EMPTY_ANNOTATIONS), and with DATASETS.PSEUDO the
+    pseudo-labelled scans mixed in by :func:`mix_pseudo_labelled` at DATASETS.PSEUDO_RATIO,
+    drawn with ``seed`` (default SEED; a negative SEED draws one, logged)."""
+    from bsi_d2.config import cfg_get
+
+    filter_empty = bool(cfg_get(cfg, "DATALOADER.FILTER_EMPTY_ANNOTATIONS"))
+    labelled = [d for name in cfg_get(cfg, "DATASETS.TRAIN") for d in get_dataset_dicts(name)]
+    if filter_empty:
+        kept = filter_empty_annotations(labelled)
+        if len(kept) < len(labelled):
+            logger.info(
+                "removed %d images without annotations (DATALOADER.FILTER_EMPTY_ANNOTATIONS)",
+                len(labelled) - len(kept),
+            )
+        labelled = kept
+    source = str(cfg_get(cfg, "DATASETS.PSEUDO", "") or "")
+    if not source:
+        return labelled
+    pseudo = pseudo_dataset_dicts(source, cfg_get(cfg, "BSI.TAXONOMY", None) or None)
+    if filter_empty:
+        pseudo = filter_empty_annotations(pseudo)
+    ratio = float(cfg_get(cfg, "DATASETS.PSEUDO_RATIO"))
+    if not pseudo:
+        logger.warning("DATASETS.PSEUDO %s holds no annotated scan: labelled data only", source)
+    if seed is None:
+        seed = int(cfg_get(cfg, "SEED"))
+    if seed < 0:
+        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+        logger.info("SEED < 0: pseudo-label mix drawn with seed %d", seed)
+    mix = mix_pseudo_labelled(labelled, pseudo, ratio, seed)
+    drawn = pseudo_sample_count(len(labelled), len(pseudo), ratio)
+    logger.info(
+        "training on %d labelled and %d pseudo-labelled samples per pass (DATASETS.PSEUDO_RATIO"
+        " %.2f, %d pseudo-labelled scans)",
+        len(mix) - drawn,
+        drawn,
+        ratio,
+        len(pseudo),
+    )
+    return mix

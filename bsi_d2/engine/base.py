@@ -139,8 +139,14 @@ def resolve_engine(cfg: Any) -> str:
 def prepare_training(cfg: Any) -> Any:
     """A frozen copy of ``cfg`` ready to train or evaluate on: the data sets under
     BSI.DATASET_ROOT (or env BSI_D2_DATASETS) registered, SOLVER.EPOCHS turned into MAX_ITER
-    and STEPS from the training images, and MODEL.DEVICE cpu where CUDA is absent."""
-    from bsi_d2.data.datasets import num_images, register_all, registered_names
+    and STEPS from the training images (with DATASETS.PSEUDO: one pass over the labelled +
+    pseudo-labelled mix), and MODEL.DEVICE cpu where CUDA is absent."""
+    from bsi_d2.data.datasets import (
+        num_images,
+        register_all,
+        registered_names,
+        training_dataset_dicts,
+    )
     from bsi_d2.taxonomy import load_taxonomy
 
     cfg = cfg.clone()
@@ -152,6 +158,8 @@ def prepare_training(cfg: Any) -> Any:
         logger.warning("SOLVER.EPOCHS not resolved: %s not registered", ", ".join(missing))
     elif int(cfg.SOLVER.EPOCHS) > 0:
         count = sum(num_images(name) for name in cfg.DATASETS.TRAIN)
+        if cfg_get(cfg, "DATASETS.PSEUDO", ""):  # an epoch is a pass over the whole mix
+            count = len(training_dataset_dicts(cfg, seed=0))
         resolve_epochs(cfg, count)
         logger.info(
             "SOLVER.EPOCHS %d over %d training images: MAX_ITER %d, STEPS %s",

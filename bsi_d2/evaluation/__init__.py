@@ -15,6 +15,7 @@ from bsi_d2.evaluation.agreement import (
     roc_points,
     wilson_interval,
 )
+from bsi_d2.evaluation.benign import BenignMalignantAccumulator
 from bsi_d2.evaluation.coco_eval import GroundTruthError, coco_ap
 from bsi_d2.evaluation.evaluator import evaluate_dataset, write_evaluation
 from bsi_d2.evaluation.pixel import pixel_metrics
@@ -28,6 +29,7 @@ from bsi_d2.evaluation.reference import (
 from bsi_d2.evaluation.results import (
     CocoSummary,
     EvaluationResult,
+    LesionClassification,
     LesionSummary,
     PixelScores,
     flatten_evaluations,
@@ -37,8 +39,10 @@ from bsi_d2.evaluation.scan import abnormality_score, roc_auc, scan_metrics
 from bsi_d2.evaluation.tables import format_pixel_table
 
 __all__ = [
+    "BenignMalignantAccumulator",
     "CocoSummary",
     "EvaluationResult",
+    "LesionClassification",
     "LesionSummary",
     "PixelScores",
     "flatten_evaluations",

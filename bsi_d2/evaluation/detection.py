@@ -64,7 +64,33 @@ class ImageMatch:
         return ~self.is_tp & ~self.ignored
 
 
-def _stack(masks: Sequence[np.ndarray] | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def hit_matrix(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N_pred, N_gt) mask IoU and whether each prediction *hits* each ground-truth mask (IoU
+    at least :data:`HIT_IOU`, or the predicted centroid's pixel inside it), of (N, H, W) bool
+    stacks; an empty predicted mask hits nothing."""
+    gt_area = gt.sum(axis=(1, 2))
+    pred_area = pred.sum(axis=(1, 2))
+    pred_box, gt_box = mask_boxes(pred), mask_boxes(gt)
+    n_pred, n_gt = len(pred), len(gt)
+    iou = np.zeros((n_pred, n_gt), dtype=np.float64)
+    hit = np.zeros((n_pred, n_gt), dtype=bool)
+    for p in np.flatnonzero(pred_area):
+        r0, r1, c0, c1 = pred_box[p]
+        rows, cols = np.nonzero(pred[p, r0:r1, c0:c1])
+        # the pixel the mean position falls in (pixel centres at integer coordinates)
+        cy = int(np.floor(rows.mean() + r0 + 0.5))
+        cx = int(np.floor(cols.mean() + c0 + 0.5))
+        for g in range(n_gt):
+            g0, g1, h0, h1 = gt_box[g]
+            i0, i1, j0, j1 = max(r0, g0), min(r1, g1), max(c0, h0), min(c1, h1)
+            if i1 > i0 and j1 > j0:
+                inter = np.count_nonzero(pred[p, i0:i1, j0:j1] & gt[g, i0:i1, j0:j1])
+                iou[p, g] = inter / (pred_area[p] + gt_area[g] - inter)
+            hit[p, g] = iou[p, g] >= HIT_IOU or bool(gt[g, cy, cx])
+    return iou, hit
+
+
+def stack_masks(masks: Sequence[np.ndarray] | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if len(masks) == 0:
         return np.zeros((0, *shape), dtype=bool)
     return np.ascontiguousarray(np.stack([np.asarray(m, dtype=bool) for m in masks]))
@@ -81,8 +107,8 @@ def match_lesions(
     shape = next((np.shape(g[0]) for g in (gt_masks, pred_masks) if len(g)), None)
     if shape is None:
         shape = np.shape(ignore) if ignore is not None else (0, 0)
-    gt = _stack(gt_masks, shape)
-    pred = _stack(pred_masks, shape)
+    gt = stack_masks(gt_masks, shape)
+    pred = stack_masks(pred_masks, shape)
     scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
     if len(scores) != len(pred):
         raise ValueError(f"{len(pred)} predicted masks but {len(scores)} scores")
@@ -94,27 +120,11 @@ def match_lesions(
 
     gt_area = gt.sum(axis=(1, 2))
     gt = gt[gt_area > 0]
-    gt_area = gt_area[gt_area > 0]
     n_pred, n_gt = len(pred), len(gt)
     pred_area = pred.sum(axis=(1, 2))
-    pred_box, gt_box = mask_boxes(pred), mask_boxes(gt)
-
-    iou = np.zeros((n_pred, n_gt), dtype=np.float64)
-    hit = np.zeros((n_pred, n_gt), dtype=bool)
+    pred_box = mask_boxes(pred)
+    iou, hit = hit_matrix(gt, pred)
     ignored = pred_area == 0
-    for p in np.flatnonzero(pred_area):
-        r0, r1, c0, c1 = pred_box[p]
-        rows, cols = np.nonzero(pred[p, r0:r1, c0:c1])
-        # the pixel the mean position falls in (pixel centres at integer coordinates)
-        cy = int(np.floor(rows.mean() + r0 + 0.5))
-        cx = int(np.floor(cols.mean() + c0 + 0.5))
-        for g in range(n_gt):
-            g0, g1, h0, h1 = gt_box[g]
-            i0, i1, j0, j1 = max(r0, g0), min(r1, g1), max(c0, h0), min(c1, h1)
-            if i1 > i0 and j1 > j0:
-                inter = np.count_nonzero(pred[p, i0:i1, j0:j1] & gt[g, i0:i1, j0:j1])
-                iou[p, g] = inter / (pred_area[p] + gt_area[g] - inter)
-            hit[p, g] = iou[p, g] >= HIT_IOU or bool(gt[g, cy, cx])
 
     is_tp = np.zeros(n_pred, dtype=bool)
     matched_gt = np.full(n_pred, -1, dtype=np.int64)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bsi_d2.evaluation.agreement import burden_agreement
+from bsi_d2.evaluation.benign import BenignMalignantAccumulator
 from bsi_d2.evaluation.coco_eval import (
     GroundTruthError,
     coco_ap,
@@ -61,7 +62,10 @@ def evaluate_dataset(
     The scan call, lesion count and burden group of each side are
     :func:`~bsi_d2.postprocess.analysis.analyse_scan`'s, as in the report (see ``scan``).
     Keys: coco, pixel, lesion, lesion_detection (lesion by lesion: FROC, sensitivity at 0.25-4
-    false positives per scan, count error; see :mod:`~bsi_d2.evaluation.detection`), scan,
+    false positives per scan, count error; see :mod:`~bsi_d2.evaluation.detection`),
+    lesion_classification (only with a benign class in the taxonomy: benign versus malignant
+    hot spot by hot spot, accuracy, sensitivity, specificity, AUC and lesion false positives on
+    benign truth per scan; see :mod:`~bsi_d2.evaluation.benign`), scan,
     burden (see :func:`~bsi_d2.evaluation.agreement.burden_agreement`), n_images,
     n_predicted_images, score_thresh, class_thresh, taxonomy.
     With ``output_dir``, writes evaluation.json, coco_segm_results.json and pixel_table.md.
@@ -94,6 +98,8 @@ def evaluate_dataset(
     lesion_ids = taxonomy.lesion_ids
     pixel = PixelAccumulator(taxonomy)
     detection = LesionDetectionAccumulator()
+    benign_ids = taxonomy.benign_ids
+    classification = BenignMalignantAccumulator() if benign_ids else None
     lesion_thresh = kind_threshold(taxonomy, "lesion", score_thresh, class_thresh)
     lesion_tp = lesion_fp = lesion_fn = 0
     per_image_dice: list[float] = []
@@ -124,6 +130,17 @@ def evaluate_dataset(
         detection.add(
             gt.masks[gt_lesions], pred.masks[pred_lesions], pred.scores[pred_lesions], ignore
         )
+        if classification is not None:
+            gt_spots = np.isin(gt.category_ids, [*lesion_ids, *benign_ids])
+            calls = np.isin(kept.category_ids, [*lesion_ids, *benign_ids])
+            classification.add(
+                gt.masks[gt_spots],
+                np.isin(gt.category_ids[gt_spots], lesion_ids),
+                kept.masks[calls],
+                np.isin(kept.category_ids[calls], lesion_ids),
+                kept.scores[calls],
+                ignore,
+            )
 
         # the report's own analysis decides both sides; ground truth scores 1, so all of it counts
         truth_records.append(analyse_scan(gt, None, taxonomy, score_thresh=0.0).record)
@@ -147,6 +164,7 @@ def evaluate_dataset(
             "fn": lesion_fn,
         },
         "lesion_detection": detection.result(lesion_thresh),
+        **({"lesion_classification": classification.result()} if classification else {}),
         "scan": scan_metrics(
             [r["abnormal"] for r in truth_records],
             [r["abnormal"] for r in called_records],

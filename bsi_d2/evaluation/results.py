@@ -13,6 +13,9 @@ keys and the same units (fractions, never percent):
     lesion/froc_score                                false positives per scan, and their mean
     lesion/detection_sensitivity  lesion/detection_precision  lesion/fp_per_scan
     lesion/count_mean_absolute_error  lesion/count_mean_error   (at the lesion threshold)
+    lesion_classification/accuracy  .../sensitivity  .../specificity  .../auc
+    lesion_classification/lesion_fp_on_benign_per_scan   benign versus malignant hot spots
+                                                     (with a benign class only)
     scan/sensitivity  scan/specificity  scan/auc ...
     burden/count_mean_absolute_error  burden/group_kappa ...
 """
@@ -166,6 +169,35 @@ class LesionDetection:
         return {f"{prefix}/{k}": v for k, v in values.items() if v is not None}
 
 
+CLASSIFICATION_KEYS = ("accuracy", "sensitivity", "specificity", "auc",
+                       "lesion_fp_on_benign_per_scan")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LesionClassification:
+    """Benign versus malignant, hot spot by hot spot (:mod:`bsi_d2.evaluation.benign`); empty
+    where the taxonomy has no benign class."""
+
+    n_malignant: int = 0
+    n_benign: int = 0
+    n_not_detected: int = 0
+    accuracy: float | None = None
+    sensitivity: float | None = None
+    specificity: float | None = None
+    auc: float | None = None
+    lesion_fp_on_benign_per_scan: float | None = None
+
+    @classmethod
+    def from_dict(cls, tree: Mapping[str, Any] | None) -> LesionClassification:
+        tree = tree or {}
+        counts = [int(tree.get(k) or 0) for k in ("n_malignant", "n_benign", "n_not_detected")]
+        return cls(*counts, *(_number(tree.get(k)) for k in CLASSIFICATION_KEYS))
+
+    def flatten(self, prefix: str = "lesion_classification") -> dict[str, float]:
+        values = {k: getattr(self, k) for k in CLASSIFICATION_KEYS}
+        return {f"{prefix}/{k}": v for k, v in values.items() if v is not None}
+
+
 @dataclass(frozen=True)
 class EvaluationResult:
     """One data set's evaluation (the numbers of ``evaluation.json``)."""
@@ -178,6 +210,7 @@ class EvaluationResult:
     burden: dict[str, float | None]
     n_images: int
     lesion_detection: LesionDetection = field(default_factory=LesionDetection)
+    lesion_classification: LesionClassification = field(default_factory=LesionClassification)
 
     @classmethod
     def from_dict(cls, tree: Mapping[str, Any]) -> EvaluationResult:
@@ -205,6 +238,7 @@ class EvaluationResult:
             },
             n_images=int(tree.get("n_images") or 0),
             lesion_detection=LesionDetection.from_dict(tree.get("lesion_detection")),
+            lesion_classification=LesionClassification.from_dict(tree.get("lesion_classification")),
         )
 
     @property
@@ -228,6 +262,7 @@ class EvaluationResult:
             if value is not None:
                 out[f"lesion/{metric}"] = value
         out.update(self.lesion_detection.flatten("lesion"))
+        out.update(self.lesion_classification.flatten())
         for task, values in (("scan", self.scan), ("burden", self.burden)):
             out.update({f"{task}/{k}": v for k, v in values.items() if v is not None})
         return out

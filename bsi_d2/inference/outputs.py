@@ -52,13 +52,14 @@ RECORD_KEYS = (
     "key", "study_key", "patient_key", "study_date", "study_date_kind", "status", "source",
     "model", "bsi", "bsi_coverage", "combine", "regions_not_assessed",
     "bstbi", "bstbi_anterior", "bstbi_posterior", "bstbi_notes", "counts_source", "lesion_count",
-    "lesion_instances", "views_matched", "lesions_in_decoys", "burden_group", "abnormal", "sites",
-    "regions", "lesions", "lesions_by_region", "lesion_pixels_counted", "lesion_pixels_outside",
-    "lesion_pixels_in_decoys", "landmarks", "qc", "overlay", "dicom", "error",
+    "lesion_instances", "views_matched", "lesions_in_decoys", "benign_hot_spots", "burden_group",
+    "abnormal", "sites", "regions", "lesions", "lesions_by_region", "lesion_pixels_counted",
+    "lesion_pixels_outside", "lesion_pixels_in_decoys", "landmarks", "qc", "overlay", "dicom",
+    "error",
 )  # fmt: skip
 # the decisions a scan without an assessable skeleton must not carry
 DECISION_KEYS = ("bsi", "bstbi", "bstbi_anterior", "bstbi_posterior", "lesion_count",
-                 "burden_group", "abnormal")  # fmt: skip
+                 "benign_hot_spots", "burden_group", "abnormal")  # fmt: skip
 _LIST_KEYS = ("regions_not_assessed", "bstbi_notes", "sites", "regions", "lesions")
 # what ``--outputs`` chooses from: a scan's files (bsi.json always: it marks the scan done) and
 # the folder's summary files
@@ -258,7 +259,8 @@ def write_overlay(files: ScanFiles) -> None:
 def write_labelme_files(files: ScanFiles) -> None:
     """``<key>.png`` (display image) and ``<key>.json`` (Labelme) for correcting in Labelme,
     and ``<key>.meta.json``, the study link, so that ``bsi-d2 bsi`` on the corrected file
-    writes the scan's ``study_key`` and ``patient_key`` again."""
+    writes the scan's ``study_key`` and ``patient_key`` again. The file and every shape are
+    flagged model-made (:data:`~bsi_d2.io.labelme.MODEL_MADE`), each shape with its score."""
     from bsi_d2.io.files import atomic_path
     from bsi_d2.io.labelme import write_labelme
 
@@ -267,7 +269,7 @@ def write_labelme_files(files: ScanFiles) -> None:
     atomic_write_png(image_path, files.display)
     shapes = labelme_shapes(kept, files.taxonomy)
     with atomic_path(files.scan_dir / f"{files.key}.json") as tmp:
-        write_labelme(tmp, image_path.name, kept.height, kept.width, shapes)
+        write_labelme(tmp, image_path.name, kept.height, kept.width, shapes, model_made=True)
     link = {name: files.link.get(name) for name in LINK_FIELDS}
     atomic_write_json(files.scan_dir / f"{files.key}{META_SUFFIX}", link)
 
@@ -282,7 +284,8 @@ SCAN_WRITERS: dict[str, Callable[[ScanFiles], None]] = {
 
 
 def labelme_shapes(instances: Instances, taxonomy: Taxonomy) -> list[dict[str, Any]]:
-    """Labelme polygon shapes of the instances; the parts of one instance share a group_id."""
+    """Labelme polygon shapes of the instances; the parts of one instance share a group_id.
+    Each is flagged model-made, its score in its description (``model score 0.873``)."""
     from bsi_d2.io.labelme import labelme_shape
 
     shapes = []
@@ -296,7 +299,7 @@ def labelme_shapes(instances: Instances, taxonomy: Taxonomy) -> list[dict[str, A
                     points.tolist(),
                     "polygon",
                     group_id=i,
-                    description=f"model score {float(instances.scores[i]):.3f}",
+                    score=float(instances.scores[i]),
                 )
             )
     return shapes

@@ -67,6 +67,10 @@ CIRCLE_MAX_SAGITTA = 0.05  # px a chord of the circle polygon may fall inside th
 COPY_FORMATS = {"PNG": ".png", "TIFF": ".tif"}  # stored byte for byte
 UNKNOWN_LABEL_POLICIES = ("error", "skip")
 IGNORE_POLICIES = ("crowd", "drop")
+# the flag on every file and shape the toolkit writes from a model's predictions; a Labelme user
+# unticks it on a shape they corrected or confirmed, which makes that shape a human annotation
+MODEL_MADE = "model_made"
+_MODEL_SCORE = re.compile(r"\bscore\s+([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
 
 _WINDOWS_PATH = re.compile(r"^[A-Za-z]:[\\/]|\\")
 
@@ -113,6 +117,17 @@ class LabelmeShape:
     description: str = ""
     flags: dict[str, bool] = field(default_factory=dict)
 
+    @property
+    def model_made(self) -> bool:
+        """Whether the shape still carries the ticked :data:`MODEL_MADE` flag."""
+        return self.flags.get(MODEL_MADE) is True
+
+    @property
+    def model_score(self) -> float | None:
+        """The model's score written in the description (``model score 0.873``), if any."""
+        found = _MODEL_SCORE.search(self.description)
+        return float(found.group(1)) if found else None
+
 
 @dataclass
 class LabelmeFile:
@@ -125,6 +140,11 @@ class LabelmeFile:
     version: str = ""
     flags: dict[str, Any] = field(default_factory=dict)
     problems: list[ShapeProblem] = field(default_factory=list)  # malformed shape entries
+
+    @property
+    def model_made(self) -> bool:
+        """Whether the file-level :data:`MODEL_MADE` flag is ticked."""
+        return self.flags.get(MODEL_MADE) is True
 
 
 @dataclass
@@ -142,6 +162,15 @@ class LabelmeInstance:
     rle: dict[str, Any]
     polygons: list[list[float]] | None = None
     is_ignore: bool = False
+    model_made: bool = False  # every one of its shapes still flagged model-made
+    score: float | None = None  # the model's score of a model-made instance, where written
+
+    def provenance(self) -> dict[str, Any]:
+        """``{"model_made": True, "score": s}`` for a model-made instance (the score where
+        known), ``{}`` for a human one: the keys its COCO annotation adds."""
+        if not self.model_made:
+            return {}
+        return {MODEL_MADE: True, **({"score": self.score} if self.score is not None else {})}
 
     @property
     def segmentation(self) -> list[list[float]] | dict[str, Any]:
@@ -378,6 +407,8 @@ def labelme_instances(
     taxonomy's spellings. Unknown labels are errors (``unknown_labels="error"``) or skipped
     (``"skip"``); the taxonomy's ignore labels become ignore regions (``ignore="crowd"``) or are
     dropped (``"drop"``). ``height``/``width`` default to the file's imageHeight/imageWidth.
+    An instance is model-made when every one of its shapes still has the :data:`MODEL_MADE`
+    flag ticked: one shape a human drew or unticked makes the whole instance human.
     """
     if unknown_labels not in UNKNOWN_LABEL_POLICIES:
         raise ValueError(f"unknown_labels must be one of {UNKNOWN_LABEL_POLICIES}")
@@ -434,11 +465,20 @@ def labelme_instances(
         name = "__ignore__" if is_ignore else class_def.name  # type: ignore[union-attr]
         key = (name, shape.group_id if shape.group_id is not None else ("shape", shape.index))
         group = groups.setdefault(
-            key, {"polygons": [], "rles": [], "shapes": [], "class": class_def, "label": label}
+            key,
+            {
+                "polygons": [],
+                "rles": [],
+                "shapes": [],
+                "made": [],
+                "class": class_def,
+                "label": label,
+            },  # fmt: skip
         )
         group["polygons"].extend(polygons)
         group["rles"].extend(rles)
         group["shapes"].append(shape.index)
+        group["made"].append(shape)
 
     instances = []
     for (_, group_key), group in groups.items():
@@ -452,6 +492,8 @@ def labelme_instances(
                 )
             continue
         class_def = group["class"]
+        model_made = all(shape.model_made for shape in group["made"])
+        scores = [shape.model_score for shape in group["made"] if shape.model_score is not None]
         instances.append(
             LabelmeInstance(
                 label=group["label"] if class_def is None else class_def.name,
@@ -461,6 +503,8 @@ def labelme_instances(
                 rle=rle,
                 polygons=None if group["rles"] else group["polygons"],
                 is_ignore=class_def is None,
+                model_made=model_made,
+                score=scores[0] if model_made and scores else None,
             )
         )
     return instances, problems
@@ -775,15 +819,22 @@ def labelme_shape(
     *,
     description: str = "",
     flags: Mapping[str, bool] | None = None,
+    score: float | None = None,
 ) -> dict[str, Any]:
-    """One shape entry in Labelme's format (plain Python floats, JSON-ready)."""
+    """One shape entry in Labelme's format (plain Python floats, JSON-ready). A model's
+    ``score`` marks the shape model-made: the :data:`MODEL_MADE` flag ticked and, unless a
+    description is given, ``model score 0.873`` as its description."""
+    flags = dict(flags or {})
+    if score is not None:
+        flags[MODEL_MADE] = True
+        description = description or f"model score {float(score):.3f}"
     return {
         "label": label,
         "points": [[float(x), float(y)] for x, y in points],
         "group_id": None if group_id is None else int(group_id),
         "description": description,
         "shape_type": shape_type,
-        "flags": dict(flags or {}),
+        "flags": flags,
         "mask": None,
     }
 
@@ -809,11 +860,14 @@ def write_labelme(
     shapes: Iterable[Mapping[str, Any]],
     *,
     flags: Mapping[str, bool] | None = None,
+    model_made: bool = False,
 ) -> Path:
     """Write a Labelme JSON file as labelme itself does (``imageData`` null, so the image stays a
     separate file). ``shapes`` are dicts as made by :func:`labelme_shape` / :func:`mask_shape`;
-    missing keys get labelme's defaults."""
+    missing keys get labelme's defaults. ``model_made``: a model's predictions, so the file's
+    :data:`MODEL_MADE` flag is ticked (its shapes say so themselves, see :func:`labelme_shape`)."""
     path = Path(path)
+    flags = {**(flags or {}), **({MODEL_MADE: True} if model_made else {})}
     entries = []
     for shape in shapes:
         entry = labelme_shape(

@@ -14,7 +14,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from bsi_d2.postprocess.bsi import ASSESSED_BOTH, ASSESSED_ONE, BURDEN_GROUPS, NOT_ASSESSED
-from bsi_d2.taxonomy import ClassDef
+from bsi_d2.taxonomy import BENIGN_NAME, ClassDef
 
 SCHEME = "99BSID2"
 SCHEME_NAME = "bsi_d2 local codes"
@@ -50,6 +50,7 @@ MODEL = local("MODEL", "Model")
 WHOLE_BODY_BONE_SCAN = local("WBBS", "Whole-body bone scintigraphy")
 SCAN_FINDINGS = local("SCAN", "Whole-body bone scan")
 SEGMENT_ALGORITHM_FAMILY = codes.DCM.ArtificialIntelligence
+DEVICE_OBSERVER = codes.DCM.Device  # the SR's observer: this software, not a person
 
 # the values of coded qualitative evaluations
 QC_VALUES = {
@@ -93,6 +94,7 @@ _ANATOMY = {
 ANATOMIC_CATEGORY = codes.SCT.AnatomicalStructure
 ABNORMAL_CATEGORY = codes.SCT.MorphologicallyAbnormalStructure
 LESION_TYPE = codes.SCT.Lesion
+BENIGN_TYPE = local("BENIGN", "Hot spot judged benign by the model")
 
 
 def bone_site(bone: str) -> tuple[Code, Code | None]:
@@ -107,6 +109,8 @@ def segment_codes(cls: ClassDef) -> tuple[Code, Code]:
     """(segmented property category, type) of a taxonomy class's SEG segment."""
     if cls.is_lesion:
         return ABNORMAL_CATEGORY, LESION_TYPE
+    if cls.is_decoy and cls.name == BENIGN_NAME:  # uptake, not an organ
+        return ABNORMAL_CATEGORY, BENIGN_TYPE
     if cls.is_region and cls.bone:
         return ANATOMIC_CATEGORY, bone_site(cls.bone)[0]
     return ANATOMIC_CATEGORY, _anatomy(cls.name)

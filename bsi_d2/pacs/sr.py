@@ -73,7 +73,7 @@ def build_report(
         groups += [_region_group(row, algorithm) for row in record.get("regions") or []]
     context = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
-            observer_type=hd.sr.CodedConcept.from_code(_observer_type()),
+            observer_type=hd.sr.CodedConcept.from_code(codes.DEVICE_OBSERVER),
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
                 uid=device_uid,
                 name=MANUFACTURER,
@@ -102,12 +102,6 @@ def build_report(
     )
     codes.declare_scheme(sr)
     return sr
-
-
-def _observer_type():
-    from pydicom.sr.codedict import codes as dicom_codes
-
-    return dicom_codes.DCM.Device
 
 
 def _scan_group(record: Mapping[str, Any], views: Sequence[SourceView], algorithm) -> Any:

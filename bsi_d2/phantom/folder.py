@@ -14,15 +14,23 @@ from bsi_d2.phantom.dicom_writer import study_link
 from bsi_d2.phantom.followup import follow_up_series, summarise_follow_ups
 from bsi_d2.phantom.generate import PATTERNS, Phantom, generate_phantom, patient_id, write_phantom
 from bsi_d2.phantom.presets import Difficulty, get_difficulty
+from bsi_d2.taxonomy import BENIGN_NAME, Taxonomy, load_taxonomy
 
 logger = logging.getLogger(__name__)
 
 
 def _generate_and_write(task: tuple) -> tuple[int, list[dict], dict | None]:
     """One patient's studies written: (index, one entry per study, the failure or None)."""
-    index, seed, out, one_view, difficulty, noise, follow_up = task
+    index, seed, out, one_view, difficulty, noise, follow_up, taxonomy, label_benign = task
     try:
-        phantom = generate_phantom(index, seed, difficulty=difficulty, annotator_noise=noise)
+        phantom = generate_phantom(
+            index,
+            seed,
+            taxonomy=taxonomy,
+            difficulty=difficulty,
+            annotator_noise=noise,
+            label_benign=label_benign,
+        )
         studies = [phantom]
         if follow_up:
             studies = follow_up_series(phantom, follow_up)
@@ -120,12 +128,17 @@ def write_phantoms(
     difficulty: str | Difficulty | None = None,
     annotator_noise: bool | None = None,
     follow_up: int = 0,
+    taxonomy: Taxonomy | str | None = None,
+    label_benign: bool = False,
 ) -> list[Path]:
     """Write patients ``0 .. n-1`` of ``seed`` under ``out``, a ``manifest.json`` and a
     ``reference.csv`` (one row per study); ``difficulty`` and ``annotator_noise`` as in
     :func:`generate_phantom`. ``follow_up`` K > 0 adds K later studies of each patient,
     ``<id>_v1`` .. ``<id>_vK`` (:mod:`bsi_d2.phantom.followup`), and a ``labelme/<id>.meta.json``
-    study link for every study.
+    study link for every study. ``taxonomy`` names the classes the labels use (default: the
+    built-in one); ``label_benign`` labels the benign look-alikes as its ``benign`` decoy class
+    (ValueError, before anything is written, if it has none; with ``label_benign`` and no
+    ``taxonomy``, the built-in ``benign`` taxonomy).
 
     Returns the truth JSON path of every study written, patient by patient, each patient's
     baseline first. A patient that fails is logged and listed under ``failed`` in the manifest;
@@ -137,12 +150,29 @@ def write_phantoms(
         raise ValueError(f"n must be >= 0, got {n}")
     if follow_up < 0:
         raise ValueError(f"follow_up must be >= 0, got {follow_up}")
+    if label_benign:
+        from bsi_d2.phantom.generate import require_benign_class
+
+        taxonomy = load_taxonomy(BENIGN_NAME if taxonomy is None else taxonomy)
+        require_benign_class(taxonomy)
+    elif taxonomy is not None:
+        taxonomy = load_taxonomy(taxonomy)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = min(os.cpu_count() or 1, n) if workers is None else max(1, int(workers))
     preset = get_difficulty(difficulty, annotator_noise)
     tasks = [
-        (i, int(seed), str(out), bool(one_view_per_file), preset, annotator_noise, int(follow_up))
+        (
+            i,
+            int(seed),
+            str(out),
+            bool(one_view_per_file),
+            preset,
+            annotator_noise,
+            int(follow_up),
+            taxonomy,
+            bool(label_benign),
+        )
         for i in range(n)
     ]
     if workers <= 1 or n <= 1:
@@ -207,6 +237,14 @@ def write_phantoms(
         "failed": failed,
         "note": "Synthetic data with made-up identities; not for diagnosis.",
     }
+    if label_benign:  # only then: the default manifest stays byte for byte what it was
+        benign = taxonomy.benign_class
+        manifest["taxonomy"] = taxonomy.name
+        manifest["benign_instances"] = (
+            f"the benign look-alikes (all but the bladder), category {benign.name}, id "
+            f"{benign.id}: one instance per connected piece per view where a reader sees it, "
+            "kept clear of lesions and other decoys; the truth's lookalikes list their kinds"
+        )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     write_reference(out / REFERENCE_FILE, [s["reference"] for s in studies])
     if failed:

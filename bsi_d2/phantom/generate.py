@@ -6,6 +6,11 @@ Patient ``i`` of seed ``s`` draws everything from ``SeedSequence([s, i])``, so a
 same whatever ``n`` or the number of worker processes. A scan is drawn in three steps: the
 patient (:class:`PatientModel`: body, anatomy, disease, benign uptake), an acquisition of it
 (:func:`acquire`) and the merged scan with its labels and truth (:func:`render_study`).
+
+With ``label_benign`` the benign look-alikes (everything but the bladder, which is a decoy of
+its own) are labelled as instances of the taxonomy's ``benign`` decoy class, in each view where
+a reader sees them, kept clear of the lesions and the other decoys; nothing else changes: the
+same draws, the same counts, the same truth BSI.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 from shapely import affinity
+from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
+from shapely.ops import unary_union
 
 from bsi_d2.phantom.anatomy import (
     PIXEL_SPACING_MM,
@@ -37,6 +44,9 @@ from bsi_d2.phantom.dicom_writer import (
     write_two_frame,
 )
 from bsi_d2.phantom.disease import Disease, sample_disease
+from bsi_d2.phantom.lesions import (
+    VISIBLE as VISIBLE_UPTAKE,
+)
 from bsi_d2.phantom.lesions import (
     ColdSpot,
     HotSpot,
@@ -60,6 +70,7 @@ from bsi_d2.phantom.render import (
     texture,
 )
 from bsi_d2.phantom.truth import (
+    GAP_PX,
     LabeledInstance,
     build_truth,
     labelme_shapes,
@@ -97,6 +108,7 @@ class PatientModel:
     cold_spots: list[ColdSpot]  # the look-alikes' and the disease's
     preset: Difficulty
     taxonomy: Taxonomy
+    label_benign: bool = False  # look-alikes labelled as the taxonomy's benign class
 
 
 @dataclass
@@ -141,6 +153,7 @@ def generate_phantom(
     annotator_noise: bool | None = None,
     make_disease: Callable[[Anatomy, np.random.Generator], Disease] | None = None,
     make_lookalikes: Callable[[Anatomy, np.random.Generator], tuple[list, list]] | None = None,
+    label_benign: bool = False,
 ) -> Phantom:
     """Patient ``index`` of ``seed``: arrays and truth in memory, nothing written.
 
@@ -149,9 +162,12 @@ def generate_phantom(
     faint lesions on or off whatever the preset says. ``lesion_count`` and ``low_count``
     override the random draw (for tests and galleries); fewer metastases than asked may fit.
     ``make_disease`` and ``make_lookalikes`` (hard preset) replace the random disease and the
-    look-alikes with hand-built ones drawn on this patient's anatomy.
+    look-alikes with hand-built ones drawn on this patient's anatomy. ``label_benign`` labels
+    the benign look-alikes as the taxonomy's ``benign`` class (ValueError if it has none).
     """
     taxonomy = _default_taxonomy() if taxonomy is None else load_taxonomy(taxonomy)
+    if label_benign:
+        require_benign_class(taxonomy)
     preset = get_difficulty(difficulty, annotator_noise)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
     body = sample_body(rng, preset.habitus_sd, preset.habitus_max, preset.habitus_mean)
@@ -177,7 +193,9 @@ def generate_phantom(
         else:
             hot_spots, cold_spots = make_lookalikes(anatomy, rng)
         cold_spots = cold_spots + disease.cold
-    model = PatientModel(body, anatomy, disease, hot_spots, cold_spots, preset, taxonomy)
+    model = PatientModel(
+        body, anatomy, disease, hot_spots, cold_spots, preset, taxonomy, bool(label_benign)
+    )
     acquisition = acquire(model, rng, low_count)
     return render_study(patient_id(index), int(index), int(seed), model, acquisition, rng)
 
@@ -193,6 +211,8 @@ class Acquisition:
     # hard preset: lesion id -> view -> the outline an annotator draws, and what was visible
     drawn: dict[int, dict[str, BaseGeometry]] | None = None
     visibility: dict[int, dict[str, dict]] = field(default_factory=dict)
+    # with label_benign: look-alike index -> view -> the outline a reader draws where seen
+    benign_drawn: dict[int, dict[str, BaseGeometry]] = field(default_factory=dict)
 
 
 def acquire(
@@ -209,7 +229,8 @@ def acquire(
         views = _render_views(
             model.anatomy, disease.metastases, model.hot_spots, count_level, kidney_uptake, rng
         )
-        return Acquisition(views, is_low, count_level, kidney_uptake)
+        benign = _seen_lookalikes_standard(model.hot_spots) if model.label_benign else {}
+        return Acquisition(views, is_low, count_level, kidney_uptake, benign_drawn=benign)
     lo, hi = preset.count_range_mcts or (0.5, 3.5)
     if low_count is None:  # log-normal around a typical 1.8 Mcts per view, clipped
         target = float(np.clip(np.exp(rng.normal(np.log(1.8), 0.45)), lo, hi)) * 1e6
@@ -229,7 +250,10 @@ def acquire(
     )
     is_low = bool(views["anterior"].sum() < LOW_COUNT_MCTS * 1e6)
     drawn, visibility = _drawn_lesions(disease.metastases, base, count_level, preset, rng)
-    return Acquisition(views, is_low, count_level, kidney_uptake, drawn, visibility)
+    benign = {}
+    if model.label_benign:  # drawn by the lesions' rule, without a draw: the counts stay the same
+        benign = _seen_lookalikes(model.hot_spots, base, count_level, preset)
+    return Acquisition(views, is_low, count_level, kidney_uptake, drawn, visibility, benign)
 
 
 def render_study(
@@ -251,6 +275,10 @@ def render_study(
     instances = _instances(
         anatomy, metastases, hot_spots, merged, taxonomy, drawn, preset.annotator_noise, rng
     )
+    if model.label_benign:
+        instances += benign_instances(acquisition.benign_drawn, instances, merged, taxonomy)
+        for group_id, inst in enumerate(instances, start=1):
+            inst.group_id = group_id
     measured = build_truth(instances, merged.counts, taxonomy)
     if identity is None:
         identity = SyntheticIdentity.sample(rng, uid_seed=f"bsi_d2-phantom-{seed}-{index}")
@@ -433,16 +461,12 @@ def _drawn_lesions(
         drawn[m.lesion_id], seen[m.lesion_id] = {}, {}
         for view in VIEWS:
             shape = m.outline if view == "anterior" else mirror(m.outline)
-            outline, peak = drawn_outline(shape, _view_sigma(m.depth, view, preset))
+            sigma = _view_sigma(m.depth, view, preset)
+            outline, contrast, snr = _seen_outline(
+                shape, sigma, m.strength(view), base[view], count_level
+            )
             if outline.is_empty:
                 continue
-            c = outline.representative_point()
-            r = min(max(int(c.y), 0), VIEW_SHAPE[0] - 1)
-            col = min(max(int(c.x), 0), VIEW_SHAPE[1] - 1)
-            local = float(max(base[view][r, col], 1e-3))
-            added = m.strength(view) * peak * count_level
-            contrast = added / local
-            snr = 0.75 * added * np.sqrt(outline.area) / np.sqrt(local)
             visible = contrast >= VISIBLE_CONTRAST and snr >= ROSE_SNR
             labelled = visible and not (
                 preset.annotator_noise and contrast < FAINT_CONTRAST and rng.random() < MISSED_FAINT
@@ -456,6 +480,116 @@ def _drawn_lesions(
             if labelled:
                 drawn[m.lesion_id][view] = outline
     return drawn, seen
+
+
+def _seen_outline(
+    shape: BaseGeometry, sigma: float, strength: float, base: np.ndarray, count_level: float
+) -> tuple[BaseGeometry, float, float]:
+    """The outline at half the blurred peak of a source of ``strength`` (relative to bone) in
+    one view, its contrast over the local counts ``base`` and its signal-to-noise ratio."""
+    outline, peak = drawn_outline(shape, sigma)
+    if outline.is_empty:
+        return outline, 0.0, 0.0
+    c = outline.representative_point()
+    r = min(max(int(c.y), 0), VIEW_SHAPE[0] - 1)
+    col = min(max(int(c.x), 0), VIEW_SHAPE[1] - 1)
+    local = float(max(base[r, col], 1e-3))
+    added = strength * peak * count_level
+    contrast = added / local
+    snr = 0.75 * added * np.sqrt(outline.area) / np.sqrt(local)
+    return outline, contrast, snr
+
+
+def _benign_lookalikes(hot_spots: list[HotSpot]) -> list[tuple[int, HotSpot]]:
+    """The look-alikes labelled benign, by index: every hot spot but the bladder (a decoy)."""
+    return [(i, h) for i, h in enumerate(hot_spots) if h.kind != "bladder"]
+
+
+def _seen_lookalikes_standard(hot_spots: list[HotSpot]) -> dict[int, dict[str, BaseGeometry]]:
+    """Standard preset: a look-alike is drawn as it was painted, in each view where it is as
+    strong as a metastasis must be to show (:data:`~bsi_d2.phantom.lesions.VISIBLE`)."""
+    drawn: dict[int, dict[str, BaseGeometry]] = {}
+    for i, h in _benign_lookalikes(hot_spots):
+        strength = {"anterior": h.anterior, "posterior": h.posterior}
+        drawn[i] = {
+            view: h.outline if view == "anterior" else mirror(h.outline)
+            for view in VIEWS
+            if strength[view] >= VISIBLE_UPTAKE
+        }
+    return drawn
+
+
+def _seen_lookalikes(
+    hot_spots: list[HotSpot], base: dict[str, np.ndarray], count_level: float, preset: Difficulty
+) -> dict[int, dict[str, BaseGeometry]]:
+    """Hard preset: a look-alike is drawn as a lesion is (:func:`_drawn_lesions`), at half its
+    blurred peak in each view where it is seen; never missed and never jittered (no draw)."""
+    drawn: dict[int, dict[str, BaseGeometry]] = {}
+    for i, h in _benign_lookalikes(hot_spots):
+        drawn[i] = {}
+        for view in VIEWS:
+            shape = h.outline if view == "anterior" else mirror(h.outline)
+            strength = h.anterior if view == "anterior" else h.posterior
+            sigma = _view_sigma(h.depth, view, preset)
+            outline, contrast, snr = _seen_outline(shape, sigma, strength, base[view], count_level)
+            if not outline.is_empty and contrast >= VISIBLE_CONTRAST and snr >= ROSE_SNR:
+                drawn[i][view] = outline
+    return drawn
+
+
+def require_benign_class(taxonomy: Taxonomy) -> str:
+    """The name of ``taxonomy``'s benign decoy class; ValueError naming the taxonomy if none."""
+    cls = taxonomy.benign_class
+    if cls is None:
+        raise ValueError(
+            f"taxonomy {taxonomy.source or taxonomy.name}: labelling benign look-alikes needs a "
+            "decoy class labelled 'benign' (the built-in taxonomy 'benign' has one)"
+        )
+    return cls.name
+
+
+def benign_instances(
+    drawn: dict[int, dict[str, BaseGeometry]],
+    labelled: list[LabeledInstance],
+    merged: MergedScan,
+    taxonomy: Taxonomy,
+) -> list[LabeledInstance]:
+    """The benign instances of each view: the drawn look-alikes' union, less every lesion and
+    decoy already ``labelled`` there (grown by the truth's gap, so no pixel is shared and no
+    lesion falls inside a benign outline), one instance per connected piece."""
+    name = require_benign_class(taxonomy)
+    height = merged.counts.shape[0]
+    out: list[LabeledInstance] = []
+    for placement in merged.placements:
+        view = placement.view
+        shapes = [outlines[view] for outlines in drawn.values() if view in outlines]
+        if not shapes:
+            continue
+        # closing joins pieces closer than the gap: two instances never meet in one pixel
+        half_gap = GAP_PX / 2.0
+        benign = unary_union([g.buffer(half_gap, 4) for g in shapes]).buffer(-half_gap, 4)
+        benign = to_merged(benign.simplify(OUTLINE_TOLERANCE_PX), placement, height)
+        taken = [
+            Polygon(poly)
+            for inst in labelled
+            if inst.view == view and taxonomy.by_name(inst.category).kind in ("lesion", "decoy")
+            for poly in inst.polygons
+        ]
+        if taken:
+            benign = benign.difference(unary_union(taken).buffer(GAP_PX, 3))
+        for piece in sorted(_pieces(benign), key=lambda g: (g.bounds[1], g.bounds[0])):
+            polys = polygon_points(piece)
+            if polys:
+                out.append(LabeledInstance(name, view, polys))
+    return out
+
+
+def _pieces(geometry: BaseGeometry) -> list[BaseGeometry]:
+    if geometry.is_empty:
+        return []
+    if geometry.geom_type == "Polygon":
+        return [geometry]
+    return [p for g in getattr(geometry, "geoms", []) for p in _pieces(g)]
 
 
 def _jitter(geometry: BaseGeometry, rng: np.random.Generator, sd_px: float) -> BaseGeometry:

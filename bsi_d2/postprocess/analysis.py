@@ -21,6 +21,7 @@ from bsi_d2.postprocess.lesions import (
     SITE_DECOY,
     SITE_OUTSIDE,
     LesionModel,
+    build_benign_model,
     build_lesion_model,
     site_name,
 )
@@ -53,6 +54,7 @@ class ScanAnalysis:
     bsi: BSIResult
     views: list[str]  # per kept instance
     record: dict[str, Any] = field(default_factory=dict)
+    benign: LesionModel | None = None  # hot spots judged benign; None without a benign class
 
     @property
     def lesion_mask(self) -> np.ndarray:
@@ -159,6 +161,11 @@ def analyse_scan(
         decoy_map=decoy_map,
         lesion_labels=model.labels,
     )
+    benign = None
+    if taxonomy.benign_class is not None:
+        benign = build_benign_model(
+            kept, region_map, decoy_map, taxonomy, match_views, match_radius, boxes
+        )
     analysis = ScanAnalysis(
         instances=kept,
         region_map=region_map,
@@ -166,6 +173,7 @@ def analyse_scan(
         lesions=model,
         bsi=result,
         views=assign_views(kept, boxes),
+        benign=benign,
     )
     analysis.record = analysis_record(analysis, taxonomy, counts_source)
     return analysis
@@ -180,6 +188,28 @@ def lesions_by_site(model: LesionModel, taxonomy: Taxonomy) -> dict[str, int]:
         counts[name] = counts.get(name, 0) + 1
     order = [c.report for c in taxonomy.classes] + [OTHER_SITE]
     return {name: counts[name] for name in dict.fromkeys(order) if name in counts}
+
+
+def benign_hot_spots(model: LesionModel | None, taxonomy: Taxonomy) -> dict[str, Any] | None:
+    """The record's ``benign_hot_spots``: the hot spots the model judges benign, listed apart
+    from the lesions and never counted in the BSI; None where the taxonomy has no benign
+    class (the model cannot judge). ``count`` takes a hot spot seen in both views once (when
+    views are matched); ``sites`` are the report names of where they lie ("other" outside
+    every region), in taxonomy order."""
+    if model is None:
+        return None
+    return {
+        "count": len(model.lesions),
+        "instances": int(model.instances_used),
+        "sites": list(lesions_by_site(model, taxonomy)),
+        "by_site": lesions_by_site(model, taxonomy),
+        "hot_spots": [
+            {k: v for k, v in spot.to_dict(taxonomy).items() if k != "counted_pixels"}
+            for spot in model.lesions
+        ],
+        "note": "judged benign by the model, not counted in the BSI; for the physician to "
+        "confirm, as every finding",
+    }
 
 
 def involved_sites(rows: list[dict[str, Any]], model: LesionModel) -> list[str]:
@@ -264,6 +294,7 @@ def analysis_record(
         "lesion_instances": int(model.instances_used),
         "views_matched": bool(model.matched),
         "lesions_in_decoys": len(model.of_site(SITE_DECOY)),
+        "benign_hot_spots": benign_hot_spots(analysis.benign, taxonomy),
         "burden_group": burden_group(model.count),
         "abnormal": bool(analysis.abnormal),
         "sites": involved_sites(rows, model),

@@ -20,6 +20,9 @@ Rules, in order:
    those, form the BSI's numerator and BSTBI's L.
 5. A scan is abnormal when it has a bone or outside lesion; the lesion count and burden group
    count those lesions (decoy uptake is reported apart).
+
+The same rules, given the benign class's ids as ``class_ids``, find the hot spots a model judges
+benign (:func:`build_benign_model`); they are never counted in the BSI.
 """
 
 from __future__ import annotations
@@ -168,13 +171,16 @@ def build_lesion_model(
     match_views: bool = True,
     match_radius: float = DEFAULT_MATCH_RADIUS,
     boxes: np.ndarray | None = None,
+    class_ids: list[int] | None = None,
 ) -> LesionModel:
     """Appearances, lesions and their sites (see the module docstring) of a scan's kept
-    instances on its skeletal ``region_map`` and ``decoy_map`` ((H, W) class ids, 0 none)."""
+    instances on its skeletal ``region_map`` and ``decoy_map`` ((H, W) class ids, 0 none);
+    ``class_ids`` are the classes taken as lesions (default: the taxonomy's lesion classes)."""
     boxes = mask_boxes(kept.masks) if boxes is None else boxes
     height, width = kept.height, kept.width
     half = width // 2
-    lesion_index = np.flatnonzero(np.isin(kept.category_ids, taxonomy.lesion_ids))
+    ids = taxonomy.lesion_ids if class_ids is None else list(class_ids)
+    lesion_index = np.flatnonzero(np.isin(kept.category_ids, ids))
     groups, group_map = _appearances(kept, lesion_index, boxes)
 
     # one pass over the lesion pixels only: their group, column, region and decoy
@@ -271,4 +277,24 @@ def build_lesion_model(
         matched=bool(match_views),
         instances_used=sum(len(g) for g in groups),
         pairs=[(groups[a][0], groups[p][0]) for a, p in pairs],
+    )
+
+
+def build_benign_model(
+    kept: Instances,
+    region_map: np.ndarray,
+    decoy_map: np.ndarray,
+    taxonomy: Taxonomy,
+    match_views: bool = True,
+    match_radius: float = DEFAULT_MATCH_RADIUS,
+    boxes: np.ndarray | None = None,
+) -> LesionModel:
+    """The hot spots the model judges benign (the taxonomy's benign class), found and sited by
+    the lesion rules: on bone, outside, or inside another decoy (kidney, bladder). The benign
+    masks are left out of ``decoy_map`` here, or each would lie inside itself. Its ``counted``
+    pixels are where such a hot spot lies on bone: they are never a part of the BSI."""
+    benign = taxonomy.benign_ids
+    others = np.where(np.isin(decoy_map, benign), 0, decoy_map) if benign else decoy_map
+    return build_lesion_model(
+        kept, region_map, others, taxonomy, match_views, match_radius, boxes, class_ids=benign
     )

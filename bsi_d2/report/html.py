@@ -32,6 +32,10 @@ NOT_ASSESSED_FINDING = (
     "The model found no skeletal region in this scan, so it could not assess it; this is not a "
     "normal finding."
 )
+BENIGN_NOTE = (
+    "The model judges these hot spots benign and leaves them out of the BSI. This is the "
+    "model's judgement, not a diagnosis: the physician decides whether each one is benign."
+)
 # the order seed 002's template names sites in; other report names follow, "other" last
 SITE_ORDER = ("skull", "spine", "chest/ribs", "humerus", "pelvis", "femur")
 OTHER_SITE = "other"
@@ -241,6 +245,9 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
             "<p>Possible bone metastases at the sites named, for the physician to confirm or "
             "reject; the rest of the skeleton is to be checked by the physician as well.</p>"
         )
+    benign = benign_text(record)
+    if benign is not None:
+        parts.append(f"<p>Hot spots the model judges benign: {esc(benign)}. {esc(BENIGN_NOTE)}</p>")
     parts.append("</div>")
 
     facts = [
@@ -254,6 +261,8 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
     sites = lesion_sites(record, taxonomy)
     if sites:
         facts.append(("Sites", esc(", ".join(sites))))
+    if benign is not None:
+        facts.append(("Hot spots judged benign", esc(f"{benign}, not counted in the BSI")))
     for label, name in (("Patient (pseudonym)", "patient_key"), ("Study (pseudonym)", "study_key")):
         if record.get(name):
             facts.append((label, esc(record[name])))
@@ -263,7 +272,10 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
         )
     if record.get("lesions_in_decoys"):
         facts.append(
-            ("Uptake in kidney / bladder", esc(f"{record['lesions_in_decoys']} (not counted)"))
+            (
+                f"Uptake in {_decoy_names(taxonomy)}",
+                esc(f"{record['lesions_in_decoys']} (not counted)"),
+            )
         )
     if record.get("bstbi") is not None and record.get("bstbi_notes"):
         facts.append(("BSTBI notes", esc("; ".join(record["bstbi_notes"]))))
@@ -326,6 +338,35 @@ def scan_report_html(record: dict, taxonomy: Taxonomy | None = None) -> str:
     else:
         subtitle = f"No abnormal uptake {by}"
     return render_page(f"Bone scan report: {key}", subtitle, "\n".join(parts))
+
+
+def benign_summary(record: dict) -> dict | None:
+    """The record's ``benign_hot_spots`` where it holds at least one hot spot, else None."""
+    block = record.get("benign_hot_spots")
+    if not isinstance(block, dict) or not int(block.get("count") or 0):
+        return None
+    return block
+
+
+def benign_text(record: dict) -> str | None:
+    """ "3 (spine 2, pelvis 1)": how many hot spots the model judges benign, and where (in
+    seed 002's site order); None where it judges none benign."""
+    block = benign_summary(record)
+    if block is None:
+        return None
+    by_site = {str(k): int(v) for k, v in (block.get("by_site") or {}).items()}
+    known = [s for s in SITE_ORDER if s in by_site]
+    rest = sorted(s for s in by_site if s not in SITE_ORDER and s != OTHER_SITE)
+    order = known + rest + ([OTHER_SITE] if OTHER_SITE in by_site else [])
+    where = ", ".join(f"{s} {by_site[s]}" for s in order)
+    return f"{int(block['count'])} ({where})" if where else str(int(block["count"]))
+
+
+def _decoy_names(taxonomy: Taxonomy | None) -> str:
+    """ "kidney / bladder": the report names of the taxonomy's decoy classes."""
+    taxonomy = taxonomy or _default_taxonomy()
+    names = dict.fromkeys(c.report for c in taxonomy.of_kind("decoy"))
+    return " / ".join(names) or "decoys"
 
 
 def _lesion_count_text(record: dict) -> str:

@@ -196,7 +196,13 @@ class BsiTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg: Any) -> Any:
         mapper = Detectron2Sample(BsiDatasetMapper.from_config(cfg, is_train=True))
-        return build_detection_train_loader(cfg, mapper=mapper)
+        if not cfg.DATASETS.PSEUDO:
+            return build_detection_train_loader(cfg, mapper=mapper)
+        from bsi_d2.data.datasets import training_dataset_dicts
+
+        # the labelled + pseudo-labelled mix both engines train on (DATASETS.PSEUDO_RATIO)
+        dicts = training_dataset_dicts(cfg)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
 
     @classmethod
     def build_test_loader(cls, cfg: Any, dataset_name: str) -> Any:

@@ -204,21 +204,6 @@ def _clip_gradients(cfg: Any, model: nn.Module) -> None:
 
 
 # -- data -------------------------------------------------------------------------------------
-def dataset_dicts(names: Any, filter_empty: bool = False) -> list[dict]:
-    from bsi_d2.data.datasets import get_dataset_dicts
-
-    dicts = [d for name in names for d in get_dataset_dicts(name)]
-    if filter_empty:
-        before = len(dicts)
-        dicts = [d for d in dicts if any(not a.get("iscrowd", 0) for a in d.get("annotations", []))]
-        if len(dicts) < before:
-            logger.info(
-                "removed %d images without annotations (DATALOADER.FILTER_EMPTY_ANNOTATIONS)",
-                before - len(dicts),
-            )
-    return dicts
-
-
 class InfiniteMappedDicts(torch.utils.data.IterableDataset):
     """Endless shuffled passes over dataset dicts, mapped; each rank and worker takes its share.
 
@@ -248,10 +233,9 @@ def build_train_loader(cfg: Any, seed: int, rank: int = 0, world: int = 1) -> It
         raise ConfigValueError(
             f"SOLVER.IMS_PER_BATCH={total} must be divisible by {world} processes"
         )
-    dicts = dataset_dicts(
-        cfg_get(cfg, "DATASETS.TRAIN"),
-        filter_empty=bool(cfg_get(cfg, "DATALOADER.FILTER_EMPTY_ANNOTATIONS")),
-    )
+    from bsi_d2.data.datasets import training_dataset_dicts
+
+    dicts = training_dataset_dicts(cfg, seed)  # DATASETS.TRAIN, plus DATASETS.PSEUDO mixed in
     if not dicts:
         raise DatasetError(f"training data sets {tuple(cfg_get(cfg, 'DATASETS.TRAIN'))} are empty")
     dataset = InfiniteMappedDicts(dicts, build_mapper(cfg, True), seed, rank, world)

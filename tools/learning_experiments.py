@@ -1,0 +1,174 @@
+"""Learning-loop experiments on a finished demo's phantoms, split and config (issue #18).
+
+    bsi-d2 demo --out output/demo                       # 100 phantoms: 70 train, 10 val, 20 test
+    python tools/learning_experiments.py semi output/demo --labelled 10 --rounds 2
+
+``semi``: seed 003's question on phantoms. The first ``--labelled`` training scans (a seeded
+draw from the demo's train split) are kept as labelled; the other training scans become
+unlabelled DICOM files. ``bsi-d2 self-train`` then trains round 0 on the labelled scans alone and
+rounds 1..K on them plus the previous round's pseudo-labels (thresholds chosen on the demo's
+validation split), each round with the demo's config and iteration count, so every arm has the
+same compute budget. The demo's own model (all training scans labelled, the same budget) is the
+upper arm. Every model is scored on the demo's held-out test split exactly as the demo scores
+its own (predict, then pixel metrics and BSI agreement against the phantoms' truth), under
+``OUT/eval/<arm>/``. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+SHARED = ("phantoms", "coco")
+
+
+def _summary(folder: Path) -> dict:
+    return json.loads((folder / "demo_summary.json").read_text(encoding="utf-8"))
+
+
+def split_labelled(demo: Path, out: Path, labelled: int, seed: int) -> tuple[Path, Path, str]:
+    """A COCO root under ``out`` whose train split holds ``labelled`` of the demo's training
+    scans (val and test as the demo's), and a folder of the other training scans' DICOM files;
+    (coco root, unlabelled folder, the labelled split's data-set name)."""
+    source = demo / "coco"
+    coco = out / "coco"
+    (coco / "annotations").mkdir(parents=True, exist_ok=True)
+    if not (coco / "images").exists():
+        (coco / "images").symlink_to((source / "images").resolve(), target_is_directory=True)
+    train = json.loads((source / "annotations" / "instances_train.json").read_text("utf-8"))
+    ids = sorted(img["id"] for img in train["images"])
+    keep = set(np.random.default_rng(seed).permutation(ids)[:labelled].tolist())
+    subset = dict(train)
+    subset["images"] = [img for img in train["images"] if img["id"] in keep]
+    subset["annotations"] = [a for a in train["annotations"] if a["image_id"] in keep]
+    # the labelled subset is this root's train split (the registered splits are train/val/test)
+    (coco / "annotations" / "instances_train.json").write_text(json.dumps(subset), "utf-8")
+    for name in ("val", "test"):
+        shutil.copy(source / "annotations" / f"instances_{name}.json", coco / "annotations")
+    unlabelled = out / "unlabelled"
+    unlabelled.mkdir(parents=True, exist_ok=True)
+    for img in train["images"]:
+        if img["id"] not in keep:
+            stem = Path(img["labelme_file"]).stem
+            target = unlabelled / f"{stem}.dcm"
+            if not target.exists():
+                shutil.copy(demo / "phantoms" / "dicom" / f"{stem}.dcm", target)
+    return coco, unlabelled, "bsi_train"
+
+
+def self_train(demo: Path, out: Path, coco: Path, unlabelled: Path, dataset: str, rounds: int,
+               ratio: float) -> Path:  # fmt: skip
+    from bsi_d2 import cli
+    from bsi_d2.workflows.demo import resolve_config
+
+    options = _summary(demo)["options"]
+    config = resolve_config(options["config"] or "mask_rcnn_R_18_FPN_cpu_lesion_bsi.yaml")
+    argv = ["self-train", "--config-file", str(config), "--out", str(out / "self_train"),
+            "--rounds", str(rounds), "--unlabelled", str(unlabelled), "--no-progress",
+            "BSI.DATASET_ROOT", str(coco), "DATASETS.TRAIN", f"('{dataset}',)",
+            "DATASETS.TEST", "('bsi_val',)", "DATASETS.PSEUDO_RATIO", str(ratio),
+            "MODEL.DEVICE", "cpu", "SEED", str(options["seed"])]  # fmt: skip
+    if options.get("iterations") is not None:
+        argv += ["SOLVER.MAX_ITER", str(options["iterations"])]
+    argv += list(options.get("opts") or [])
+    code = cli.main(argv)
+    if code != 0:
+        raise SystemExit(f"self-train exited with {code}")
+    return out / "self_train"
+
+
+def evaluate(demo: Path, weights_dir: Path, out: Path) -> dict:
+    """The demo's predict and evaluate stages with the model in ``weights_dir`` on the demo's
+    own phantoms and split; the headline metrics."""
+    from bsi_d2.workflows.demo import DemoOptions, run_demo
+
+    options = _summary(demo)["options"]
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    for name in SHARED:
+        link = out / name
+        if not link.exists():
+            link.symlink_to((demo / name).resolve(), target_is_directory=True)
+    if not (out / "train").exists():
+        (out / "train").symlink_to(weights_dir.resolve(), target_is_directory=True)
+    for stage in ("phantoms", "convert", "train"):
+        shutil.copy(demo / "stages" / f"{stage}.json", out / "stages" / f"{stage}.json")
+    summary = run_demo(
+        DemoOptions(
+            out=out,
+            scans=options["scans"],
+            seed=options["seed"],
+            split=tuple(options["split"]),
+            config=options["config"],
+            iterations=options["iterations"],
+            batch_size=options["batch_size"],
+            device=options["device"],
+            difficulty=options.get("difficulty", "standard"),
+            opts=list(options.get("opts") or []),
+        )
+    )
+    return summary["metrics"]
+
+
+def semi(args: argparse.Namespace) -> None:
+    demo, out = args.demo.resolve(), args.out.resolve()
+    coco, unlabelled, dataset = split_labelled(demo, out, args.labelled, args.seed)
+    trained = self_train(demo, out, coco, unlabelled, dataset, args.rounds, args.ratio)
+    state = json.loads((trained / "self_train.json").read_text(encoding="utf-8"))
+    total = len(json.loads((demo / "coco/annotations/instances_train.json").read_text())["images"])
+    arms = []
+    for entry in state["rounds"]:
+        k = int(entry["round"])
+        pseudo = state["rounds"][k - 1].get("pseudo") if k else None
+        kept = (pseudo or {}).get("images")
+        label = (
+            f"{args.labelled} labelled"
+            if k == 0
+            else f"{args.labelled} labelled + {kept} pseudo-labelled (round {k})"
+        )
+        arms.append((label, trained / f"round{k}"))
+    arms.append((f"all {total} labelled (the demo's model)", demo / "train"))
+    rows = []
+    for i, (label, weights_dir) in enumerate(arms):
+        metrics = evaluate(demo, weights_dir, out / "eval" / f"arm{i}")
+        rows.append((label, metrics))
+    (out / "semi_results.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[str, dict]]) -> None:
+    def f(v, digits=3):
+        return "n/a" if v is None else f"{v:.{digits}f}"
+
+    print("| arm | skeleton F1 | lesion Dice | lesion sens. at 1 FP/scan | BSI r | mask AP | "
+          "QC failed |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, m in rows:
+        print(
+            f"| {label} | {f(m['skeleton_pixel_f1'])} | {f(m['lesion_dice'])} | "
+            f"{f(m.get('lesion_sensitivity_at_1fp'))} | {f(m['bsi_pearson_r'])} | "
+            f"{f(m.get('mask_ap'), 1)} | {m.get('qc_failed_scans', 0)} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="experiment", required=True)
+    p = sub.add_parser("semi", help="labelled alone vs + pseudo-labels (rounds) vs all labelled")
+    p.add_argument("demo", type=Path, help="a finished bsi-d2 demo folder")
+    p.add_argument("--out", type=Path, default=None, help="default DEMO/learning/semi")
+    p.add_argument("--labelled", type=int, default=10, help="labelled training scans (10)")
+    p.add_argument("--rounds", type=int, default=2, help="self-training rounds after round 0")
+    p.add_argument("--ratio", type=float, default=0.5, help="DATASETS.PSEUDO_RATIO (0.5)")
+    p.add_argument("--seed", type=int, default=0, help="which training scans stay labelled")
+    args = parser.parse_args()
+    if args.out is None:
+        args.out = args.demo / "learning" / args.experiment
+    semi(args)
+
+
+if __name__ == "__main__":
+    main()
