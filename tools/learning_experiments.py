@@ -12,6 +12,22 @@ same compute budget. The demo's own model (all training scans labelled, the same
 upper arm. Every model is scored on the demo's held-out test split exactly as the demo scores
 its own (predict, then pixel metrics and BSI agreement against the phantoms' truth), under
 ``OUT/eval/<arm>/``. Prints a Markdown table.
+
+    bsi-d2 demo --out output/benign --label-benign      # the same scans, look-alikes labelled
+    python tools/learning_experiments.py benign output/benign --without output/demo
+
+``benign``: the demo trained with the benign class against the demo trained without it, both
+scored on the benign-labelled test split: lesion-level benign/malignant accuracy, sensitivity,
+specificity and AUC, and the lesion class's false positives on benign look-alikes per scan.
+
+    python tools/learning_experiments.py negatives output/demo --normal 40
+
+``negatives``: seed 001's negative mining. Scans known to be free of metastases (phantoms of
+another seed drawn without lesions, none of them in the demo's split) go through
+``bsi-d2 mine-negatives`` with the demo's model; the demo's training is then repeated on its
+labelled scans plus the mined set (``DATASETS.PSEUDO``, with the ``hard_negative`` class the
+mining adds), the same config and iterations. Lesion precision and false positives per scan on
+the demo's test split, before and after.
 """
 
 from __future__ import annotations
@@ -81,7 +97,7 @@ def self_train(demo: Path, out: Path, coco: Path, unlabelled: Path, dataset: str
     return out / "self_train"
 
 
-def evaluate(demo: Path, weights_dir: Path, out: Path) -> dict:
+def evaluate(demo: Path, weights_dir: Path, out: Path, opts: list[str] | None = None) -> dict:
     """The demo's predict and evaluate stages with the model in ``weights_dir`` on the demo's
     own phantoms and split; the headline metrics."""
     from bsi_d2.workflows.demo import DemoOptions, run_demo
@@ -107,7 +123,7 @@ def evaluate(demo: Path, weights_dir: Path, out: Path) -> dict:
             batch_size=options["batch_size"],
             device=options["device"],
             difficulty=options.get("difficulty", "standard"),
-            opts=list(options.get("opts") or []),
+            opts=list(options.get("opts") or []) + list(opts or []),
         )
     )
     return summary["metrics"]
@@ -139,6 +155,125 @@ def semi(args: argparse.Namespace) -> None:
     print_table(rows)
 
 
+def _detection(folder: Path) -> dict:
+    evaluation = json.loads((folder / "evaluation" / "evaluation.json").read_text("utf-8"))
+    return evaluation["lesion_detection"]
+
+
+def classification_of(predict_dir: Path, coco: Path, out: Path) -> dict:
+    """evaluation.json's ``lesion_classification`` of a predict folder's test scans against the
+    benign-labelled test split (``coco``), whatever taxonomy the model had."""
+    from bsi_d2.evaluation import evaluate_dataset
+    from bsi_d2.inference import outputs as outputs_module
+    from bsi_d2.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy("benign")
+    gt_path = coco / "annotations" / "instances_test.json"
+    gt = json.loads(gt_path.read_text(encoding="utf-8"))
+    image_of = {Path(img["labelme_file"]).stem: img["id"] for img in gt["images"]}
+    predictions = []
+    for scan_dir in sorted((predict_dir / "scans").iterdir()):
+        record = json.loads((scan_dir / "bsi.json").read_text(encoding="utf-8"))
+        patient = Path(record["source"][0]).stem
+        instances = outputs_module.read_predictions(scan_dir / "predictions.json")
+        predictions.append((image_of[patient], instances))
+    out.mkdir(parents=True, exist_ok=True)
+    demo_eval = json.loads((predict_dir.parent / "evaluation" / "evaluation.json").read_text())
+    evaluation = evaluate_dataset(gt_path, predictions, taxonomy, out,
+                                  score_thresh=demo_eval["score_thresh"],
+                                  class_thresh=demo_eval["class_thresh"])  # fmt: skip
+    return evaluation.get("lesion_classification") or {}
+
+
+def benign(args: argparse.Namespace) -> None:
+    with_benign, without = args.demo.resolve(), args.without.resolve()
+    coco = with_benign / "coco"
+    rows = [
+        ("with the benign class", classification_of(with_benign / "predict", coco,
+                                                    with_benign / "learning" / "benign_eval")),
+        ("without it", classification_of(without / "predict", coco,
+                                         with_benign / "learning" / "without_eval")),
+    ]  # fmt: skip
+    (with_benign / "learning").mkdir(exist_ok=True)
+    (with_benign / "learning" / "benign_results.json").write_text(json.dumps(rows, indent=1))
+
+    def f(v, digits=3):
+        return "n/a" if v is None else f"{v:.{digits}f}"
+
+    print("| model | benign/malignant AUC | accuracy | sensitivity | specificity | "
+          "lesion calls on benign look-alikes per scan |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label, c in rows:
+        print(f"| {label} | {f(c.get('auc'))} | {f(c.get('accuracy'))} | "
+              f"{f(c.get('sensitivity'))} | {f(c.get('specificity'))} | "
+              f"{f(c.get('lesion_fp_on_benign_per_scan'), 2)} |")  # fmt: skip
+
+
+def normal_scans(out: Path, n: int, seed: int) -> Path:
+    """DICOM files of the phantoms without lesions among ``n`` of ``seed``, in ``out``."""
+    from bsi_d2.phantom import write_phantoms
+
+    phantoms = out / "phantoms"
+    if not (phantoms / "manifest.json").is_file():
+        write_phantoms(phantoms, n, seed=seed, workers=1)
+    normal = out / "normal"
+    normal.mkdir(parents=True, exist_ok=True)
+    for truth in sorted((phantoms / "truth").glob("*.json")):
+        if json.loads(truth.read_text(encoding="utf-8"))["lesion_count"] == 0:
+            target = normal / f"{truth.stem}.dcm"
+            if not target.exists():
+                shutil.copy(phantoms / "dicom" / f"{truth.stem}.dcm", target)
+    return normal
+
+
+def negatives(args: argparse.Namespace) -> None:
+    from bsi_d2 import cli
+    from bsi_d2.workflows.demo import resolve_config
+
+    demo, out = args.demo.resolve(), args.out.resolve()
+    options = _summary(demo)["options"]
+    config = resolve_config(options["config"] or "mask_rcnn_R_18_FPN_cpu_lesion_bsi.yaml")
+    normal = normal_scans(out, args.normal, args.seed)
+    mined = out / "mined"
+    if not (mined / "negatives.json").is_file():
+        weights = str(demo / "train" / "model_final.pth")
+        code = cli.main(["mine-negatives", "--config-file", str(config), "--weights", weights,
+                         "--out", str(mined), "--no-progress", str(normal),
+                         "--opts", "MODEL.DEVICE", "cpu"])  # fmt: skip
+        if code != 0:
+            raise SystemExit(f"mine-negatives exited with {code}")
+    taxonomy = mined / "taxonomy.yaml"
+    extra = ["BSI.TAXONOMY", str(taxonomy)] if taxonomy.is_file() else []
+    train_dir = out / "train"
+    if not (train_dir / "model_final.pth").is_file():
+        argv = ["train", "--config-file", str(config), "BSI.DATASET_ROOT", str(demo / "coco"),
+                "DATASETS.TRAIN", "('bsi_train',)", "DATASETS.TEST", "('bsi_val',)",
+                "DATASETS.PSEUDO", str(mined / "annotations" / "instances_negatives.json"),
+                "DATASETS.PSEUDO_RATIO", str(args.ratio), "OUTPUT_DIR", str(train_dir),
+                "MODEL.DEVICE", "cpu", "SEED", str(options["seed"]), *extra]  # fmt: skip
+        if options.get("iterations") is not None:
+            argv += ["SOLVER.MAX_ITER", str(options["iterations"])]
+        if cli.main(argv) != 0:
+            raise SystemExit("training with the mined negatives failed")
+    after = out / "eval"
+    evaluate(demo, train_dir, after, extra)
+    mined_summary = json.loads((mined / "negatives.json").read_text(encoding="utf-8"))
+    rows = [("before (the demo's model)", _detection(demo)),
+            ("after one round of negative mining", _detection(after))]  # fmt: skip
+    (out / "negatives_results.json").write_text(json.dumps(
+        {"mined": {k: v for k, v in mined_summary.items() if k != "scans"}, "rows": rows},
+        indent=1))  # fmt: skip
+    print(f"normal scans: {len(list(normal.glob('*.dcm')))}")
+    print("| model | lesion precision | false positives per scan | lesion sensitivity | "
+          "sensitivity at 1 FP/scan |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for label, d in rows:
+        print(
+            f"| {label} | {d['precision']:.3f} | {d['fp_per_scan']:.2f} | "
+            f"{d['sensitivity']:.3f} | {d['sensitivity_at_fp'].get('1', float('nan')):.3f} |"
+        )
+
+
 def print_table(rows: list[tuple[str, dict]]) -> None:
     def f(v, digits=3):
         return "n/a" if v is None else f"{v:.{digits}f}"
@@ -164,10 +299,19 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="self-training rounds after round 0")
     p.add_argument("--ratio", type=float, default=0.5, help="DATASETS.PSEUDO_RATIO (0.5)")
     p.add_argument("--seed", type=int, default=0, help="which training scans stay labelled")
+    p = sub.add_parser("benign", help="with vs without the benign class")
+    p.add_argument("demo", type=Path, help="a finished bsi-d2 demo --label-benign folder")
+    p.add_argument("--without", type=Path, required=True, help="the same demo without it")
+    p = sub.add_parser("negatives", help="before vs after one round of negative mining")
+    p.add_argument("demo", type=Path, help="a finished bsi-d2 demo folder")
+    p.add_argument("--out", type=Path, default=None, help="default DEMO/learning/negatives")
+    p.add_argument("--normal", type=int, default=40, help="phantoms drawn for normal scans")
+    p.add_argument("--seed", type=int, default=7, help="their seed (not the demo's)")
+    p.add_argument("--ratio", type=float, default=0.2, help="DATASETS.PSEUDO_RATIO (0.2)")
     args = parser.parse_args()
-    if args.out is None:
+    if getattr(args, "out", "") is None:
         args.out = args.demo / "learning" / args.experiment
-    semi(args)
+    {"semi": semi, "benign": benign, "negatives": negatives}[args.experiment](args)
 
 
 if __name__ == "__main__":

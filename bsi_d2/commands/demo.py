@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     add_workers_argument(parser)
     add_difficulty_argument(parser, d.difficulty)
+    parser.add_argument(
+        "--label-benign",
+        action="store_true",
+        help="label the phantoms' benign look-alikes with the 'benign' class and train with "
+        "the built-in benign taxonomy (BSI.TAXONOMY benign); the scans are the same as without",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
 
 
@@ -51,6 +57,7 @@ def main(args: argparse.Namespace) -> int:
             device=args.device,
             workers=args.workers,
             difficulty=args.difficulty,
+            label_benign=args.label_benign,
             opts=list(args.opts),
         )
     )

@@ -83,7 +83,7 @@ class BenignMalignantAccumulator:
         shape = next((np.shape(g[0]) for g in (gt_masks, pred_masks) if len(g)), None)
         shape = shape or (np.shape(ignore) if ignore is not None else (0, 0))
         gt = stack_masks(gt_masks, shape)
-        keep = gt.reshape(len(gt), -1).any(axis=1)  # match_lesions drops empty truth masks too
+        keep = gt.any(axis=(1, 2))  # match_lesions drops empty truth masks too
         gt, gt_malignant = gt[keep], gt_malignant[keep]
         pred = stack_masks(pred_masks, shape)
         self.n_scans += 1

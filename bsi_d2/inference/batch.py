@@ -526,27 +526,24 @@ class BatchRunner:
 
             write_scan_report(scan_dir, record, tax)
         if opts.dicom_out:
-            record["dicom"] = self._write_dicom(scan, scan_dir, record, analysis)
+            record["dicom"] = self._write_dicom(scan, written, record)
         out.atomic_write_json(scan_dir / out.RECORD_FILE, record)
         (self.out_dir / ERRORS_DIR / f"{scan.key}.json").unlink(missing_ok=True)
         return record
 
-    def _write_dicom(self, scan: _Prepared, scan_dir: Path, record: dict, analysis) -> dict:
+    def _write_dicom(self, scan: _Prepared, written: out.ScanFiles, record: dict) -> dict:
         """The scan's SR, SEG and capture (``--dicom-out``); a failure is recorded as the
         scan's error entry and in its record, and its BSI still stands."""
         from bsi_d2.pacs.identity import Identity
         from bsi_d2.pacs.seg import SegmentMasks
         from bsi_d2.pacs.writer import write_dicom_objects
-        from bsi_d2.report.overlay import render_overlay
 
+        analysis = written.analysis
         masks = SegmentMasks(analysis.region_map, analysis.decoy_map, analysis.lesion_mask)
         try:
-            overlay = render_overlay(
-                scan.display, analysis.area_map(), analysis.lesion_mask, self.taxonomy
-            )
             identity = Identity(keep=self.options.keep_identity, salt=self.options.salt)
-            return write_dicom_objects(scan_dir, record, self.taxonomy, scan.dicom_views, masks,
-                                       overlay, identity)  # fmt: skip
+            return write_dicom_objects(written.scan_dir, record, self.taxonomy, scan.dicom_views,
+                                       masks, written.overlay(), identity)  # fmt: skip
         except Exception as err:  # noqa: BLE001 - one scan's objects, not the batch
             reason = self.labels.redact(f"{type(err).__name__}: {err}", *scan.paths)
             self._error(scan.key, scan.paths[0], "dicom_out", reason, scan.paths)

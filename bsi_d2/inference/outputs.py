@@ -234,6 +234,19 @@ class ScanFiles:
     analysis: Any  # postprocess.analysis.ScanAnalysis
     taxonomy: Taxonomy
     link: dict[str, Any] = field(default_factory=dict)  # the study link (LINK_FIELDS)
+    _overlay: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def overlay(self) -> np.ndarray:
+        """The overlay image (regions tinted, lesions outlined), rendered once for the PNG and
+        the DICOM capture alike."""
+        if self._overlay is None:
+            from bsi_d2.report.overlay import render_overlay
+
+            analysis = self.analysis
+            self._overlay = render_overlay(
+                self.display, analysis.area_map(), analysis.lesion_mask, self.taxonomy
+            )
+        return self._overlay
 
 
 def write_predictions(files: ScanFiles) -> None:
@@ -249,11 +262,7 @@ def write_labelmap(files: ScanFiles) -> None:
 
 
 def write_overlay(files: ScanFiles) -> None:
-    from bsi_d2.report.overlay import render_overlay
-
-    analysis = files.analysis
-    image = render_overlay(files.display, analysis.area_map(), analysis.lesion_mask, files.taxonomy)
-    atomic_write_png(files.scan_dir / OVERLAY_FILE, image)
+    atomic_write_png(files.scan_dir / OVERLAY_FILE, files.overlay())
 
 
 def write_labelme_files(files: ScanFiles) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from bsi_d2.inference import outputs as out
 from bsi_d2.io.files import atomic_write_text
 from bsi_d2.structures.instances import Instances
+from bsi_d2.taxonomy import BENIGN_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class DemoOptions:
     device: str | None = None  # None: CUDA where present, else CPU
     workers: int | None = None  # processes for phantom making and conversion
     difficulty: str = "standard"  # phantom preset: standard or hard (bsi_d2.phantom.presets)
+    label_benign: bool = False  # look-alikes labelled 'benign', trained with that taxonomy
     opts: list[str] = field(default_factory=list)  # extra KEY VALUE config overrides
 
 
@@ -102,6 +104,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             seed=options.seed,
             workers=options.workers,
             difficulty=options.difficulty,
+            label_benign=options.label_benign,
         )
         return {
             "patients": len(written),
@@ -115,6 +118,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         report = convert_labelme_folder(
             phantoms / "labelme",
             coco,
+            taxonomy=BENIGN_NAME if options.label_benign else None,
             split=options.split,
             seed=options.seed,
             stratify="lesion",
@@ -247,6 +251,8 @@ def _demo_cfg(options: DemoOptions, coco: Path, train_dir: Path) -> Any:
     ]
     if options.iterations is not None:
         opts += ["SOLVER.MAX_ITER", str(options.iterations)]
+    if options.label_benign:
+        opts += ["BSI.TAXONOMY", BENIGN_NAME]
     return setup_cfg(str(demo_config(options)), opts + list(options.opts))
 
 

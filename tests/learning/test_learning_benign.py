@@ -247,6 +247,15 @@ def test_benign_malignant_figures_without_benign_truth_are_undefined():
         acc.add([], [], [box(0, 2, 0, 2)] * 2, [True], [0.5, 0.5])
 
 
+def test_a_scan_without_truth_hot_spots_counts_its_calls_as_nothing_matched():
+    acc = BenignMalignantAccumulator()
+    acc.add([], [], [box(2, 8, 2, 8)], [True], [0.9])  # a normal scan with one lesion call
+    acc.add([], [], [], [], [])  # nothing at all
+    result = acc.result()
+    assert (result["n_malignant"], result["n_benign"], result["n_not_detected"]) == (0, 0, 0)
+    assert result["lesion_fp_on_benign"] == 0
+
+
 def coco(annotations):
     anns = [
         {"id": i + 1, "image_id": 1, "category_id": BENIGN.by_name(name).id, "iscrowd": 0,

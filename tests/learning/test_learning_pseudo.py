@@ -400,3 +400,35 @@ def test_train_runs_on_the_mix_and_the_flags_set_the_keys(tmp_path):
     result = tv_trainer.train(cfg, log_period=1)
     # SOLVER.EPOCHS 1 is one pass over the mix: 6 labelled + 6 pseudo-labelled, batch 2
     assert result["iterations"] == 6 and Path(result["final_checkpoint"]).is_file()
+
+
+@pytest.mark.detectron2
+def test_detectron2_trains_on_the_same_mix(tmp_path, monkeypatch):
+    """detectron2's train loader is built from the same labelled + pseudo-labelled list."""
+    pytest.importorskip("detectron2", reason="detectron2 is not installed")
+    from bsi_d2.config import setup_cfg
+    from bsi_d2.data import datasets
+    from bsi_d2.engine import get_engine
+
+    root, pseudo = _tiny_sets(tmp_path)
+    mixes = []
+
+    def recorded(cfg, *args, **kwargs):
+        dicts = real(cfg, *args, **kwargs)
+        mixes.append(sum(bool(d.get("model_made")) for d in dicts))
+        return dicts
+
+    real = datasets.training_dataset_dicts
+    monkeypatch.setattr(datasets, "training_dataset_dicts", recorded)
+    tiny = ["MODEL.ENGINE", "detectron2", "MODEL.DEVICE", "cpu", "BSI.DATASET_ROOT", str(root),
+            "OUTPUT_DIR", str(tmp_path / "run"), "DATASETS.TRAIN", "('bsi_train',)",
+            "DATASETS.TEST", "()", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM",
+            "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32", "MODEL.ROI_MASK_HEAD.NUM_CONV", "1",
+            "INPUT.MIN_SIZE_TRAIN", "(48,)", "INPUT.MAX_SIZE_TRAIN", "64",
+            "INPUT.BSI_AUG.ENABLED", "False", "DATALOADER.NUM_WORKERS", "0",
+            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "0",
+            "DATASETS.PSEUDO", str(pseudo), "DATASETS.PSEUDO_RATIO", "0.5"]  # fmt: skip
+    cfg = setup_cfg(str(CPU_CONFIG), tiny)
+    get_engine(cfg).train(cfg, resume=False)
+    assert (tmp_path / "run" / "model_final.pth").is_file()
+    assert mixes and mixes[-1] == 6  # 6 labelled + 6 pseudo-labelled, as the torchvision mix
