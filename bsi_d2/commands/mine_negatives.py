@@ -78,23 +78,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bsi_d2.commands.predict import batch_exit_code, load_predictor, options_from_config
-    from bsi_d2.config import setup_cfg
+    from bsi_d2.commands.predict import batch_exit_code, model_and_options
     from bsi_d2.inference.batch import run_batch
     from bsi_d2.inference.negatives import MiningError, mine_negatives
-    from bsi_d2.io.files import OutputDirError, check_output_dir
+    from bsi_d2.io.files import OutputDirError
 
     try:
-        check_output_dir(args.out)  # before the model loads: a bad folder fails in a second
+        _, predictor, options = model_and_options(
+            args, batch_size=args.batch_size, progress=args.progress
+        )
     except OutputDirError as err:
         logger.error("%s", err)
         return 2
-    cfg = setup_cfg(args.config_file or None, args.opts)
-    predictor, engine = load_predictor(args, cfg)
-    predictor.batch_size = max(1, args.batch_size)
-    options = options_from_config(
-        cfg, args, engine, batch_size=args.batch_size, progress=args.progress
-    )
     predict_dir = args.out / PREDICT_DIR
     result = run_batch(args.inputs, predict_dir, predictor, predictor.taxonomy, options)
     logger.info("%s; predictions in %s", result.summary(), predict_dir)

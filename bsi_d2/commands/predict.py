@@ -215,7 +215,6 @@ def _spawn_workers(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bsi_d2.config import setup_cfg
     from bsi_d2.inference.batch import parse_shard, run_batch
     from bsi_d2.inference.outputs import parse_outputs
     from bsi_d2.io.files import OutputDirError, check_output_dir
@@ -233,13 +232,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if args.num_gpus > 1:
         return _spawn_workers(args)
-    cfg = setup_cfg(args.config_file or None, args.opts)
-    predictor, engine = load_predictor(args, cfg)
-    predictor.batch_size = max(1, args.batch_size)
-    options = options_from_config(
-        cfg,
+    _, predictor, options = model_and_options(
         args,
-        engine,
         batch_size=args.batch_size,
         cut_below_knee=args.cut_below_knee,
         shard=shard,
@@ -300,6 +294,21 @@ def options_from_config(cfg, args: argparse.Namespace, engine: str, **fields) ->
         given("max_frames"),
     )
     return options
+
+
+def model_and_options(args: argparse.Namespace, **fields):
+    """What a command that predicts into ``args.out`` starts with: the output folder checked
+    first (a bad folder fails in a second, before the model loads; OutputDirError), then the
+    config, the model (:func:`load_predictor`, batched by ``--batch-size``) and the batch options
+    (:func:`options_from_config` with ``fields``). Returns (cfg, predictor, options)."""
+    from bsi_d2.config import setup_cfg
+    from bsi_d2.io.files import check_output_dir
+
+    check_output_dir(args.out)
+    cfg = setup_cfg(args.config_file or None, args.opts)
+    predictor, engine = load_predictor(args, cfg)
+    predictor.batch_size = max(1, int(getattr(args, "batch_size", 1) or 1))
+    return cfg, predictor, options_from_config(cfg, args, engine, **fields)
 
 
 def load_predictor(args: argparse.Namespace, cfg):

@@ -90,8 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bsi_d2.commands.predict import batch_exit_code, load_predictor, options_from_config
-    from bsi_d2.config import setup_cfg
+    from bsi_d2.commands.predict import batch_exit_code, model_and_options
     from bsi_d2.inference.outputs import parse_outputs
     from bsi_d2.inference.pseudo import (
         PseudoLabelError,
@@ -99,29 +98,23 @@ def main(args: argparse.Namespace) -> int:
         pseudo_label_scans,
         read_thresholds,
     )
-    from bsi_d2.io.files import OutputDirError, check_output_dir
+    from bsi_d2.io.files import OutputDirError
 
     try:
         outputs = parse_outputs(args.outputs)
-        check_output_dir(args.out)  # before the model loads: a bad folder fails in a second
+        _, predictor, options = model_and_options(
+            args,
+            batch_size=args.batch_size,
+            cut_below_knee=args.cut_below_knee,
+            recursive=args.recursive,
+            progress=args.progress,
+            outputs=outputs,
+            writers=max(0, args.writers),
+        )
     except (ValueError, OutputDirError) as err:
         logger.error("%s", err)
         return 2
-    cfg = setup_cfg(args.config_file or None, args.opts)
-    predictor, engine = load_predictor(args, cfg)
-    predictor.batch_size = max(1, args.batch_size)
     taxonomy = predictor.taxonomy
-    options = options_from_config(
-        cfg,
-        args,
-        engine,
-        batch_size=args.batch_size,
-        cut_below_knee=args.cut_below_knee,
-        recursive=args.recursive,
-        progress=args.progress,
-        outputs=outputs,
-        writers=max(0, args.writers),
-    )
     try:
         if args.thresholds:
             thresholds = read_thresholds(args.thresholds, taxonomy)

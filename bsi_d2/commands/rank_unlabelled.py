@@ -108,10 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bsi_d2.commands.predict import load_predictor, options_from_config
-    from bsi_d2.config import setup_cfg
+    from bsi_d2.commands.predict import model_and_options
     from bsi_d2.inference.uncertainty import parse_augmentations
-    from bsi_d2.io.files import OutputDirError, check_output_dir
+    from bsi_d2.io.files import OutputDirError
     from bsi_d2.workflows.active import RankingError, rank_unlabelled
 
     try:
@@ -120,23 +119,17 @@ def main(args: argparse.Namespace) -> int:
         logger.error("--augment: %s", err)
         return 2
     try:
-        check_output_dir(args.out)  # before the model loads: a bad folder fails in a second
+        _, predictor, options = model_and_options(
+            args,
+            batch_size=args.batch_size,
+            cut_below_knee=args.cut_below_knee,
+            recursive=args.recursive,
+            progress=args.progress,
+            writers=max(0, args.writers),
+        )
     except OutputDirError as err:
         logger.error("%s", err)
         return 2
-    cfg = setup_cfg(args.config_file or None, args.opts)
-    predictor, engine = load_predictor(args, cfg)
-    predictor.batch_size = max(1, args.batch_size)
-    options = options_from_config(
-        cfg,
-        args,
-        engine,
-        batch_size=args.batch_size,
-        cut_below_knee=args.cut_below_knee,
-        recursive=args.recursive,
-        progress=args.progress,
-        writers=max(0, args.writers),
-    )
     try:
         ranking = rank_unlabelled(
             args.inputs,
