@@ -39,8 +39,6 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = ("phantoms", "coco")
-
 
 def _summary(folder: Path) -> dict:
     return json.loads((folder / "demo_summary.json").read_text(encoding="utf-8"))
@@ -100,33 +98,9 @@ def self_train(demo: Path, out: Path, coco: Path, unlabelled: Path, dataset: str
 def evaluate(demo: Path, weights_dir: Path, out: Path, opts: list[str] | None = None) -> dict:
     """The demo's predict and evaluate stages with the model in ``weights_dir`` on the demo's
     own phantoms and split; the headline metrics."""
-    from bsi_d2.workflows.demo import DemoOptions, run_demo
+    from bsi_d2.workflows.demo import rerun_demo
 
-    options = _summary(demo)["options"]
-    (out / "stages").mkdir(parents=True, exist_ok=True)
-    for name in SHARED:
-        link = out / name
-        if not link.exists():
-            link.symlink_to((demo / name).resolve(), target_is_directory=True)
-    if not (out / "train").exists():
-        (out / "train").symlink_to(weights_dir.resolve(), target_is_directory=True)
-    for stage in ("phantoms", "convert", "train"):
-        shutil.copy(demo / "stages" / f"{stage}.json", out / "stages" / f"{stage}.json")
-    summary = run_demo(
-        DemoOptions(
-            out=out,
-            scans=options["scans"],
-            seed=options["seed"],
-            split=tuple(options["split"]),
-            config=options["config"],
-            iterations=options["iterations"],
-            batch_size=options["batch_size"],
-            device=options["device"],
-            difficulty=options.get("difficulty", "standard"),
-            opts=list(options.get("opts") or []) + list(opts or []),
-        )
-    )
-    return summary["metrics"]
+    return rerun_demo(demo, out, weights_dir, opts)["metrics"]
 
 
 def semi(args: argparse.Namespace) -> None:

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 SOURCES = ("rcnn", "dense", "union")
-SHARED = ("phantoms", "coco", "train")
 
 
 def _summary(folder: Path) -> dict:
@@ -30,32 +28,10 @@ def _summary(folder: Path) -> dict:
 
 def rerun(demo: Path, source: str) -> Path:
     """The demo of ``demo`` with its lesions from ``source``: predict and evaluate only."""
-    from bsi_d2.workflows.demo import DemoOptions, run_demo
+    from bsi_d2.workflows.demo import rerun_demo
 
-    options = _summary(demo)["options"]
     out = demo / "ablation" / source
-    (out / "stages").mkdir(parents=True, exist_ok=True)
-    for name in SHARED:
-        link = out / name
-        if not link.exists():
-            link.symlink_to((demo / name).resolve(), target_is_directory=True)
-    for stage in ("phantoms", "convert", "train"):
-        shutil.copy(demo / "stages" / f"{stage}.json", out / "stages" / f"{stage}.json")
-    opts = [o for o in options["opts"]] + ["MODEL.LESION_HEAD.SOURCE", source]
-    run_demo(
-        DemoOptions(
-            out=out,
-            scans=options["scans"],
-            seed=options["seed"],
-            split=tuple(options["split"]),
-            config=options["config"],
-            iterations=options["iterations"],
-            batch_size=options["batch_size"],
-            device=options["device"],
-            difficulty=options.get("difficulty", "standard"),
-            opts=opts,
-        )
-    )
+    rerun_demo(demo, out, opts=["MODEL.LESION_HEAD.SOURCE", source])
     return out
 
 

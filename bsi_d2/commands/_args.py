@@ -224,3 +224,23 @@ def add_difficulty_argument(parser: argparse.ArgumentParser, default: str = "sta
         help="phantom preset: standard (the light set the demo trains on by default) or hard "
         "(the clinical disease range, look-alikes, real count levels: the benchmark)",
     )
+
+
+def add_threshold_choice_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--target-precision`` and ``--match-iou``: how thresholds are chosen on validation
+    (``pseudo-label`` and ``self-train``)."""
+    from bsi_d2.inference.pseudo import DEFAULT_MATCH_IOU, DEFAULT_TARGET_PRECISION
+
+    parser.add_argument(
+        "--target-precision",
+        type=float,
+        default=DEFAULT_TARGET_PRECISION,
+        help="per class, the lowest threshold whose validation precision reaches this "
+        f"(default {DEFAULT_TARGET_PRECISION})",
+    )
+    parser.add_argument(
+        "--match-iou",
+        type=float,
+        default=DEFAULT_MATCH_IOU,
+        help=f"mask IoU at which a validation prediction is right (default {DEFAULT_MATCH_IOU})",
+    )

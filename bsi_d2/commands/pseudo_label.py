@@ -24,6 +24,7 @@ from bsi_d2.commands._args import (
     add_progress_argument,
     add_recursive_argument,
     add_salt_argument,
+    add_threshold_choice_arguments,
 )
 from bsi_d2.io.limits import add_limit_arguments
 
@@ -33,7 +34,6 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bsi_d2.commands.predict import add_output_arguments
-    from bsi_d2.inference.pseudo import DEFAULT_MATCH_IOU, DEFAULT_TARGET_PRECISION
 
     parser.add_argument("inputs", nargs="+", help="unlabelled DICOM or PNG/TIFF files/folders")
     add_config_file_argument(parser, "model config YAML (the one it was trained with)")
@@ -60,19 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder the --val-json file names are relative to (default: the converter's "
         "images/ beside annotations/, else the file's folder)",
     )
-    parser.add_argument(
-        "--target-precision",
-        type=float,
-        default=DEFAULT_TARGET_PRECISION,
-        help="per class, the lowest threshold whose validation precision reaches this "
-        f"(default {DEFAULT_TARGET_PRECISION})",
-    )
-    parser.add_argument(
-        "--match-iou",
-        type=float,
-        default=DEFAULT_MATCH_IOU,
-        help=f"mask IoU at which a validation prediction is right (default {DEFAULT_MATCH_IOU})",
-    )
+    add_threshold_choice_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=4, help="scans per forward pass")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: MODEL.DEVICE)")
     add_cut_below_knee_argument(parser)

@@ -14,14 +14,18 @@ from __future__ import annotations
 import argparse
 import logging
 
-from bsi_d2.commands._args import add_config_file_argument, add_out_argument, add_salt_argument
+from bsi_d2.commands._args import (
+    add_config_file_argument,
+    add_out_argument,
+    add_salt_argument,
+    add_threshold_choice_arguments,
+)
 
 HELP = "rounds of train -> pseudo-label -> retrain"
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from bsi_d2.inference.pseudo import DEFAULT_MATCH_IOU, DEFAULT_TARGET_PRECISION
 
     add_config_file_argument(parser, "path to config file")
     add_out_argument(parser, "output folder (a rerun resumes it; more --rounds extend it)")
@@ -35,19 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rounds", type=int, default=2, help="K: retraining rounds after round 0 (default 2)"
     )
-    parser.add_argument(
-        "--target-precision",
-        type=float,
-        default=DEFAULT_TARGET_PRECISION,
-        help="per class, the lowest threshold whose validation precision reaches this "
-        f"(default {DEFAULT_TARGET_PRECISION})",
-    )
-    parser.add_argument(
-        "--match-iou",
-        type=float,
-        default=DEFAULT_MATCH_IOU,
-        help=f"mask IoU at which a validation prediction is right (default {DEFAULT_MATCH_IOU})",
-    )
+    add_threshold_choice_arguments(parser)
     parser.add_argument(
         "--thresholds",
         metavar="FILE",

@@ -219,6 +219,43 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     return summary
 
 
+def rerun_demo(
+    demo: Path, out: Path, train_dir: Path | None = None, opts: list[str] | None = None
+) -> dict[str, Any]:
+    """A finished demo's predict and evaluate stages again, under ``out``: on its phantoms and
+    split (linked, not copied), with the model in ``train_dir`` (default: the demo's own) and
+    ``opts`` added to its overrides. For ablations and learning experiments that compare models
+    on exactly the demo's held-out scans; returns the summary."""
+    demo, out = Path(demo), Path(out)
+    summary = json.loads((demo / "demo_summary.json").read_text(encoding="utf-8"))
+    options = summary["options"]
+    (out / "stages").mkdir(parents=True, exist_ok=True)
+    links = {"phantoms": demo / "phantoms", "coco": demo / "coco",
+             "train": train_dir or demo / "train"}  # fmt: skip
+    for name, target in links.items():
+        link = out / name
+        if not link.exists():
+            link.symlink_to(Path(target).resolve(), target_is_directory=True)
+    for stage in ("phantoms", "convert", "train"):
+        marker = (demo / "stages" / f"{stage}.json").read_bytes()
+        (out / "stages" / f"{stage}.json").write_bytes(marker)
+    return run_demo(
+        DemoOptions(
+            out=out,
+            scans=options["scans"],
+            seed=options["seed"],
+            split=tuple(options["split"]),
+            config=options["config"],
+            iterations=options["iterations"],
+            batch_size=options["batch_size"],
+            device=options["device"],
+            difficulty=options.get("difficulty", "standard"),
+            label_benign=bool(options.get("label_benign", False)),
+            opts=list(options.get("opts") or []) + list(opts or []),
+        )
+    )
+
+
 def _device(options: DemoOptions) -> str:
     import torch
 

@@ -377,6 +377,18 @@ def test_a_missing_pseudo_set_is_an_error_naming_it(tmp_path):
         training_dataset_dicts(cfg)
 
 
+def tiny_training(engine: str, root: Path, out: Path) -> list[str]:
+    """Overrides for a 2-iteration training of a tiny model on ``root``'s train split."""
+    return ["MODEL.ENGINE", engine, "MODEL.DEVICE", "cpu", "BSI.DATASET_ROOT", str(root),
+            "OUTPUT_DIR", str(out), "DATASETS.TRAIN", "('bsi_train',)",
+            "DATASETS.TEST", "()", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM",
+            "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32", "MODEL.ROI_MASK_HEAD.NUM_CONV", "1",
+            "INPUT.MIN_SIZE_TRAIN", "(48,)", "INPUT.MAX_SIZE_TRAIN", "64",
+            "INPUT.BSI_AUG.ENABLED", "False", "DATALOADER.NUM_WORKERS", "0",
+            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2",
+            "SOLVER.WARMUP_ITERS", "0"]  # fmt: skip
+
+
 def test_train_runs_on_the_mix_and_the_flags_set_the_keys(tmp_path):
     import argparse
 
@@ -388,15 +400,8 @@ def test_train_runs_on_the_mix_and_the_flags_set_the_keys(tmp_path):
     args = argparse.Namespace(opts=["SEED", "1"], pseudo=str(pseudo), pseudo_ratio=0.5)
     opts = pseudo_opts(args)
     assert opts[-4:] == ["DATASETS.PSEUDO", str(pseudo), "DATASETS.PSEUDO_RATIO", "0.5"]
-    tiny = ["MODEL.ENGINE", "torchvision", "MODEL.DEVICE", "cpu", "BSI.DATASET_ROOT", str(root),
-            "OUTPUT_DIR", str(tmp_path / "run"), "DATASETS.TRAIN", "('bsi_train',)",
-            "DATASETS.TEST", "()", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM",
-            "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32", "MODEL.ROI_MASK_HEAD.NUM_CONV", "1",
-            "INPUT.MIN_SIZE_TRAIN", "(48,)", "INPUT.MAX_SIZE_TRAIN", "64",
-            "INPUT.BSI_AUG.ENABLED", "False", "DATALOADER.NUM_WORKERS", "0",
-            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "0",
-            "SOLVER.EPOCHS", "1"]  # fmt: skip
-    cfg = setup_cfg(str(CPU_CONFIG), [*tiny, *opts])
+    cfg = setup_cfg(str(CPU_CONFIG), [*tiny_training("torchvision", root, tmp_path / "run"),
+                                      "SOLVER.EPOCHS", "1", *opts])  # fmt: skip
     result = tv_trainer.train(cfg, log_period=1)
     # SOLVER.EPOCHS 1 is one pass over the mix: 6 labelled + 6 pseudo-labelled, batch 2
     assert result["iterations"] == 6 and Path(result["final_checkpoint"]).is_file()
@@ -420,15 +425,9 @@ def test_detectron2_trains_on_the_same_mix(tmp_path, monkeypatch):
 
     real = datasets.training_dataset_dicts
     monkeypatch.setattr(datasets, "training_dataset_dicts", recorded)
-    tiny = ["MODEL.ENGINE", "detectron2", "MODEL.DEVICE", "cpu", "BSI.DATASET_ROOT", str(root),
-            "OUTPUT_DIR", str(tmp_path / "run"), "DATASETS.TRAIN", "('bsi_train',)",
-            "DATASETS.TEST", "()", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM",
-            "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32", "MODEL.ROI_MASK_HEAD.NUM_CONV", "1",
-            "INPUT.MIN_SIZE_TRAIN", "(48,)", "INPUT.MAX_SIZE_TRAIN", "64",
-            "INPUT.BSI_AUG.ENABLED", "False", "DATALOADER.NUM_WORKERS", "0",
-            "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "0",
-            "DATASETS.PSEUDO", str(pseudo), "DATASETS.PSEUDO_RATIO", "0.5"]  # fmt: skip
-    cfg = setup_cfg(str(CPU_CONFIG), tiny)
+    cfg = setup_cfg(str(CPU_CONFIG), [*tiny_training("detectron2", root, tmp_path / "run"),
+                                      "DATASETS.PSEUDO", str(pseudo),
+                                      "DATASETS.PSEUDO_RATIO", "0.5"])  # fmt: skip
     get_engine(cfg).train(cfg, resume=False)
     assert (tmp_path / "run" / "model_final.pth").is_file()
     assert mixes and mixes[-1] == 6  # 6 labelled + 6 pseudo-labelled, as the torchvision mix
