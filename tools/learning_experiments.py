@@ -259,7 +259,7 @@ def print_table(rows: list[tuple[str, dict]]) -> None:
         print(
             f"| {label} | {f(m['skeleton_pixel_f1'])} | {f(m['lesion_dice'])} | "
             f"{f(m.get('lesion_sensitivity_at_1fp'))} | {f(m['bsi_pearson_r'])} | "
-            f"{f(m.get('mask_ap'), 1)} | {m.get('qc_failed_scans', 0)} |"
+            f"{f(m.get('mask_ap'))} | {m.get('qc_failed_scans', 0)} |"
         )
 
 
