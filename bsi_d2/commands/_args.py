@@ -244,3 +244,28 @@ def add_threshold_choice_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MATCH_IOU,
         help=f"mask IoU at which a validation prediction is right (default {DEFAULT_MATCH_IOU})",
     )
+
+
+def add_opts_argument(parser: argparse.ArgumentParser) -> None:
+    """``--opts KEY VALUE ...``: config overrides, the rest of the line."""
+    parser.add_argument(
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="KEY VALUE config overrides; give it last, it takes the rest of the line",
+    )
+
+
+def add_score_threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--score-thresh`` and ``--class-thresh CLASS=T``: the score thresholds of what a model
+    returns (defaults from ``BSI.SCORE_THRESH`` and ``BSI.CLASS_SCORE_THRESH``)."""
+    parser.add_argument(
+        "--score-thresh", type=float, help="score threshold, all classes (default BSI.SCORE_THRESH)"
+    )
+    parser.add_argument(
+        "--class-thresh",
+        action="append",
+        default=[],
+        metavar="CLASS=T",
+        help="per-class threshold, repeatable (default BSI.CLASS_SCORE_THRESH)",
+    )

@@ -8,6 +8,7 @@ import logging
 
 from bsi_d2.commands._args import (
     add_config_file_argument,
+    add_opts_argument,
     add_out_argument,
     add_progress_argument,
     add_salt_argument,
@@ -67,12 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_salt_argument(parser)
     add_progress_argument(parser)
-    parser.add_argument(
-        "--opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="KEY VALUE config overrides; give it last, it takes the rest of the line",
-    )
+    add_opts_argument(parser)
     # what predict's model and batch options read and this command does not offer
     parser.set_defaults(record=None, combine=None, match_radius=None, keep_identity=False)
 

@@ -12,10 +12,12 @@ from bsi_d2.commands._args import (
     add_config_file_argument,
     add_cut_below_knee_argument,
     add_keep_dates_argument,
+    add_opts_argument,
     add_out_argument,
     add_progress_argument,
     add_recursive_argument,
     add_salt_argument,
+    add_score_threshold_arguments,
 )
 from bsi_d2.io.limits import add_limit_arguments, limits_from
 from bsi_d2.postprocess.bsi import COMBINE_RULES
@@ -49,16 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shard", default="0/1", help="i/n: process only shard i (0-based) of n, by content key"
     )
-    parser.add_argument(
-        "--score-thresh", type=float, help="score threshold, all classes (default BSI.SCORE_THRESH)"
-    )
-    parser.add_argument(
-        "--class-thresh",
-        action="append",
-        default=[],
-        metavar="CLASS=T",
-        help="per-class threshold, repeatable (default BSI.CLASS_SCORE_THRESH)",
-    )
+    add_score_threshold_arguments(parser)
     parser.add_argument(
         "--combine",
         choices=COMBINE_RULES,
@@ -79,12 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recursive_argument(parser)
     add_record_arguments(parser)
     add_output_arguments(parser)
-    parser.add_argument(
-        "--opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="KEY VALUE config overrides; give it last, it takes the rest of the line",
-    )
+    add_opts_argument(parser)
 
 
 def add_record_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ import logging
 from bsi_d2.commands._args import (
     add_config_file_argument,
     add_cut_below_knee_argument,
+    add_opts_argument,
     add_out_argument,
     add_progress_argument,
     add_recursive_argument,
@@ -69,12 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_salt_argument(parser)
     add_progress_argument(parser)
     add_output_arguments(parser)
-    parser.add_argument(
-        "--opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="KEY VALUE config overrides; give it last, it takes the rest of the line",
-    )
+    add_opts_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:

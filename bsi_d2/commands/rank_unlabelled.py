@@ -8,10 +8,12 @@ import logging
 from bsi_d2.commands._args import (
     add_config_file_argument,
     add_cut_below_knee_argument,
+    add_opts_argument,
     add_out_argument,
     add_progress_argument,
     add_recursive_argument,
     add_salt_argument,
+    add_score_threshold_arguments,
 )
 from bsi_d2.io.limits import add_limit_arguments
 
@@ -71,16 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=4, help="scans per forward pass")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: MODEL.DEVICE)")
-    parser.add_argument(
-        "--score-thresh", type=float, help="score threshold, all classes (default BSI.SCORE_THRESH)"
-    )
-    parser.add_argument(
-        "--class-thresh",
-        action="append",
-        default=[],
-        metavar="CLASS=T",
-        help="per-class threshold, repeatable (default BSI.CLASS_SCORE_THRESH)",
-    )
+    add_score_threshold_arguments(parser)
     add_cut_below_knee_argument(parser)
     add_recursive_argument(parser)
     add_limit_arguments(parser)
@@ -99,12 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--writers", type=int, default=2, metavar="N", help="threads writing scans (0: inline)"
     )
-    parser.add_argument(
-        "--opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="KEY VALUE config overrides; give it last, it takes the rest of the line",
-    )
+    add_opts_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:

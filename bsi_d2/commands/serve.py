@@ -8,7 +8,7 @@ import getpass
 import logging
 from pathlib import Path
 
-from bsi_d2.commands._args import add_config_file_argument, add_salt_argument
+from bsi_d2.commands._args import add_config_file_argument, add_opts_argument, add_salt_argument
 from bsi_d2.io.limits import add_limit_arguments
 
 HELP = "a web page: log in, upload a scan, get its segmentation and BSI"
@@ -74,12 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_salt_argument(parser)
     add_limit_arguments(parser)
-    parser.add_argument(
-        "--opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="KEY VALUE config overrides; give it last, it takes the rest of the line",
-    )
+    add_opts_argument(parser)
 
 
 def users_file(args: argparse.Namespace) -> Path:
