@@ -129,6 +129,11 @@ def semi(args: argparse.Namespace) -> None:
     print_table(rows)
 
 
+def f(value, digits: int = 3) -> str:
+    """A table cell: the number to ``digits`` places, or n/a."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def _detection(folder: Path) -> dict:
     evaluation = json.loads((folder / "evaluation" / "evaluation.json").read_text("utf-8"))
     return evaluation["lesion_detection"]
@@ -170,9 +175,6 @@ def benign(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     (with_benign / "learning").mkdir(exist_ok=True)
     (with_benign / "learning" / "benign_results.json").write_text(json.dumps(rows, indent=1))
-
-    def f(v, digits=3):
-        return "n/a" if v is None else f"{v:.{digits}f}"
 
     print("| model | benign/malignant AUC | accuracy | sensitivity | specificity | "
           "lesion calls on benign look-alikes per scan |")  # fmt: skip
@@ -249,9 +251,6 @@ def negatives(args: argparse.Namespace) -> None:
 
 
 def print_table(rows: list[tuple[str, dict]]) -> None:
-    def f(v, digits=3):
-        return "n/a" if v is None else f"{v:.{digits}f}"
-
     print("| arm | skeleton F1 | lesion Dice | lesion sens. at 1 FP/scan | BSI r | mask AP | "
           "QC failed |")  # fmt: skip
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -69,8 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_salt_argument(parser)
     add_progress_argument(parser)
     add_opts_argument(parser)
-    # what predict's model and batch options read and this command does not offer
-    parser.set_defaults(record=None, combine=None, match_radius=None, keep_identity=False)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -301,20 +301,24 @@ def model_and_options(args: argparse.Namespace, **fields):
 
 def load_predictor(args: argparse.Namespace, cfg):
     """The model (wrapped to record it with ``--record``), or a recording with ``--replay``;
-    and the engine name the records give."""
+    and the engine name the records give. An option a command does not have (``--record``,
+    ``--replay``, ``--weights``, ``--device``) counts as not given."""
     from bsi_d2.inference import replay
 
-    if args.replay:
+    replay_file, record = getattr(args, "replay", None), getattr(args, "record", None)
+    if replay_file:
         from bsi_d2.config import cfg_get
         from bsi_d2.taxonomy import load_taxonomy
 
         taxonomy = load_taxonomy(cfg_get(cfg, "BSI.TAXONOMY", None) or None)
-        return replay.ReplayPredictor.from_file(args.replay, taxonomy), replay.REPLAY_ENGINE
+        return replay.ReplayPredictor.from_file(replay_file, taxonomy), replay.REPLAY_ENGINE
     from bsi_d2.engine.predictor import build_predictor
 
-    predictor = build_predictor(cfg, weights=args.weights, device=args.device)
+    predictor = build_predictor(
+        cfg, weights=getattr(args, "weights", None), device=getattr(args, "device", None)
+    )
     engine = predictor.engine.name
-    return (replay.RecordingPredictor(predictor) if args.record else predictor), engine
+    return (replay.RecordingPredictor(predictor) if record else predictor), engine
 
 
 def batch_exit_code(result, strict: bool) -> int:

@@ -111,7 +111,6 @@ def build_settings(args: argparse.Namespace):
     from bsi_d2.web.jobs import RunSettings
 
     cfg = setup_cfg(args.config_file or None, args.opts)
-    args.record = None  # what load_predictor reads beside replay, weights and device
     predictor, engine = load_predictor(args, cfg)
     options = options_from_config(cfg, args, engine)
     limits = options.limits
