@@ -28,6 +28,16 @@ another seed drawn without lesions, none of them in the demo's split) go through
 labelled scans plus the mined set (``DATASETS.PSEUDO``, with the ``hard_negative`` class the
 mining adds), the same config and iterations. Lesion precision and false positives per scan on
 the demo's test split, before and after.
+
+    python tools/learning_experiments.py active output/demo --start 10 --step 10 --steps 3
+
+``active``: which scan to annotate next. Both arms start from the same ``--start`` labelled
+training scans (the ``semi`` draw) and model; at each of ``--steps`` steps an arm adds ``--step``
+scans of the rest of the demo's train split, with their phantom truth standing in for a person's
+annotation: the uncertainty arm the first ``--step`` of ``bsi-d2 rank-unlabelled`` by its latest
+model, the random arm those of a seeded random order. Every model is trained from the same
+initial weights with the demo's config and iterations (the same budget) and scored on the demo's
+test split. Prints lesion Dice (and the rest) after each step, for both arms.
 """
 
 from __future__ import annotations
@@ -44,18 +54,29 @@ def _summary(folder: Path) -> dict:
     return json.loads((folder / "demo_summary.json").read_text(encoding="utf-8"))
 
 
-def split_labelled(demo: Path, out: Path, labelled: int, seed: int) -> tuple[Path, Path, str]:
+def _train_split(demo: Path) -> dict:
+    return json.loads((demo / "coco" / "annotations" / "instances_train.json").read_text("utf-8"))
+
+
+def first_labelled(demo: Path, labelled: int, seed: int) -> set[int]:
+    """The image ids of ``labelled`` training scans, a draw from ``seed``."""
+    ids = sorted(img["id"] for img in _train_split(demo)["images"])
+    return set(np.random.default_rng(seed).permutation(ids)[:labelled].tolist())
+
+
+def split_labelled(demo: Path, out: Path, labelled: int | set[int], seed: int = 0
+                   ) -> tuple[Path, Path, str]:  # fmt: skip
     """A COCO root under ``out`` whose train split holds ``labelled`` of the demo's training
-    scans (val and test as the demo's), and a folder of the other training scans' DICOM files;
-    (coco root, unlabelled folder, the labelled split's data-set name)."""
+    scans (a count drawn from ``seed``, or those image ids; val and test as the demo's), and a
+    folder of the other training scans' DICOM files; (coco root, unlabelled folder, the labelled
+    split's data-set name)."""
     source = demo / "coco"
     coco = out / "coco"
     (coco / "annotations").mkdir(parents=True, exist_ok=True)
     if not (coco / "images").exists():
         (coco / "images").symlink_to((source / "images").resolve(), target_is_directory=True)
-    train = json.loads((source / "annotations" / "instances_train.json").read_text("utf-8"))
-    ids = sorted(img["id"] for img in train["images"])
-    keep = set(np.random.default_rng(seed).permutation(ids)[:labelled].tolist())
+    train = _train_split(demo)
+    keep = labelled if isinstance(labelled, set) else first_labelled(demo, labelled, seed)
     subset = dict(train)
     subset["images"] = [img for img in train["images"] if img["id"] in keep]
     subset["annotations"] = [a for a in train["annotations"] if a["image_id"] in keep]
@@ -250,6 +271,83 @@ def negatives(args: argparse.Namespace) -> None:
         )
 
 
+def train_on(demo: Path, coco: Path, out: Path, extra: list[str] | None = None) -> Path:
+    """The demo's training (config, iterations, seed) on ``coco``'s train split, in ``out``."""
+    from bsi_d2 import cli
+    from bsi_d2.workflows.demo import resolve_config
+
+    options = _summary(demo)["options"]
+    config = resolve_config(options["config"] or "mask_rcnn_R_18_FPN_cpu_lesion_bsi.yaml")
+    if not (out / "model_final.pth").is_file():
+        argv = ["train", "--config-file", str(config), "BSI.DATASET_ROOT", str(coco),
+                "DATASETS.TRAIN", "('bsi_train',)", "DATASETS.TEST", "('bsi_val',)",
+                "OUTPUT_DIR", str(out), "MODEL.DEVICE", "cpu", "SEED", str(options["seed"]),
+                *(extra or [])]  # fmt: skip
+        if options.get("iterations") is not None:
+            argv += ["SOLVER.MAX_ITER", str(options["iterations"])]
+        argv += list(options.get("opts") or [])
+        if cli.main(argv) != 0:
+            raise SystemExit(f"training in {out} failed")
+    return out
+
+
+def next_scans(demo: Path, model: Path, unlabelled: Path, out: Path, count: int,
+               random_seed: int | None) -> list[str]:  # fmt: skip
+    """The file stems of the ``count`` unlabelled scans to annotate next: ``rank-unlabelled``
+    by ``model`` (uncertainty), or a seeded random order."""
+    from bsi_d2 import cli
+    from bsi_d2.inference.batch import content_key
+    from bsi_d2.workflows.demo import resolve_config
+
+    options = _summary(demo)["options"]
+    config = resolve_config(options["config"] or "mask_rcnn_R_18_FPN_cpu_lesion_bsi.yaml")
+    ranking = out / "ranking.json"
+    if not ranking.is_file():
+        argv = ["rank-unlabelled", str(unlabelled), "--config-file", str(config), "--weights",
+                str(model / "model_final.pth"), "--out", str(out), "--top", "0", "--no-progress",
+                "--device", "cpu"]  # fmt: skip
+        if random_seed is not None:
+            argv += ["--random", str(random_seed)]
+        if cli.main(argv) != 0:
+            raise SystemExit(f"rank-unlabelled into {out} failed")
+    stem_of = {content_key([p]): p.stem for p in sorted(unlabelled.glob("*.dcm"))}
+    order = [row["key"] for row in json.loads(ranking.read_text(encoding="utf-8"))["scans"]]
+    return [stem_of[key] for key in order if key in stem_of][:count]
+
+
+def active(args: argparse.Namespace) -> None:
+    demo, out = args.demo.resolve(), args.out.resolve()
+    id_of = {Path(img["labelme_file"]).stem: img["id"] for img in _train_split(demo)["images"]}
+    start = first_labelled(demo, args.start, args.seed)
+    coco, _, _ = split_labelled(demo, out / "step0", start)
+    model0 = train_on(demo, coco, out / "step0" / "train")
+    metrics0 = evaluate(demo, model0, out / "step0" / "eval")
+    results = {"start": args.start, "step": args.step, "steps": args.steps,
+               "rows": [(0, args.start, metrics0, metrics0)]}  # fmt: skip
+    arms = {"uncertainty": None, "random": args.seed}
+    labelled = {arm: set(start) for arm in arms}
+    model = {arm: model0 for arm in arms}
+    for k in range(1, args.steps + 1):
+        row_metrics = {}
+        for arm, random_seed in arms.items():
+            here = out / arm / f"step{k}"
+            _, pool, _ = split_labelled(demo, here / "pool", labelled[arm])
+            chosen = next_scans(demo, model[arm], pool, here / "rank", args.step, random_seed)
+            labelled[arm] |= {id_of[stem] for stem in chosen}
+            coco, _, _ = split_labelled(demo, here, labelled[arm])
+            model[arm] = train_on(demo, coco, here / "train")
+            row_metrics[arm] = evaluate(demo, model[arm], here / "eval")
+        results["rows"].append((k, len(labelled["random"]), row_metrics["uncertainty"],
+                                row_metrics["random"]))  # fmt: skip
+        (out / "active_results.json").write_text(json.dumps(results, indent=1), "utf-8")
+    print("| step | labelled scans | lesion Dice, uncertainty | lesion Dice, random | "
+          "BSI r, uncertainty | BSI r, random |")  # fmt: skip
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for k, n, u, r in results["rows"]:
+        print(f"| {k} | {n} | {f(u['lesion_dice'])} | {f(r['lesion_dice'])} | "
+              f"{f(u['bsi_pearson_r'])} | {f(r['bsi_pearson_r'])} |")  # fmt: skip
+
+
 def print_table(rows: list[tuple[str, dict]]) -> None:
     print("| arm | skeleton F1 | lesion Dice | lesion sens. at 1 FP/scan | BSI r | mask AP | "
           "QC failed |")  # fmt: skip
@@ -281,10 +379,18 @@ def main() -> None:
     p.add_argument("--normal", type=int, default=40, help="phantoms drawn for normal scans")
     p.add_argument("--seed", type=int, default=7, help="their seed (not the demo's)")
     p.add_argument("--ratio", type=float, default=0.2, help="DATASETS.PSEUDO_RATIO (0.2)")
+    p = sub.add_parser("active", help="labelled-set growth by uncertainty ranking vs random")
+    p.add_argument("demo", type=Path, help="a finished bsi-d2 demo folder")
+    p.add_argument("--out", type=Path, default=None, help="default DEMO/learning/active")
+    p.add_argument("--start", type=int, default=10, help="labelled training scans at step 0")
+    p.add_argument("--step", type=int, default=10, help="scans annotated per step (10)")
+    p.add_argument("--steps", type=int, default=3, help="steps (3)")
+    p.add_argument("--seed", type=int, default=0, help="the first draw and the random order")
     args = parser.parse_args()
     if getattr(args, "out", "") is None:
         args.out = args.demo / "learning" / args.experiment
-    {"semi": semi, "benign": benign, "negatives": negatives}[args.experiment](args)
+    experiments = {"semi": semi, "benign": benign, "negatives": negatives, "active": active}
+    experiments[args.experiment](args)
 
 
 if __name__ == "__main__":

@@ -93,8 +93,14 @@ def parse_outputs(text: str) -> frozenset[str]:
 # -- atomic files ---------------------------------------------------------------------------
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+def atomic_write_json(path: str | Path, obj: Any, compact: bool = False) -> Path:
+    """``obj`` as JSON, indented for a reader, or ``compact`` (one line, no spaces: for the
+    machine-read files, several times faster to write, as the indenting encoder is Python's)."""
+    if compact:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    else:
+        text = json.dumps(obj, indent=2, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
 
 
 def reset_scan_dir(scan_dir: Path) -> None:
@@ -254,7 +260,7 @@ def write_predictions(files: ScanFiles) -> None:
 
     views = assign_views(files.instances)
     doc = predictions_document(files.key, files.instances, files.taxonomy, views, files.kept)
-    atomic_write_json(files.scan_dir / PREDICTIONS_FILE, doc)
+    atomic_write_json(files.scan_dir / PREDICTIONS_FILE, doc, compact=True)
 
 
 def write_labelmap(files: ScanFiles) -> None:

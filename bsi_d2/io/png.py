@@ -27,7 +27,8 @@ def png_bytes(image: np.ndarray) -> bytes:
         image = image.astype(np.uint8) * 255
         params = [cv2.IMWRITE_PNG_BILEVEL, 1]
     elif image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
-        image = image[..., ::-1]  # OpenCV encodes BGR
+        # OpenCV encodes BGR; its own reordering is about ten times faster than a strided copy
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
     elif not (image.ndim == 2 and image.dtype in (np.uint8, np.uint16)):
         raise ValueError(
             "PNG writer needs a uint8 or uint16 (H, W) grey image, a uint8 (H, W, 3) RGB image "

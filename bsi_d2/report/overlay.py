@@ -53,8 +53,11 @@ def _tinted_uint8(
     rows = np.where((rows > 0) & (rows < len(table)), rows, 0)
     packed = np.zeros((len(table), 256), np.uint32)  # RGB in the low three bytes
     packed.view(np.uint8).reshape(len(table), 256, 4)[..., :3] = table
+    import cv2
+
     pixels = packed.reshape(-1).take(rows * 256 + display)
-    return np.ascontiguousarray(pixels.view(np.uint8).reshape(*display.shape, 4)[..., :3])
+    # the alpha byte dropped by OpenCV: several times faster than a strided copy, same bytes
+    return cv2.cvtColor(pixels.view(np.uint8).reshape(*display.shape, 4), cv2.COLOR_RGBA2RGB)
 
 
 def lesion_outline(lesion_mask: np.ndarray, width: int = 2) -> np.ndarray:

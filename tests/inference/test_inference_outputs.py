@@ -85,6 +85,15 @@ def test_predictions_and_labelme_shapes(tmp_path):
     np.testing.assert_array_equal(back.masks, a.instances.masks)
     np.testing.assert_array_equal(back.category_ids, a.instances.category_ids)
     np.testing.assert_allclose(back.scores, a.instances.scores)
+    # the file the batch writes: compact (the indenting encoder is Python's and was a fifth of
+    # the pipeline's writing time), read back to the same instances
+    files = out.ScanFiles(tmp_path, "c1", np.zeros((10, 20), np.uint8), a.instances, kept, a, TAX)
+    out.write_predictions(files)
+    text = (tmp_path / out.PREDICTIONS_FILE).read_text()
+    assert text.count("\n") == 1 and ", " not in text and ": " not in text
+    assert json.loads(text)["instances"] == json.loads(json.dumps(doc))["instances"]
+    np.testing.assert_array_equal(out.read_predictions(tmp_path / out.PREDICTIONS_FILE).masks,
+                                  a.instances.masks)  # fmt: skip
     shapes = out.labelme_shapes(a.instances, TAX)
     assert [(s["label"], s["group_id"]) for s in shapes] == [
         ("skull", 0),
