@@ -241,17 +241,9 @@ def negatives(args: argparse.Namespace) -> None:
             raise SystemExit(f"mine-negatives exited with {code}")
     taxonomy = mined / "taxonomy.yaml"
     extra = ["BSI.TAXONOMY", str(taxonomy)] if taxonomy.is_file() else []
-    train_dir = out / "train"
-    if not (train_dir / "model_final.pth").is_file():
-        argv = ["train", "--config-file", str(config), "BSI.DATASET_ROOT", str(demo / "coco"),
-                "DATASETS.TRAIN", "('bsi_train',)", "DATASETS.TEST", "('bsi_val',)",
-                "DATASETS.PSEUDO", str(mined / "annotations" / "instances_negatives.json"),
-                "DATASETS.PSEUDO_RATIO", str(args.ratio), "OUTPUT_DIR", str(train_dir),
-                "MODEL.DEVICE", "cpu", "SEED", str(options["seed"]), *extra]  # fmt: skip
-        if options.get("iterations") is not None:
-            argv += ["SOLVER.MAX_ITER", str(options["iterations"])]
-        if cli.main(argv) != 0:
-            raise SystemExit("training with the mined negatives failed")
+    pseudo = ["DATASETS.PSEUDO", str(mined / "annotations" / "instances_negatives.json"),
+              "DATASETS.PSEUDO_RATIO", str(args.ratio)]  # fmt: skip
+    train_dir = train_on(demo, demo / "coco", out / "train", [*pseudo, *extra])
     after = out / "eval"
     evaluate(demo, train_dir, after, extra)
     mined_summary = json.loads((mined / "negatives.json").read_text(encoding="utf-8"))
@@ -360,28 +352,37 @@ def print_table(rows: list[tuple[str, dict]]) -> None:
         )
 
 
+def _experiment(sub, name: str, help: str, demo_help: str = "a finished bsi-d2 demo folder",
+                out: bool = True) -> argparse.ArgumentParser:  # fmt: skip
+    """A sub-command reading a finished demo (and writing under ``--out``)."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("demo", type=Path, help=demo_help)
+    if out:
+        p.add_argument("--out", type=Path, default=None, help=f"default DEMO/learning/{name}")
+    return p
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="experiment", required=True)
-    p = sub.add_parser("semi", help="labelled alone vs + pseudo-labels (rounds) vs all labelled")
-    p.add_argument("demo", type=Path, help="a finished bsi-d2 demo folder")
-    p.add_argument("--out", type=Path, default=None, help="default DEMO/learning/semi")
+    p = _experiment(sub, "semi", "labelled alone vs + pseudo-labels (rounds) vs all labelled")
     p.add_argument("--labelled", type=int, default=10, help="labelled training scans (10)")
     p.add_argument("--rounds", type=int, default=2, help="self-training rounds after round 0")
     p.add_argument("--ratio", type=float, default=0.5, help="DATASETS.PSEUDO_RATIO (0.5)")
     p.add_argument("--seed", type=int, default=0, help="which training scans stay labelled")
-    p = sub.add_parser("benign", help="with vs without the benign class")
-    p.add_argument("demo", type=Path, help="a finished bsi-d2 demo --label-benign folder")
+    p = _experiment(
+        sub,
+        "benign",
+        "with vs without the benign class",
+        "a finished bsi-d2 demo --label-benign folder",
+        out=False,
+    )
     p.add_argument("--without", type=Path, required=True, help="the same demo without it")
-    p = sub.add_parser("negatives", help="before vs after one round of negative mining")
-    p.add_argument("demo", type=Path, help="a finished bsi-d2 demo folder")
-    p.add_argument("--out", type=Path, default=None, help="default DEMO/learning/negatives")
+    p = _experiment(sub, "negatives", "before vs after one round of negative mining")
     p.add_argument("--normal", type=int, default=40, help="phantoms drawn for normal scans")
     p.add_argument("--seed", type=int, default=7, help="their seed (not the demo's)")
     p.add_argument("--ratio", type=float, default=0.2, help="DATASETS.PSEUDO_RATIO (0.2)")
-    p = sub.add_parser("active", help="labelled-set growth by uncertainty ranking vs random")
-    p.add_argument("demo", type=Path, help="a finished bsi-d2 demo folder")
-    p.add_argument("--out", type=Path, default=None, help="default DEMO/learning/active")
+    p = _experiment(sub, "active", "labelled-set growth by uncertainty ranking vs random")
     p.add_argument("--start", type=int, default=10, help="labelled training scans at step 0")
     p.add_argument("--step", type=int, default=10, help="scans annotated per step (10)")
     p.add_argument("--steps", type=int, default=3, help="steps (3)")
