@@ -188,25 +188,46 @@ def predictions_document(
 
 def masks_to_rles(masks: np.ndarray) -> list[dict[str, Any]]:
     """(N, H, W) bool masks -> COCO RLEs as :func:`~bsi_d2.structures.masks.mask_to_rle` makes
-    them, encoded in one call (one column-major copy of the stack, not two per mask)."""
-    import cv2
+    them. Runs are counted over the columns a mask touches only (COCO RLE is column-major, so
+    the empty columns before and after are one run of zeros each), then compressed by
+    pycocotools: a lesion's few columns instead of the whole image, for every instance."""
     from pycocotools import mask as mask_utils
 
     masks = np.asarray(masks)
     if len(masks) == 0:
         return []
-    count, height, width = masks.shape
-    pixels = np.ascontiguousarray(masks.astype(bool, copy=False)).view(np.uint8)
-    # (N, W, H) in C order is (H, W, N) in Fortran order; OpenCV transposes several times
-    # faster than NumPy's strided copy (np.asfortranarray)
-    transposed = np.empty((count, width, height), np.uint8)
-    for mask, out in zip(pixels, transposed, strict=True):
-        cv2.transpose(mask, out)
-    column_major = transposed.transpose(2, 1, 0)
+    masks = masks.astype(bool, copy=False)
+    _, height, width = masks.shape
+    touched = masks.any(axis=1)  # (N, W): the columns each mask touches
+    uncompressed = []
+    for mask, columns in zip(masks, touched, strict=True):
+        uncompressed.append({"size": [height, width],
+                             "counts": _column_runs(mask, np.flatnonzero(columns))})  # fmt: skip
     return [
         {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        for rle in mask_utils.encode(column_major)
+        for rle in mask_utils.frPyObjects(uncompressed, height, width)
     ]
+
+
+def _column_runs(mask: np.ndarray, columns: np.ndarray) -> list[int]:
+    """Uncompressed COCO run lengths (zeros first) of ``mask`` in column-major order, from the
+    columns between its first and last touched one."""
+    height, width = mask.shape
+    if len(columns) == 0:
+        return [height * width]
+    x0, x1 = int(columns[0]), int(columns[-1]) + 1
+    flat = np.ascontiguousarray(mask[:, x0:x1].T).reshape(-1)
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    runs = np.diff(np.concatenate(([0], edges, [flat.size]))).tolist()
+    if flat[0]:
+        runs.insert(0, 0)  # the runs start with zeros
+    runs[0] += x0 * height
+    tail = (width - x1) * height
+    if tail and len(runs) % 2:  # the last run is zeros: the empty columns after join it
+        runs[-1] += tail
+    elif tail:
+        runs.append(tail)
+    return runs
 
 
 def read_predictions(path: str | Path) -> Instances:

@@ -152,6 +152,14 @@ def test_batched_rles_and_cropped_polygons_match_the_plain_ones(archive, taxonom
     entry = next(iter(load_recording(recording).values()))
     instances = entry_instances(entry)
     assert out.masks_to_rles(instances.masks) == [mask_to_rle(m) for m in instances.masks]
+    # runs counted over the touched columns only: masks at every edge, full, empty, one column
+    corners = np.zeros((7, 9, 6), bool)
+    corners[1] = True
+    corners[2, 0, 0] = corners[3, -1, -1] = corners[4, -1, 0] = corners[5, 0, -1] = True
+    corners[6, :, 2] = True
+    corners[0, 3:, 1:3] = True
+    assert out.masks_to_rles(corners) == [mask_to_rle(m) for m in corners]
+    assert out.masks_to_rles(np.zeros((1, 4, 3), bool)) == [mask_to_rle(np.zeros((4, 3), bool))]
     edge = np.zeros((30, 20), bool)
     edge[0:5, 15:20] = True  # touching the image's corner
     cases = [(m, b) for m, b in zip(instances.masks, instances.boxes, strict=True)]
