@@ -54,6 +54,14 @@ def _summary(folder: Path) -> dict:
     return json.loads((folder / "demo_summary.json").read_text(encoding="utf-8"))
 
 
+def demo_config(demo: Path) -> tuple[dict, Path]:
+    """A finished demo's options and the config file it trained with."""
+    from bsi_d2.workflows.demo import resolve_config
+
+    options = _summary(demo)["options"]
+    return options, resolve_config(options["config"] or "mask_rcnn_R_18_FPN_cpu_lesion_bsi.yaml")
+
+
 def _train_split(demo: Path) -> dict:
     return json.loads((demo / "coco" / "annotations" / "instances_train.json").read_text("utf-8"))
 
@@ -98,10 +106,8 @@ def split_labelled(demo: Path, out: Path, labelled: int | set[int], seed: int = 
 def self_train(demo: Path, out: Path, coco: Path, unlabelled: Path, dataset: str, rounds: int,
                ratio: float) -> Path:  # fmt: skip
     from bsi_d2 import cli
-    from bsi_d2.workflows.demo import resolve_config
 
-    options = _summary(demo)["options"]
-    config = resolve_config(options["config"] or "mask_rcnn_R_18_FPN_cpu_lesion_bsi.yaml")
+    options, config = demo_config(demo)
     argv = ["self-train", "--config-file", str(config), "--out", str(out / "self_train"),
             "--rounds", str(rounds), "--unlabelled", str(unlabelled), "--no-progress",
             "BSI.DATASET_ROOT", str(coco), "DATASETS.TRAIN", f"('{dataset}',)",
@@ -225,11 +231,9 @@ def normal_scans(out: Path, n: int, seed: int) -> Path:
 
 def negatives(args: argparse.Namespace) -> None:
     from bsi_d2 import cli
-    from bsi_d2.workflows.demo import resolve_config
 
     demo, out = args.demo.resolve(), args.out.resolve()
-    options = _summary(demo)["options"]
-    config = resolve_config(options["config"] or "mask_rcnn_R_18_FPN_cpu_lesion_bsi.yaml")
+    _, config = demo_config(demo)
     normal = normal_scans(out, args.normal, args.seed)
     mined = out / "mined"
     if not (mined / "negatives.json").is_file():
@@ -266,10 +270,8 @@ def negatives(args: argparse.Namespace) -> None:
 def train_on(demo: Path, coco: Path, out: Path, extra: list[str] | None = None) -> Path:
     """The demo's training (config, iterations, seed) on ``coco``'s train split, in ``out``."""
     from bsi_d2 import cli
-    from bsi_d2.workflows.demo import resolve_config
 
-    options = _summary(demo)["options"]
-    config = resolve_config(options["config"] or "mask_rcnn_R_18_FPN_cpu_lesion_bsi.yaml")
+    options, config = demo_config(demo)
     if not (out / "model_final.pth").is_file():
         argv = ["train", "--config-file", str(config), "BSI.DATASET_ROOT", str(coco),
                 "DATASETS.TRAIN", "('bsi_train',)", "DATASETS.TEST", "('bsi_val',)",
@@ -289,10 +291,8 @@ def next_scans(demo: Path, model: Path, unlabelled: Path, out: Path, count: int,
     by ``model`` (uncertainty), or a seeded random order."""
     from bsi_d2 import cli
     from bsi_d2.inference.batch import content_key
-    from bsi_d2.workflows.demo import resolve_config
 
-    options = _summary(demo)["options"]
-    config = resolve_config(options["config"] or "mask_rcnn_R_18_FPN_cpu_lesion_bsi.yaml")
+    _, config = demo_config(demo)
     ranking = out / "ranking.json"
     if not ranking.is_file():
         argv = ["rank-unlabelled", str(unlabelled), "--config-file", str(config), "--weights",

@@ -48,13 +48,13 @@ def _tinted_uint8(
 ) -> np.ndarray:
     """The tinted scan by one table look-up per pixel (several times faster than blending in
     float, and the same bytes)."""
+    import cv2
+
     table = blend_table(taxonomy, alpha)
     rows = region_map.astype(np.intp, copy=False)
     rows = np.where((rows > 0) & (rows < len(table)), rows, 0)
     packed = np.zeros((len(table), 256), np.uint32)  # RGB in the low three bytes
     packed.view(np.uint8).reshape(len(table), 256, 4)[..., :3] = table
-    import cv2
-
     pixels = packed.reshape(-1).take(rows * 256 + display)
     # the alpha byte dropped by OpenCV: several times faster than a strided copy, same bytes
     return cv2.cvtColor(pixels.view(np.uint8).reshape(*display.shape, 4), cv2.COLOR_RGBA2RGB)
